@@ -1,0 +1,3 @@
+from mlx_distill.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""`mlx-distill`: one subcommand per job; with no subcommand it opens the terminal UI.
+
+Each subcommand lives in ``mlx_distill.commands.<name>`` with ``HELP``, ``add_arguments(parser)``
+and ``main(args) -> int``; command modules import nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+from mlx_distill.errors import DistillError
+
+# Listed in the order `--help` shows them.
+COMMAND_NAMES = ("run", "demo", "generate", "train", "eval", "chat", "models", "tui", "doctor")
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    modules = {}
+    for name in COMMAND_NAMES:
+        module_name = f"mlx_distill.commands.{name}"
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-distill",
+        description="Distil a local teacher LLM into a small T5 student, step by step, on this machine.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _command_modules().items():
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from mlx_distill.platform import ensure_fast_blas
+
+    ensure_fast_blas(argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["tui"] if "tui" in _command_modules() else ["--help"]
+    args = parser.parse_args(argv)
+    if getattr(args, "_main", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except DistillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped (Ctrl-C); finished work is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Machine facts: which BLAS MLX uses on Linux, how much memory there is, what device runs MLX."""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Set by us on the re-exec so a failed preload cannot loop.
+REEXEC_MARKER = "MLX_DISTILL_BLAS_REEXEC"
+# Users set this to keep the slow BLAS (or to debug the re-exec).
+OPT_OUT = "MLX_DISTILL_NO_BLAS_REEXEC"
+# Users (and tests) point this at an OpenBLAS libblas.so.3 in a non-Debian place.
+OPENBLAS_OVERRIDE = "MLX_DISTILL_OPENBLAS"
+
+OPENBLAS_FIX = "sudo apt-get install -y libopenblas0-pthread"
+
+_OPENBLAS_CANDIDATES = (
+    "/usr/lib/{arch}-linux-gnu/openblas-pthread/libblas.so.3",
+    "/usr/lib/{arch}-linux-gnu/openblas-openmp/libblas.so.3",
+    "/usr/lib/{arch}-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
+
+
+@dataclass(frozen=True)
+class BlasStatus:
+    """What BLAS the MLX CPU backend runs its matmuls with in this process."""
+
+    fast: bool
+    library: str
+    detail: str
+
+
+def _loaded_libraries() -> list[str]:
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({line.split()[-1] for line in lines if ".so" in line})
+
+
+def blas_status() -> BlasStatus:
+    """Tell whether MLX's CPU matmuls run on an optimised BLAS in this process.
+
+    On macOS MLX uses Accelerate (or Metal). On Linux the ``mlx[cpu]`` wheel bundles the
+    reference BLAS (about 25x slower here) unless an OpenBLAS is preloaded.
+    """
+    if sys.platform != "linux":
+        return BlasStatus(True, "Accelerate/Metal", "not Linux: MLX uses Apple's libraries")
+    import mlx.core  # noqa: F401  (loads libmlx and its bundled BLAS)
+
+    libraries = _loaded_libraries()
+    openblas = [lib for lib in libraries if "openblas" in lib]
+    if openblas:
+        return BlasStatus(True, openblas[0], "OpenBLAS preloaded")
+    bundled = [lib for lib in libraries if "mlx_cpu.libs" in lib and "libblas" in lib]
+    if bundled:
+        return BlasStatus(False, bundled[0], "the reference BLAS bundled with mlx[cpu]")
+    return BlasStatus(True, "unknown", "no bundled reference BLAS found")
+
+
+def find_openblas() -> str | None:
+    """The path of an installed OpenBLAS ``libblas`` to preload, or None."""
+    override = os.environ.get(OPENBLAS_OVERRIDE)
+    if override:
+        return override if Path(override).is_file() else None
+    arch = _platform.machine()
+    for pattern in _OPENBLAS_CANDIDATES:
+        path = pattern.format(arch=arch)
+        if Path(path).is_file():
+            return path
+    return None
+
+
+def ensure_fast_blas(argv: list[str] | None = None) -> None:
+    """On Linux, re-exec once with OpenBLAS preloaded, or print how to install it.
+
+    Call at CLI start-up, before any heavy work. ``MLX_DISTILL_NO_BLAS_REEXEC=1`` opts out.
+    """
+    if sys.platform != "linux" or os.environ.get(OPT_OUT) == "1":
+        return
+    status = blas_status()
+    if status.fast:
+        return
+    library = find_openblas()
+    if library is None:
+        print(
+            "warning: MLX is using the slow reference BLAS (about 25x slower matmuls); "
+            f"fix: {OPENBLAS_FIX}",
+            file=sys.stderr,
+        )
+        return
+    if os.environ.get(REEXEC_MARKER) == "1":
+        print(
+            f"warning: preloading {library} did not replace MLX's reference BLAS; "
+            f"set {OPT_OUT}=1 to silence this",
+            file=sys.stderr,
+        )
+        return
+    env = dict(os.environ)
+    env[REEXEC_MARKER] = "1"
+    env["LD_PRELOAD"] = ":".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    args = sys.argv[1:] if argv is None else argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "mlx_distill", *args], env)
+
+
+def total_memory_bytes() -> int:
+    """The memory MLX can use: unified memory on a Mac, physical RAM elsewhere."""
+    import mlx.core as mx
+
+    if sys.platform == "darwin":
+        try:
+            info = mx.device_info()
+            size = info.get("memory_size") or info.get("max_recommended_working_set_size")
+            if size:
+                return int(size)
+        except Exception:  # noqa: BLE001 - older MLX without device_info
+            pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def available_memory_bytes() -> int:
+    """Memory free for a new model now (Linux: MemAvailable; macOS: total unified memory)."""
+    if sys.platform == "linux":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total_memory_bytes()
+
+
+def device_name() -> str:
+    """A short description of the MLX device, e.g. ``cpu (x86_64, 2 cores)``."""
+    import mlx.core as mx
+
+    device = mx.default_device()
+    kind = "gpu" if device.type == mx.DeviceType.gpu else "cpu"
+    return f"{kind} ({_platform.machine()}, {os.cpu_count()} cores)"
+
+
+def is_apple_gpu() -> bool:
+    """True where MLX runs on Metal (Apple silicon), False on a CPU-only backend."""
+    import mlx.core as mx
+
+    return mx.default_device().type == mx.DeviceType.gpu
+
+
+def format_bytes(n: float) -> str:
+    """``1.2 GB``-style text for a byte count (decimal units, as Macs show memory)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"

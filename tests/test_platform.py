@@ -1,0 +1,53 @@
+"""BLAS detection and the one-time re-exec with OpenBLAS on Linux (both paths run for real)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlx_distill import platform
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS re-exec exists only on Linux")
+
+
+def _doctor(env_changes: dict[str, str | None]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", platform.REEXEC_MARKER)}
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_distill", "doctor"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_reexec_preloads_openblas_when_installed():
+    library = platform.find_openblas()
+    if library is None:
+        pytest.skip("no OpenBLAS on this machine: .ci/run installs libopenblas0-pthread")
+    result = _doctor({platform.OPENBLAS_OVERRIDE: library})
+    assert result.returncode == 0, result.stderr
+    assert "OpenBLAS preloaded, fast" in result.stdout
+    assert "warning" not in result.stderr
+
+
+def test_without_openblas_prints_the_fix():
+    result = _doctor({platform.OPENBLAS_OVERRIDE: "/nonexistent/libblas.so.3"})
+    assert result.returncode == 0, result.stderr
+    assert platform.OPENBLAS_FIX in result.stderr
+    assert "reference BLAS" in result.stdout
+
+
+def test_opt_out_keeps_the_bundled_blas_quietly():
+    result = _doctor({platform.OPT_OUT: "1"})
+    assert result.returncode == 0, result.stderr
+    assert "slow" in result.stdout
+    assert result.stderr == ""
+
+
+def test_memory_and_format():
+    assert platform.available_memory_bytes() > 0
+    assert platform.total_memory_bytes() >= platform.available_memory_bytes() // 2
+    assert platform.format_bytes(1_500_000_000) == "1.5 GB"

@@ -1,0 +1,1 @@
+"""The Textual app, shipped as mlx_distill.tui."""

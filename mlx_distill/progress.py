@@ -66,7 +66,7 @@ class ProgressPrinter:
         self.interval = interval
         self.quiet = quiet
         self._open_line = False
-        self._last_progress = 0.0
+        self._last_progress: float | None = None
         self._last_loss: float | None = None
 
     def __call__(self, event: Event) -> None:
@@ -172,7 +172,7 @@ class ProgressPrinter:
             else:
                 self.stream.flush()
             return
-        if final or now - self._last_progress >= self.interval:
+        if final or self._last_progress is None or now - self._last_progress >= self.interval:
             self._last_progress = now
             self.stream.write(text + "\n")
             self.stream.flush()

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except DistillError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader (e.g. `| head`) went away; nothing left to say
+        return 0
     except KeyboardInterrupt:
         print("\nstopped (Ctrl-C); finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130

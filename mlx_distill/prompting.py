@@ -1,0 +1,204 @@
+"""Few-shot chain-of-thought prompts for the teacher: prompt files, rendering, stop strings.
+
+A prompt file is plain text in blocks separated by lines that hold only ``---``:
+
+* the first block is the instruction;
+* each middle block is one worked exemplar: the question, then a line starting with ``A:`` that
+  starts the answer (a rationale ending in ``So the answer is ...``);
+* the last block is the query template, holding ``{input}`` (and optionally ``{answer}``, the gold
+  label, for rationalization); its ``A:`` line marks where the teacher writes.
+
+A file with no ``---`` line is one query template (no instruction, no exemplars). The built-in
+files are ``mlx_distill/prompts/<task>.txt``.
+
+Rendering: with a chat template, the instruction and the first exemplar's question form the first
+user turn, each exemplar's answer is an assistant turn and the query is the last user turn, so the
+model answers in the exemplars' style and its end-of-turn token ends the answer. Without a chat
+template the blocks are joined into one completion prompt ending in ``A:``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mlx_distill.errors import DistillError
+
+BUILTIN_TASKS = ("svamp", "cqa", "esnli", "anli")
+# Prompt file for the generic tasks (jsonl/csv) when the user gives none.
+GENERIC_TEMPLATE = "Answer the question. Explain your reasoning, then end with: So the answer is ...\n---\nQ: {input}\nA:"
+
+BLOCK_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+ANSWER_LINE = re.compile(r"^A:[ \t]?", re.MULTILINE)
+
+# Text that starts a new exemplar or turn: the teacher must stop there (the paper's PaLM outputs
+# ran on into invented next examples).
+STOP_STRINGS = ("\n\nQ:", "\nQ:", "\nPremise:", "\n---", "\nHypothesis:")
+# End-of-turn tokens of common chat templates; used as stop tokens when the vocabulary has them.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|im_start|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>",
+                      "<|endoftext|>")
+
+NLI_TASKS = ("esnli", "anli")
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A parsed prompt file."""
+
+    instruction: str
+    exemplars: tuple[Exemplar, ...]
+    query: str  # the question part of the last block, with {input} (and maybe {answer})
+    source: str  # the file text, for the prompt hash
+
+    def hash(self, *, rationalize: bool = False, extra: str = "") -> str:
+        text = f"{self.source}\x00rationalize={rationalize}\x00{extra}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _split_answer(block: str) -> tuple[str, str | None]:
+    match = ANSWER_LINE.search(block)
+    if match is None:
+        return block.strip(), None
+    return block[: match.start()].strip(), block[match.end():].strip()
+
+
+def parse_prompt_text(text: str, origin: str = "<prompt>") -> PromptTemplate:
+    """Parse prompt-file text (format in the module docstring).
+
+    Raises:
+        DistillError: when the query block has no ``{input}`` placeholder or an exemplar has no
+            ``A:`` answer line.
+    """
+    blocks = [b.strip("\n") for b in BLOCK_SEPARATOR.split(text)]
+    if len(blocks) == 1:
+        instruction, middle, last = "", [], blocks[0]
+    else:
+        instruction, middle, last = blocks[0].strip(), blocks[1:-1], blocks[-1]
+    if "{input}" not in last:
+        raise DistillError(
+            f"prompt file {origin} has no {{input}} placeholder in its last block; "
+            "add a line such as 'Q: {input}' where each question goes"
+        )
+    exemplars = []
+    for index, block in enumerate(middle, start=1):
+        question, answer = _split_answer(block)
+        if answer is None:
+            raise DistillError(
+                f"prompt file {origin}: exemplar {index} has no line starting with 'A:'; "
+                "write the worked answer after 'A:'"
+            )
+        exemplars.append(Exemplar(question, answer))
+    query, _ = _split_answer(last)
+    return PromptTemplate(instruction, tuple(exemplars), query, text)
+
+
+def load_prompt(task: str, prompt_file: str | Path | None = None) -> PromptTemplate:
+    """The user's prompt file, else the built-in one for ``task``, else the generic template."""
+    if prompt_file is not None:
+        path = Path(prompt_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise DistillError(f"cannot read prompt file {path}: {error.strerror or error}") from error
+        return parse_prompt_text(text, str(path))
+    if task in BUILTIN_TASKS:
+        text = resources.files("mlx_distill.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
+        return parse_prompt_text(text, f"built-in {task}.txt")
+    return parse_prompt_text(GENERIC_TEMPLATE, "built-in generic prompt")
+
+
+def format_question(task: str, text: str) -> str:
+    """The example input as the prompt shows it; NLI ``premise</s>hypothesis`` inputs (the paper's
+    student format) become ``Premise: ...\\nHypothesis: ...`` lines."""
+    if task in NLI_TASKS and "Premise:" not in text:
+        for separator in ("</s>", "\n"):
+            if separator in text:
+                premise, hypothesis = text.split(separator, 1)
+                return f"Premise: {premise.strip()}\nHypothesis: {hypothesis.strip()}"
+        return f"Premise: {text.strip()}"
+    return text
+
+
+def _hint(answer: str) -> str:
+    return f"Hint: the correct answer is {answer}. Explain why."
+
+
+def _exemplar_answer(answer_text: str) -> str:
+    match = re.search(r"the answer is\s*(.+?)\.?\s*$", answer_text, re.IGNORECASE | re.DOTALL)
+    return match.group(1).strip() if match else ""
+
+
+def build_query(template: PromptTemplate, task: str, text: str, gold: str = "",
+                rationalize: bool = False) -> str:
+    """The last user turn for one example."""
+    query = template.query.replace("{input}", format_question(task, text))
+    if "{answer}" in query:
+        return query.replace("{answer}", gold)
+    if rationalize:
+        query = f"{query}\n{_hint(gold)}"
+    return query
+
+
+def build_messages(template: PromptTemplate, query: str, rationalize: bool = False) -> list[dict]:
+    """Chat messages: exemplars as prior user/assistant turns, the query last."""
+    messages: list[dict] = []
+    pending = template.instruction
+    for exemplar in template.exemplars:
+        question = exemplar.question
+        if rationalize:
+            question = f"{question}\n{_hint(_exemplar_answer(exemplar.answer))}"
+        messages.append({"role": "user", "content": f"{pending}\n\n{question}".strip()})
+        messages.append({"role": "assistant", "content": exemplar.answer})
+        pending = ""
+    messages.append({"role": "user", "content": f"{pending}\n\n{query}".strip()})
+    return messages
+
+
+def build_completion(template: PromptTemplate, query: str, rationalize: bool = False) -> str:
+    """One plain completion prompt ending in ``A:``."""
+    parts = [template.instruction] if template.instruction else []
+    for exemplar in template.exemplars:
+        question = exemplar.question
+        if rationalize:
+            question = f"{question}\n{_hint(_exemplar_answer(exemplar.answer))}"
+        parts.append(f"{question}\nA: {exemplar.answer}")
+    parts.append(f"{query}\nA:")
+    return "\n\n".join(parts)
+
+
+def render_prompt(tokenizer, template: PromptTemplate, task: str, text: str, gold: str = "",
+                  rationalize: bool = False) -> list[int]:
+    """Token ids of the full prompt for one example (chat template when the tokenizer has one)."""
+    query = build_query(template, task, text, gold, rationalize)
+    if getattr(tokenizer, "has_chat_template", False) or getattr(tokenizer, "chat_template", None):
+        messages = build_messages(template, query, rationalize)
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer.encode(prompt, add_special_tokens=False))
+    return list(tokenizer.encode(build_completion(template, query, rationalize)))
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS ids plus the end-of-turn special tokens the vocabulary has."""
+    ids = set(getattr(tokenizer, "eos_token_ids", None) or [])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
+    return sorted(ids)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...] = STOP_STRINGS) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; returns (text, whether a stop string was found)."""
+    positions = [p for p in (text.find(s) for s in stops) if p >= 0]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True

@@ -1,0 +1,386 @@
+"""The teacher stage: a local LLM writes a rationale and an answer for every training example.
+
+``generate_rationales`` loads the teacher (``mlx_distill.teacher_model``), renders few-shot
+prompts (``mlx_distill.prompting``), runs them through mlx-lm's continuous-batching
+``BatchGenerator``, parses each output (``mlx_distill.parsing``), applies the filter policy and
+appends one JSONL record per example to the output file.
+
+Throughput: prompts are sorted by length (longest first, so a memory problem shows at once), the
+few-shot prefix that every prompt shares is run through the model once and its KV cache handed to
+every sequence as its prompt cache, and a sequence stops at the end-of-turn token or at the first
+text that starts an invented next exemplar.
+
+Resume: the file is flushed and fsynced after every ``batch_size`` finished examples; a rerun
+skips the ids already in it. A file written by another teacher or another prompt is refused
+(``DistillError`` naming it) rather than mixed: choose a new ``--out``.
+
+Threads: MLX streams are thread-local, so the generation stream is created here, in the thread
+that calls ``generate_rationales``, and used only by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlx_distill.errors import DistillError
+from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
+from mlx_distill.parsing import ParsedOutput, parse_output
+from mlx_distill.prompting import STOP_STRINGS, load_prompt, render_prompt, stop_token_ids
+from mlx_distill.teacher_model import load_teacher, memory_report, release_teacher, teacher_identity
+
+FILTERS = ("gold", "all", "teacher")
+SAMPLE_TEMPERATURE = 0.7
+SAMPLE_TOP_P = 0.95
+# Shared prefixes shorter than this are not worth a separate prefill.
+MIN_PREFIX_TOKENS = 8
+_MAX_STOP_CHARS = max(len(s) for s in STOP_STRINGS)
+
+
+@dataclass(frozen=True)
+class RationaleSummary:
+    """What the teacher stage did (counts cover every record of these examples in the file)."""
+
+    path: str
+    total: int  # examples asked for (after limit)
+    done: int  # examples with a record now
+    skipped: int  # already in the file before this run
+    accepted: int
+    parse_failures: int
+    generated_tokens: int  # this run
+    prompt_tokens: int  # this run
+    seconds: float
+    generation_tps: float
+    prompt_tps: float
+    peak_memory_bytes: int
+    stopped: bool = False
+    teacher: str = ""
+    prompt_hash: str = ""
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accepted / self.done if self.done else 0.0
+
+
+@dataclass
+class _Job:
+    example: Any
+    tokens: list[int]
+    samples: list[tuple[str, int, float]] = field(default_factory=list)  # (text, generated, seconds)
+
+
+def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict]:
+    """Records already in ``path``; cuts a torn last line; refuses a file from another teacher/prompt."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        # A killed writer left half a line: drop it so the next append starts a clean line.
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as handle:
+            handle.truncate(cut)
+        data = data[:cut]
+    finished: dict[str, dict] = {}
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise DistillError(f"{path}:{number} is not a JSON line; move the file away or choose "
+                               "another --out") from None
+        if record.get("teacher") != teacher or record.get("prompt_hash") != prompt_hash:
+            raise DistillError(
+                f"{path} holds rationales from another teacher or prompt ({record.get('teacher')}, "
+                f"prompt {record.get('prompt_hash')}); choose a new --out to keep both")
+        finished[str(record["id"])] = record
+    return finished
+
+
+def _longest_common_prefix(sequences: Iterable[list[int]]) -> int:
+    sequences = list(sequences)
+    if not sequences:
+        return 0
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for sequence in sequences[1:]:
+        n = 0
+        while n < length and sequence[n] == first[n]:
+            n += 1
+        length = n
+    return length
+
+
+def _prefill_prefix(model, tokens: list[int], stream, step: int = 2048) -> list:
+    """The KV cache of the shared prompt prefix, computed once."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    with mx.stream(stream):
+        for begin in range(0, len(tokens), step):
+            model(mx.array(tokens[begin:begin + step])[None], cache=cache)
+            mx.eval([c.state for c in cache])
+    return cache
+
+
+def _judge(task: str, example, parsed: ParsedOutput, policy: str) -> tuple[bool | None, bool]:
+    """(agrees with gold or None without a gold label, accepted under the filter policy)."""
+    from mlx_distill.metrics import is_correct
+
+    agrees = None
+    if example.label:
+        agrees = parsed.parse_ok and is_correct(task, parsed.answer, example.label)
+    has_rationale = bool(parsed.rationale.strip())
+    if policy == "gold":
+        return agrees, bool(agrees) and has_rationale
+    if policy == "teacher":
+        return agrees, parsed.parse_ok and has_rationale
+    return agrees, has_rationale
+
+
+def _vote(task: str, example, samples: list[tuple[str, int, float]]) -> tuple[str, ParsedOutput]:
+    """Self-consistency: the first sample whose answer is the most common parsed answer."""
+    from mlx_distill.metrics import normalize_label
+
+    parsed = [parse_output(task, text, example.choices) for text, _, _ in samples]
+    votes = Counter(normalize_label(task, p.answer) for p in parsed if p.parse_ok)
+    if votes:
+        winner = votes.most_common(1)[0][0]
+        for (text, _, _), p in zip(samples, parsed):
+            if p.parse_ok and normalize_label(task, p.answer) == winner:
+                return text, p
+    return samples[0][0], parsed[0]
+
+
+def generate_rationales(examples: list, task: str, teacher: str, out_path: str | Path, *,
+                        batch_size: int = 8, max_tokens: int = 256, filter: str = "gold",
+                        limit: int | None = None, prompt_file: str | Path | None = None,
+                        rationalize: bool = False, samples: int = 1, quantize: int | None = None,
+                        precision: str = "auto", prefix_cache: bool = True,
+                        on_event: OnEvent = ignore_event,
+                        should_stop: ShouldStop = never_stop) -> RationaleSummary:
+    """Ask the teacher for a rationale and answer per example; append records to ``out_path``.
+
+    Args:
+        examples: ``mlx_distill.data.Example`` items (id, input, label, choices).
+        task: ``svamp``/``cqa``/``esnli``/``anli`` (built-in prompts and parsers) or any other name
+            (generic prompt and parser; give ``prompt_file`` for your own task).
+        teacher: Local folder, hub id or catalog name of a causal LM.
+        out_path: The JSONL rationale file (created, or resumed).
+        batch_size: Sequences generated together. Default: ``8``.
+        max_tokens: Generated tokens per answer at most. Default: ``256``.
+        filter: ``gold`` (accept when the answer agrees with the gold label), ``all``, or
+            ``teacher`` (accept any parsed answer; for unlabeled data). Default: ``gold``.
+        limit: Only the first ``limit`` examples.
+        prompt_file: A prompt file (format in ``mlx_distill.prompting``) instead of the built-in one.
+        rationalize: Put the gold answer in the prompt as a hint; the teacher explains it.
+        samples: Answers per example; more than 1 samples at temperature 0.7 and keeps the majority
+            answer (self-consistency). Default: ``1`` (greedy).
+        quantize: 4 or 8: quantize an unquantized teacher on load.
+        precision: ``auto``/``float32``/``native`` (see ``teacher_model.load_teacher``).
+        prefix_cache: Reuse the shared few-shot prefix's KV cache. Default: ``True``.
+        on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
+        should_stop: Polled every generation step; finished records are kept.
+
+    Returns:
+        A ``RationaleSummary``.
+
+    Raises:
+        DistillError: Bad option, prompt file, teacher, memory, or an output file from another
+            teacher or prompt.
+    """
+    if filter not in FILTERS:
+        raise DistillError(f"filter {filter!r} is not one of {', '.join(FILTERS)}")
+    if batch_size < 1 or max_tokens < 1 or samples < 1:
+        raise DistillError("batch size, max tokens and samples must each be at least 1")
+    if limit is not None:
+        examples = examples[:max(limit, 0)]
+    template = load_prompt(task, prompt_file)
+    prompt_hash = template.hash(rationalize=rationalize, extra=f"samples={samples}")
+    out = Path(out_path).expanduser()
+    identity = teacher_identity(teacher, quantize)
+    finished = _read_finished(out, identity, prompt_hash)
+    wanted = {e.id for e in examples}
+    pending = [e for e in examples if e.id not in finished]
+    skipped = len(wanted & set(finished))
+    if skipped:
+        on_event(Log(f"resuming {out}: {skipped} of {len(examples)} examples already done"))
+    accepted = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted"))
+    failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
+    start = time.perf_counter()
+    if not pending:
+        return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
+                                0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
+
+    import mlx.core as mx
+
+    mx.reset_peak_memory()
+    loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size * samples,
+                          prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
+                          on_event=on_event)
+    try:
+        jobs = [_Job(e, render_prompt(loaded.tokenizer, template, task, e.input, e.label, rationalize))
+                for e in pending]
+        state = _Progress(len(examples), skipped, accepted, failures)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8") as handle:
+            stopped = _generate(loaded, jobs, task, filter, samples, batch_size, max_tokens, prefix_cache,
+                                prompt_hash, handle, state, on_event, should_stop)
+        on_event(memory_report())
+    finally:
+        peak = int(mx.get_peak_memory())
+        release_teacher(on_event)
+    seconds = time.perf_counter() - start
+    return RationaleSummary(
+        str(out), len(examples), state.done, skipped, state.accepted, state.failures,
+        state.generated_tokens, state.prompt_tokens, seconds, state.generation_tps, state.prompt_tps,
+        peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash)
+
+
+def _rough_prompt_tokens(template, examples) -> int:
+    """Upper-bound prompt length in tokens for the memory estimate (~3 characters a token)."""
+    fixed = len(template.source)
+    longest = max((len(e.input) + len(e.label) for e in examples), default=0)
+    return (fixed + longest) // 3 + 16
+
+
+@dataclass
+class _Progress:
+    total: int
+    done: int
+    accepted: int
+    failures: int
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    generation_tps: float = 0.0
+    prompt_tps: float = 0.0
+    latest: tuple = (None, None, False)  # (example, parsed output, accepted) last written
+
+
+def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, batch_size: int,
+              max_tokens: int, use_prefix: bool, prompt_hash: str, handle, state: _Progress,
+              on_event: OnEvent, should_stop: ShouldStop) -> bool:
+    """Run every job through one BatchGenerator; write records as examples finish. True if stopped."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.generate_utils import BatchStats
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    stream = mx.new_thread_local_stream(mx.default_device())
+    jobs.sort(key=lambda j: len(j.tokens), reverse=True)
+    prefix_len = 0
+    if use_prefix:
+        prefix_len = min(_longest_common_prefix(j.tokens for j in jobs), min(len(j.tokens) for j in jobs) - 1)
+    cache = _prefill_prefix(model, jobs[0].tokens[:prefix_len], stream) if prefix_len >= MIN_PREFIX_TOKENS else None
+    if cache is None:
+        prefix_len = 0
+    sampler = make_sampler(temp=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P) if samples > 1 else None
+    generator = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_token_ids(tokenizer)],
+                               sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=batch_size,
+                               stream=stream)
+    inputs = [job.tokens[prefix_len:] for job in jobs for _ in range(samples)]
+    uids = generator.insert(inputs, caches=[cache] * len(inputs) if cache is not None else None)
+    owner = {uid: jobs[i // samples] for i, uid in enumerate(uids)}
+    detokenizers = {uid: tokenizer.detokenizer for uid in uids}
+    counts = dict.fromkeys(uids, 0)
+    started: dict[int, float] = {}
+    unfinished = set(uids)
+    written: list[str] = []
+    stats = BatchStats()
+    stage_start = time.perf_counter()
+    stopped = False
+
+    def finish(uid: int) -> None:
+        detokenizer = detokenizers.pop(uid)
+        detokenizer.finalize()
+        job = owner.pop(uid)
+        unfinished.discard(uid)
+        job.samples.append((detokenizer.text, counts[uid], time.perf_counter() - started.get(uid, stage_start)))
+        if len(job.samples) == samples:
+            written.append(_record(job, task, policy, loaded.name, prompt_hash, state, on_event))
+
+    try:
+        while unfinished:
+            if should_stop():
+                stopped = True
+                break
+            with generator.stats() as step:
+                prompt_responses, generation_responses = generator.next()
+            stats += step
+            now = time.perf_counter()
+            for response in prompt_responses:
+                started.setdefault(response.uid, now)
+            for response in generation_responses:
+                uid = response.uid
+                if response.finish_reason != "stop":
+                    detokenizers[uid].add_token(response.token)
+                    counts[uid] += 1
+                if response.finish_reason is not None:
+                    finish(uid)
+                    continue
+                text = detokenizers[uid].text
+                if any(s in text[-(_MAX_STOP_CHARS + 16):] for s in STOP_STRINGS):
+                    generator.remove([uid])
+                    finish(uid)
+            if len(written) >= batch_size or (written and not unfinished):
+                _flush(handle, written)
+                _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, now - stage_start, on_event)
+    finally:
+        if written:
+            _flush(handle, written)
+        generator.close()
+    _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, time.perf_counter() - stage_start,
+            on_event, final=True)
+    return stopped
+
+
+def _record(job: _Job, task: str, policy: str, teacher: str, prompt_hash: str, state: _Progress,
+            on_event: OnEvent) -> str:
+    example = job.example
+    if len(job.samples) == 1:
+        raw, parsed = job.samples[0][0], parse_output(task, job.samples[0][0], example.choices)
+    else:
+        raw, parsed = _vote(task, example, job.samples)
+    agrees, accepted = _judge(task, example, parsed, policy)
+    generated = sum(s[1] for s in job.samples)
+    state.done += 1
+    state.accepted += accepted
+    state.failures += not parsed.parse_ok
+    state.generated_tokens += generated
+    state.latest = (example, parsed, accepted)
+    record = {"id": example.id, "teacher": teacher, "prompt_hash": prompt_hash, "raw": raw,
+              "rationale": parsed.rationale, "answer": parsed.answer, "agrees": agrees, "accepted": accepted,
+              "parse_ok": parsed.parse_ok, "prompt_tokens": len(job.tokens), "generated_tokens": generated,
+              "seconds": round(max(s[2] for s in job.samples), 3)}
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _flush(handle, lines: list[str]) -> None:
+    handle.write("".join(line + "\n" for line in lines))
+    handle.flush()
+    os.fsync(handle.fileno())
+    lines.clear()
+
+
+def _report(state: _Progress, stats, sequences: int, unfinished: int, prefix_len: int, elapsed: float,
+            on_event: OnEvent, final: bool = False) -> None:
+    state.prompt_tokens = stats.prompt_tokens + prefix_len
+    state.generation_tps = stats.generation_tokens / elapsed if elapsed > 0 else 0.0
+    state.prompt_tps = stats.prompt_tps if stats.prompt_time > 0 else 0.0
+    finished = sequences - unfinished
+    eta = elapsed / finished * unfinished if finished else None
+    example, parsed, accepted = state.latest
+    on_event(TeacherProgress(
+        done=state.done, total=state.total, accepted=state.accepted, parse_failures=state.failures,
+        generated_tokens=state.generated_tokens, generation_tps=state.generation_tps, prompt_tps=state.prompt_tps,
+        eta_seconds=0.0 if final and not unfinished else eta,
+        latest_id=example.id if example else "", latest_input=example.input[:500] if example else "",
+        latest_rationale=parsed.rationale[:1000] if parsed else "", latest_answer=parsed.answer if parsed else "",
+        latest_accepted=bool(accepted)))

@@ -1,0 +1,301 @@
+"""Loading and releasing the teacher LLM: resolve, check, estimate memory, load, free.
+
+The teacher runs through ``mlx_lm.load``. On a CPU-only MLX backend a quantized teacher is
+dequantized at load and run in float32 (MLX's quantized matmul on CPU is single-threaded, about
+2.5x slower than float32 here); on Apple silicon it keeps the precision it was saved in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlx_distill.errors import DistillError
+from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
+
+PRECISIONS = ("auto", "float32", "native")
+QUANTIZE_BITS = (4, 8)
+QUANT_GROUP_SIZE = 64
+# Activations, MLX buffers and the tokenizer on top of weights + KV cache (fraction, estimate).
+RUNTIME_OVERHEAD = 0.10
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2,
+                "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+_current: "Teacher | None" = None
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher: the mlx-lm model and tokenizer wrapper, and what it is."""
+
+    name: str  # the hub id or the resolved local folder, plus "@q4"/"@q8" when quantized here
+    path: Path
+    model: Any
+    tokenizer: Any
+    config: dict
+    dtype: str
+    weight_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weight_bytes: int
+    kv_cache_bytes: int
+    total_bytes: int
+    available_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.available_bytes
+
+
+def teacher_identity(teacher: str, quantize: int | None = None) -> str:
+    """The name recorded in rationale files: a hub id as given, a local folder as its absolute
+    path (so reruns from another folder match), with ``@q4``/``@q8`` when quantized on load."""
+    from mlx_distill.catalog import resolve_model
+
+    local = Path(teacher).expanduser()
+    name = str(local.resolve()) if local.exists() else resolve_model(teacher)
+    return f"{name}@q{quantize}" if quantize else name
+
+
+def resolve_teacher_path(teacher: str) -> Path:
+    """A local folder as is; a hub id (or catalog name) fetched (config and weights) through the
+    Hugging Face cache, as ``mlx_lm.load`` would."""
+    from mlx_distill.catalog import resolve_model
+
+    local = Path(teacher).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise DistillError(f"teacher {local} is a file; give the model's folder (config.json + "
+                               "model.safetensors) or a Hugging Face hub id")
+        return local
+    repo = resolve_model(teacher)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS))
+    except HFValidationError:
+        raise DistillError(f"teacher {teacher!r} is neither a local folder nor a valid Hugging Face "
+                           "hub id (owner/name); check the spelling") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        reason = type(error).__name__
+        raise DistillError(f"teacher {repo!r} is not a local folder and could not be fetched from the "
+                           f"Hugging Face hub ({reason}; offline or unknown id?); check the id and the "
+                           "network, or pass a downloaded folder") from None
+
+
+def check_causal_lm(path: Path) -> dict:
+    """The folder's config.json, after checking that mlx-lm can run it as a decoder LLM."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise DistillError(f"{path} has no config.json, so it is not a Hugging Face model folder; "
+                           "give a causal LM folder (config.json + model*.safetensors) or a hub id")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DistillError(f"{config_file} is not valid JSON ({error}); re-download the model") from None
+    model_type = config.get("model_type")
+    architectures = " ".join(config.get("architectures") or [])
+    if not model_type or config.get("is_encoder_decoder") or "ConditionalGeneration" in architectures:
+        raise DistillError(f"{path} is not a causal LM (model_type {model_type!r}); the teacher must be "
+                           "a decoder LLM such as Qwen2.5 or Llama, not an encoder-decoder like T5")
+    from mlx_lm.utils import _get_classes
+
+    try:
+        _get_classes(config)
+    except ValueError:
+        raise DistillError(f"{path}: model_type {model_type!r} is not a decoder LLM that mlx-lm can run; "
+                           "pick a supported causal LM (llama, qwen2, mistral, gemma, phi3, ...)") from None
+    if not list(path.glob("model*.safetensors")):
+        raise DistillError(f"{path} has no model*.safetensors weights; convert or re-download the model")
+    return config
+
+
+def _safetensors_tensors(path: Path) -> dict[str, dict]:
+    tensors: dict[str, dict] = {}
+    for file in sorted(path.glob("model*.safetensors")):
+        with open(file, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        header.pop("__metadata__", None)
+        tensors.update(header)
+    return tensors
+
+
+def runtime_weight_bytes(path: Path, config: dict, *, to_float32: bool, quantize: int | None) -> int:
+    """Bytes the weights take once loaded (float32 on CPU, or as stored, or quantized here)."""
+    tensors = _safetensors_tensors(path)
+    quantization = config.get("quantization") or config.get("quantization_config") or {}
+    bits = quantization.get("bits") if isinstance(quantization, dict) else None
+    total = 0
+    for name, info in tensors.items():
+        count = 1
+        for dim in info["shape"]:
+            count *= dim
+        stored = count * _DTYPE_BYTES.get(info["dtype"], 4)
+        if name.endswith((".scales", ".biases")) and bits:
+            if not to_float32:
+                total += stored
+            continue
+        if info["dtype"] == "U32" and bits:
+            count = count * 32 // bits  # packed quantized weight -> its real element count
+        if to_float32:
+            total += count * 4
+        elif quantize and len(info["shape"]) == 2:
+            total += int(count * (quantize + 32 / QUANT_GROUP_SIZE) / 8)
+        else:
+            total += stored
+    return total
+
+
+def kv_cache_bytes(config: dict, tokens: int, element_bytes: int) -> int:
+    text = config.get("text_config") or config
+    layers = int(text.get("num_hidden_layers", 0))
+    heads = int(text.get("num_attention_heads", 1))
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or text.get("hidden_size", 0) // max(heads, 1))
+    return 2 * layers * kv_heads * head_dim * element_bytes * tokens
+
+
+def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens: int, max_tokens: int,
+                    to_float32: bool, quantize: int | None = None,
+                    available_bytes: int | None = None) -> MemoryEstimate:
+    """Weights + KV cache for ``batch_size`` sequences of ``prompt_tokens + max_tokens``."""
+    from mlx_distill.platform import available_memory_bytes
+
+    weights = runtime_weight_bytes(path, config, to_float32=to_float32, quantize=quantize)
+    element_bytes = 4 if to_float32 else 2
+    kv = kv_cache_bytes(config, batch_size * (prompt_tokens + max_tokens), element_bytes)
+    total = int((weights + kv) * (1 + RUNTIME_OVERHEAD))
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    return MemoryEstimate(weights, kv, total, available)
+
+
+def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens: int) -> str:
+    from mlx_distill.platform import format_bytes
+
+    need = (f"teacher {teacher} needs about {format_bytes(estimate.total_bytes)} (weights "
+            f"{format_bytes(estimate.weight_bytes)} + KV cache {format_bytes(estimate.kv_cache_bytes)} "
+            f"for batch {batch_size} x {tokens} tokens) but only {format_bytes(estimate.available_bytes)} "
+            "is available")
+    weights_only = estimate.weight_bytes * (1 + RUNTIME_OVERHEAD)
+    if weights_only < estimate.available_bytes and batch_size > 1:
+        per_sequence = estimate.kv_cache_bytes / batch_size * (1 + RUNTIME_OVERHEAD)
+        smaller = int((estimate.available_bytes - weights_only) // max(per_sequence, 1))
+        if smaller >= 1:
+            return f"{need}; try --batch-size {min(smaller, batch_size - 1)} or fewer --max-tokens"
+    return f"{need}; pick a smaller teacher (see `mlx-distill models`) or a 4-bit one"
+
+
+def memory_report(stage: str = "teacher") -> MemoryReport:
+    import mlx.core as mx
+
+    from mlx_distill.platform import total_memory_bytes
+
+    return MemoryReport(stage=stage, active=int(mx.get_active_memory()), peak=int(mx.get_peak_memory()),
+                        total=int(total_memory_bytes()))
+
+
+def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = "auto",
+                 batch_size: int = 8, prompt_tokens: int = 1024, max_tokens: int = 256,
+                 on_event: OnEvent = ignore_event) -> Teacher:
+    """Check, size and load a teacher LLM with mlx-lm.
+
+    Args:
+        teacher: A local folder, a Hugging Face hub id or a catalog name.
+        quantize: 4 or 8 to quantize an unquantized model on load (mlx-lm's own quantization).
+        precision: ``auto`` (float32 on a CPU-only device, as stored on Apple GPU), ``float32``, or
+            ``native`` (as stored, quantized layers kept).
+        batch_size, prompt_tokens, max_tokens: Sizes for the KV-cache part of the memory estimate.
+        on_event: Receives Log, TeacherLoaded and MemoryReport events.
+
+    Returns:
+        The loaded teacher; also kept as the current one until ``release_teacher()``.
+
+    Raises:
+        DistillError: Unknown model, not a causal LM, bad option, or not enough memory.
+    """
+    global _current
+    import mlx.core as mx
+
+    from mlx_distill.platform import is_apple_gpu
+
+    if quantize is not None and quantize not in QUANTIZE_BITS:
+        raise DistillError(f"--quantize {quantize} is not supported; use 4 or 8")
+    if precision not in PRECISIONS:
+        raise DistillError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    release_teacher()
+    start = time.perf_counter()
+    path = resolve_teacher_path(teacher)
+    config = check_causal_lm(path)
+    already_quantized = bool(config.get("quantization") or config.get("quantization_config"))
+    if quantize and already_quantized:
+        on_event(Log(f"{teacher} is already quantized; --quantize {quantize} ignored", level="warning"))
+        quantize = None
+    to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
+    estimate = estimate_memory(path, config, batch_size=batch_size, prompt_tokens=prompt_tokens,
+                               max_tokens=max_tokens, to_float32=to_float32, quantize=quantize)
+    if not estimate.fits:
+        raise DistillError(_fit_message(teacher, estimate, batch_size, prompt_tokens + max_tokens))
+
+    from mlx_lm import load
+    from mlx_lm.utils import dequantize_model, quantize_model
+
+    try:
+        model, tokenizer = load(str(path), lazy=True)
+    except (ValueError, FileNotFoundError) as error:
+        raise DistillError(f"mlx-lm cannot load teacher {path}: {error}") from None
+    if quantize:
+        with contextlib.redirect_stdout(io.StringIO()) as captured:
+            model, config = quantize_model(model, config, QUANT_GROUP_SIZE, quantize)
+        on_event(Log(f"quantized {teacher} to {quantize} bits with mlx-lm: {captured.getvalue().strip()}"))
+    if to_float32:
+        if already_quantized or quantize:
+            model = dequantize_model(model)
+            on_event(Log("CPU device: teacher dequantized to float32 (MLX's quantized CPU matmul is slower)"))
+        model.set_dtype(mx.float32)
+    mx.eval(model.parameters())
+    model.eval()
+
+    from mlx.utils import tree_flatten
+
+    params = tree_flatten(model.parameters())
+    weight_bytes = sum(v.nbytes for _, v in params)
+    dtypes = sorted({str(v.dtype).replace("mlx.core.", "") for _, v in params if mx.issubdtype(v.dtype, mx.floating)})
+    dtype = "/".join(dtypes) + (f" + {quantize or config.get('quantization', {}).get('bits', '')}-bit"
+                                if (quantize or already_quantized) and not to_float32 else "")
+    _current = Teacher(teacher_identity(teacher, quantize), path, model, tokenizer, config, dtype, weight_bytes)
+    on_event(TeacherLoaded(model=_current.name, dtype=dtype, weight_bytes=weight_bytes,
+                           seconds=time.perf_counter() - start))
+    on_event(memory_report())
+    return _current
+
+
+def release_teacher(on_event: OnEvent = ignore_event) -> None:
+    """Drop the current teacher, free MLX's buffer cache and report the stage's peak memory."""
+    global _current
+    import mlx.core as mx
+
+    if _current is None:
+        return
+    peak = int(mx.get_peak_memory())
+    _current.model = None
+    _current.tokenizer = None
+    _current = None
+    gc.collect()
+    mx.clear_cache()
+    on_event(TeacherReleased(peak_bytes=peak, active_bytes_after=int(mx.get_active_memory())))
+
+
+def current_teacher() -> Teacher | None:
+    return _current

@@ -1,0 +1,385 @@
+"""The training loop behind ``mlx_distill.train.train`` (one run, one object)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import mlx.core as mx
+from mlx.utils import tree_map
+
+from mlx_distill import checkpoint as ckpt
+from mlx_distill.batching import (
+    BatchOrder,
+    DataPosition,
+    MicroBatch,
+    build_texts,
+    split_micro_batches,
+    tokenize_rows,
+)
+from mlx_distill.errors import DistillError
+from mlx_distill.platform import total_memory_bytes
+from mlx_distill.evaluate import evaluate
+from mlx_distill.events import (
+    CheckpointSaved,
+    EvalResult,
+    Finished,
+    Log,
+    MemoryReport,
+    OnEvent,
+    ShouldStop,
+    TrainStep,
+)
+from mlx_distill.train import TrainConfig, TrainResult, check_resumable, write_config
+from mlx_distill.train_step import build_step, make_optimizer, make_schedule
+
+RESUME_HINT = "continue with resume=True (CLI: the same command with --resume)"
+STUDENT_META = "mlx_distill.json"
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in ("out of memory", "unable to allocate", "memory limit", "[malloc"))
+
+
+def _to_mx(arrays: Any) -> tuple[mx.array, ...] | None:
+    return None if arrays is None else tuple(mx.array(a) for a in arrays.as_tuple())
+
+
+class _Window:
+    """Sums between two loss reports (device arrays; read with .item() only at report time)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.loss = self.label = self.rationale = mx.array(0.0)
+        self.label_tokens = self.rationale_tokens = self.real_tokens = 0
+        self.seconds = 0.0
+
+    def add(self, loss, label_sum, rationale_sum, micro: list[MicroBatch], seconds: float) -> None:
+        self.steps += 1
+        self.loss, self.label, self.rationale = self.loss + loss, self.label + label_sum, self.rationale + rationale_sum
+        self.label_tokens += sum(m.label_tokens for m in micro)
+        self.rationale_tokens += sum(m.rationale_tokens for m in micro)
+        self.real_tokens += sum(m.real_tokens for m in micro)
+        self.seconds += seconds
+
+
+class Trainer:
+    def __init__(
+        self,
+        student: str | Path,
+        task_data: Any,
+        rationales: Mapping[str, Any] | None,
+        config: TrainConfig,
+        out_dir: Path,
+        resume: bool,
+        on_event: OnEvent,
+        should_stop: ShouldStop,
+    ):
+        self.student = student
+        self.task_data = task_data
+        self.rationales = rationales
+        self.config = config
+        self.out_dir = out_dir
+        self.ckpt_root = out_dir / "checkpoints"
+        self.resume = resume
+        self.emit = on_event
+        self.should_stop = should_stop
+        self.splits = 1  # micro-batches per batch; doubled when a step runs out of memory
+
+    # -- setup ------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from mlx_distill.student import load_student
+
+        config = self.config
+        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if latest is not None and not self.resume:
+            raise DistillError(
+                f"{self.out_dir} already holds a training run; add --resume to continue it or choose a new --out"
+            )
+        mx.random.seed(config.seed)
+        self.model, self.tokenizer = load_student(self.student, dtype=config.dtype)
+        args = self.model.args
+        self.pad_id = int(args.pad_token_id)
+        self.start_id = int(getattr(args, "decoder_start_token_id", self.pad_id))
+
+        texts, stats = build_texts(
+            self.task_data.train,
+            config.method,
+            label_source=config.label_source,
+            rationales=self.rationales or {},
+            use_human_rationales=self.rationales is None or config.human_rationales,
+            alpha=config.alpha,
+        )
+        message = f"{stats.examples} training examples, {stats.with_rationale} with a rationale"
+        if stats.teacher_labels or stats.gold_fallbacks:
+            message += f", {stats.teacher_labels} teacher labels ({stats.gold_fallbacks} gold fallbacks)"
+        if stats.dropped:
+            message += f", {stats.dropped} dropped without a label"
+        self.emit(Log(message=message))
+        self.rows = tokenize_rows(
+            self.tokenizer, texts, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens
+        )
+        self.order = BatchOrder([len(p) for p in self.rows.predict], config.batch_size, config.seed)
+
+        schedule = make_schedule(config.lr, config.schedule, config.warmup_steps, config.max_steps)
+        self.optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay)
+        self.state = ckpt.RunState(config=config.to_dict())
+        if latest is not None:
+            saved = ckpt.read_state(latest)
+            check_resumable(saved.config, config)
+            self.state = ckpt.restore_checkpoint(latest, self.model, self.optimizer)
+            self.state.config = config.to_dict()
+            self.emit(Log(message=f"resumed from {latest} at step {self.state.step}"))
+        else:
+            self.optimizer.init(self.model.trainable_parameters())
+        write_config(self.out_dir / "train_config.json", config, {"student": str(self.student)})
+        self.model.train()
+        self.step_fn = build_step(
+            self.model, self.optimizer, config.alpha, config.clip_grad_norm or None, compile=config.compile
+        )
+        self.compiled_state = [self.model.state, self.optimizer.state, mx.random.state]
+        limit = config.max_eval_examples or None
+        self.validation = list(self.task_data.validation[:limit])
+
+    # -- one optimizer step -----------------------------------------------------------------
+    def _step_batches(self) -> tuple[list[MicroBatch], DataPosition]:
+        position = DataPosition(self.state.epoch, self.state.batch)
+        micro: list[MicroBatch] = []
+        for _ in range(self.config.grad_accum):
+            indices, position = self.order.take(position)
+            micro += split_micro_batches(
+                self.rows,
+                indices,
+                pad_id=self.pad_id,
+                decoder_start_id=self.start_id,
+                max_tokens=self.config.max_tokens_per_batch or None,
+                min_splits=self.splits,
+            )
+        return micro, position
+
+    def _run_step(self) -> tuple[mx.array, mx.array, mx.array, list[MicroBatch], DataPosition]:
+        """Run one optimizer step; on out-of-memory undo it and retry with smaller micro-batches."""
+        while True:
+            micro, position = self._step_batches()
+            label_norm = mx.array(max(1, sum(m.label_tokens for m in micro)), mx.float32)
+            rationale_norm = mx.array(max(1, sum(m.rationale_tokens for m in micro)), mx.float32)
+            snapshot = (
+                tree_map(lambda x: x, self.model.parameters()),
+                tree_map(lambda x: x, self.optimizer.state),
+                mx.random.state[0],
+            )
+            try:
+                grad = None
+                loss = label_sum = rationale_sum = mx.array(0.0)
+                for j, batch in enumerate(micro):
+                    value, ls, rs, grad = self.step_fn(
+                        _to_mx(batch.label), _to_mx(batch.rationale), label_norm, rationale_norm, grad, j == len(micro) - 1
+                    )
+                    loss, label_sum, rationale_sum = loss + value, label_sum + ls, rationale_sum + rs
+                    mx.eval(self.compiled_state, grad, loss, label_sum, rationale_sum)
+                return loss, label_sum, rationale_sum, micro, position
+            except RuntimeError as error:
+                if not _is_out_of_memory(error):
+                    raise
+                self.model.update(snapshot[0])
+                self.optimizer.state.clear()
+                self.optimizer.state.update(snapshot[1])
+                mx.random.state[0] = snapshot[2]
+                if self.splits >= self.config.batch_size:
+                    raise DistillError(
+                        f"one training example does not fit in memory ({error}); lower --max-input-tokens "
+                        "/ --max-target-tokens or use a smaller student"
+                    ) from error
+                self.splits *= 2
+                self.emit(
+                    Log(
+                        level="warning",
+                        message=f"a step ran out of memory; retrying with {self.splits} micro-batches per batch",
+                    )
+                )
+
+    # -- evaluation and checkpoints -------------------------------------------------------
+    def _max_answer_tokens(self) -> int:
+        return self.config.max_target_tokens if self.config.method == "cot" else self.config.eval_max_tokens
+
+    def _evaluate_validation(self) -> bool:
+        """Score the validation split; keep the weights if best. False when stopped meanwhile."""
+        key = mx.random.state[0]
+        summary = evaluate(
+            self.model,
+            self.tokenizer,
+            self.task_data.task,
+            self.validation,
+            batch_size=self.config.eval_batch_size,
+            max_tokens=self._max_answer_tokens(),
+            predictions_path=self.out_dir / "predictions_validation.jsonl",
+            method=self.config.method,
+            split="validation",
+            step=self.state.step,
+            should_stop=self.should_stop,
+        )
+        mx.random.state[0] = key  # generation must not shift the dropout stream
+        self.model.train()
+        if summary.stopped:
+            return False
+        best = self.state.best_accuracy is None or summary.accuracy > self.state.best_accuracy
+        if best:
+            self.state.best_accuracy, self.state.best_step = summary.accuracy, self.state.step
+            ckpt.save_best(self.ckpt_root, self.model, self.state)
+        self.emit(
+            EvalResult(
+                step=self.state.step,
+                split="validation",
+                accuracy=summary.accuracy,
+                correct=summary.correct,
+                total=summary.total,
+                best=best,
+            )
+        )
+        return True
+
+    def _save(self) -> Path:
+        folder = ckpt.save_checkpoint(self.ckpt_root, self.model, self.optimizer, self.state)
+        self.last_saved = self.state.step
+        self.emit(CheckpointSaved(step=self.state.step, path=str(folder)))
+        return folder
+
+    # -- the run ------------------------------------------------------------------------------
+    def _ensure_saved(self) -> Path:
+        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if latest is None or self.last_saved != self.state.step:
+            latest = self._save()
+        return latest
+
+    def run(self) -> TrainResult:
+        self._setup()
+        config = self.config
+        self.last_saved = self.state.step
+        save_every = config.save_every or config.eval_every
+        window = _Window()
+        final_loss = None
+        stopped = False
+        while self.state.step < config.max_steps:
+            if self.should_stop():
+                stopped = True
+                break
+            tic = time.perf_counter()
+            loss, label_sum, rationale_sum, micro, position = self._run_step()
+            seconds = time.perf_counter() - tic
+            self.state.step += 1
+            self.state.epoch, self.state.batch = position.epoch, position.batch
+            real = sum(m.real_tokens for m in micro)
+            self.state.trained_tokens += real
+            self.state.train_seconds += seconds
+            final_loss = loss
+            window.add(loss, label_sum, rationale_sum, micro, seconds)
+            step = self.state.step
+            if step % config.log_every == 0 or step == config.max_steps:
+                self._report(window)
+                window = _Window()
+            if self.validation and ((config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
+                if not self._evaluate_validation():
+                    stopped = True
+                    break
+            if save_every and step % save_every == 0:
+                self._save()
+        final_value = final_loss.item() if final_loss is not None else None
+        if stopped:
+            folder = self._ensure_saved()
+            self.emit(Finished(stage="train", stopped=True, summary={"step": self.state.step}, resume_hint=RESUME_HINT))
+            return self._result(final_value, None, None, stopped=True, checkpoint=folder)
+        if self.validation and ckpt.best_checkpoint(self.ckpt_root) is None:
+            self._evaluate_validation()
+        return self._finish(final_value, self._ensure_saved())
+
+    def _report(self, window: "_Window") -> None:
+        config = self.config
+        rationale_loss = None
+        if self.rows.has_rationale_task:
+            rationale_loss = window.rationale.item() / max(1, window.rationale_tokens)
+        self.emit(
+            TrainStep(
+                step=self.state.step,
+                total_steps=config.max_steps,
+                loss=window.loss.item() / max(1, window.steps),
+                label_loss=window.label.item() / max(1, window.label_tokens),
+                rationale_loss=rationale_loss,
+                learning_rate=float(self.optimizer.learning_rate.item()),
+                tokens_per_second=window.real_tokens / max(1e-9, window.seconds),
+                eta_seconds=window.seconds / max(1, window.steps) * (config.max_steps - self.state.step),
+                epoch=self.state.step * config.batch_size * config.grad_accum / max(1, len(self.rows)),
+            )
+        )
+
+    def _finish(self, final_loss: float | None, folder: Path) -> TrainResult:
+        from mlx_distill.checkpoint import write_json_atomic
+        from mlx_distill.student import save_student
+
+        best = ckpt.best_checkpoint(self.ckpt_root)
+        if best is not None:
+            ckpt.load_weights(self.model, best)
+        self.model.eval()
+        student_dir = Path(save_student(self.model, self.tokenizer, self.out_dir / "student"))
+        write_json_atomic(
+            student_dir / STUDENT_META,
+            {
+                "task": self.task_data.task,
+                "method": self.config.method,
+                "predict_prefix": "predict: ",
+                "explain_prefix": "explain: " if self.config.method == "step-by-step" else None,
+                "best_step": self.state.best_step,
+                "best_validation_accuracy": self.state.best_accuracy,
+            },
+        )
+        test_accuracy = None
+        if self.task_data.test:
+            summary = evaluate(
+                self.model,
+                self.tokenizer,
+                self.task_data.task,
+                self.task_data.test,
+                batch_size=self.config.eval_batch_size,
+                max_tokens=self._max_answer_tokens(),
+                predictions_path=self.out_dir / "predictions_test.jsonl",
+                method=self.config.method,
+                split="test",
+                step=self.state.step,
+                on_event=self.emit,
+            )
+            test_accuracy = summary.accuracy
+        self.emit(
+            MemoryReport(
+                stage="train", active=mx.get_active_memory(), peak=mx.get_peak_memory(), total=total_memory_bytes()
+            )
+        )
+        result = self._result(final_loss, student_dir, test_accuracy, stopped=False, checkpoint=folder)
+        self.emit(
+            Finished(
+                stage="train",
+                summary={
+                    "steps": result.steps,
+                    "final_loss": final_loss,
+                    "best_step": result.best_step,
+                    "best_validation_accuracy": result.best_validation_accuracy,
+                    "test_accuracy": test_accuracy,
+                    "student": str(student_dir),
+                },
+            )
+        )
+        return result
+
+    def _result(self, final_loss, student_dir, test_accuracy, *, stopped: bool, checkpoint: Path | None) -> TrainResult:
+        return TrainResult(
+            out_dir=str(self.out_dir),
+            student_dir=str(student_dir) if student_dir else None,
+            steps=self.state.step,
+            final_loss=final_loss,
+            best_step=self.state.best_step,
+            best_validation_accuracy=self.state.best_accuracy,
+            test_accuracy=test_accuracy,
+            stopped=stopped,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            resume_hint=RESUME_HINT if stopped else "",
+        )

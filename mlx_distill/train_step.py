@@ -1,0 +1,104 @@
+"""The loss, the optimizer with its schedule, and the compiled training step."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from mlx_distill.errors import DistillError
+
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("linear", "cosine", "constant")
+
+TaskBatch = tuple[mx.array, mx.array, mx.array, mx.array, mx.array]
+
+
+def task_loss_sum(model: Any, batch: TaskBatch) -> mx.array:
+    """Summed float32 cross-entropy over the non-pad target tokens of one task's rows."""
+    input_ids, attention_mask, decoder_input_ids, targets, target_mask = batch
+    logits = model(input_ids, decoder_input_ids, attention_mask).astype(mx.float32)
+    losses = nn.losses.cross_entropy(logits, targets, reduction="none")
+    return (losses * target_mask).sum()
+
+
+def make_loss(alpha: float) -> Callable[..., tuple[mx.array, mx.array, mx.array]]:
+    """The training loss: ``alpha·label_mean + (1-alpha)·rationale_mean``.
+
+    Means are token means over a whole optimizer step: ``label_norm``/``rationale_norm`` are
+    the step's real target-token counts, so micro-batch gradients add up to the full batch's.
+    Without a rationale batch the loss is the label mean alone (``finetune``, ``distill``, ``cot``).
+
+    Returns:
+        ``loss(model, label, rationale, label_norm, rationale_norm) -> (loss, label_sum, rationale_sum)``.
+    """
+
+    def loss(model, label, rationale, label_norm, rationale_norm):
+        label_sum = task_loss_sum(model, label)
+        if rationale is None:
+            return label_sum / label_norm, label_sum, mx.array(0.0)
+        rationale_sum = task_loss_sum(model, rationale)
+        value = alpha * (label_sum / label_norm) + (1.0 - alpha) * (rationale_sum / rationale_norm)
+        return value, label_sum, rationale_sum
+
+    return loss
+
+
+def make_schedule(lr: float, schedule: str, warmup_steps: int, total_steps: int) -> Callable | float:
+    """Linear warm-up from 0 to ``lr``, then linear or cosine decay to 0 at ``total_steps``."""
+    if schedule not in SCHEDULES:
+        raise DistillError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+    decay_steps = max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        main = optim.linear_schedule(lr, 0.0, decay_steps)
+    elif schedule == "cosine":
+        main = optim.cosine_decay(lr, decay_steps)
+    else:
+        main = lambda step: mx.array(lr, mx.float32)  # noqa: E731
+    if warmup_steps == 0:
+        return main if schedule != "constant" else lr
+    warmup = optim.linear_schedule(0.0, lr, warmup_steps)
+    return optim.join_schedules([warmup, main], [warmup_steps])
+
+
+def make_optimizer(name: str, learning_rate: Callable | float, weight_decay: float = 0.0) -> optim.Optimizer:
+    if name == "adamw":
+        return optim.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    if name == "adafactor":
+        # The usual T5 fine-tuning setting: an explicit learning rate, no relative step or scaling.
+        return optim.Adafactor(
+            learning_rate=learning_rate, relative_step=False, scale_parameter=False, weight_decay=weight_decay
+        )
+    raise DistillError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def build_step(model: Any, optimizer: optim.Optimizer, alpha: float, clip_norm: float | None, compile: bool = True):
+    """The training step: forward, loss, gradient, accumulation and (on the last micro-batch) update.
+
+    ``step(label, rationale, label_norm, rationale_norm, prev_grad, do_update)`` returns
+    ``(loss, label_sum, rationale_sum, grad)`` where ``grad`` is None after an update. The whole
+    step, optimizer update included, is one compiled graph whose state is the model, the
+    optimizer state and the MLX random key (dropout), so build it after any checkpoint restore.
+    """
+    loss_and_grad = nn.value_and_grad(model, make_loss(alpha))
+
+    def step(label, rationale, label_norm, rationale_norm, prev_grad, do_update):
+        (value, label_sum, rationale_sum), grad = loss_and_grad(model, label, rationale, label_norm, rationale_norm)
+        if prev_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+        if do_update:
+            if clip_norm:
+                grad, _ = optim.clip_grad_norm(grad, clip_norm)
+            optimizer.update(model, grad)
+            grad = None
+        return value, label_sum, rationale_sum, grad
+
+    if not compile:
+        return step
+    state = [model.state, optimizer.state, mx.random.state]
+    return partial(mx.compile, inputs=state, outputs=state)(step)

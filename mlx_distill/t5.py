@@ -1,0 +1,508 @@
+"""T5 (original, v1.1, FLAN, mT5) in MLX: the one architecture file of the student.
+
+Numerics follow ``transformers.models.t5.modeling_t5``: RMS norm with the variance in float32,
+unscaled attention logits plus a relative position bias owned by the first layer of each stack and
+shared by all layers, no position bias in cross-attention, and decoder output scaled by
+``d_model**-0.5`` only for checkpoints whose config ties the head (original T5).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+T5_MODEL_TYPES = ("t5", "mt5")
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: int | None = None
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"
+    # v4 meaning, as hub files store it: True (the default) = head tied to `shared` and scaled.
+    tie_word_embeddings: bool = True
+    # Written by transformers >= 5, which always sets tie_word_embeddings=True on save.
+    scale_decoder_outputs: bool | None = None
+    # A separate lm_head.weight; the loader sets it from the checkpoint's tensors.
+    separate_lm_head: bool | None = None
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int | None = None
+    model_type: str = "t5"
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "ModelArgs":
+        """Build from a config.json dict, dropping keys T5 does not use."""
+        known = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in params.items() if k in known})
+
+    def __post_init__(self):
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_layers
+        if isinstance(self.eos_token_id, (list, tuple)):
+            self.eos_token_id = int(self.eos_token_id[0])
+        if self.pad_token_id is None:
+            self.pad_token_id = 0
+        if self.decoder_start_token_id is None:
+            self.decoder_start_token_id = self.pad_token_id
+        if self.scale_decoder_outputs is None:
+            self.scale_decoder_outputs = self.tie_word_embeddings is not False
+        if self.separate_lm_head is None:
+            self.separate_lm_head = self.tie_word_embeddings is False
+        act = self.feed_forward_proj.split("-")
+        if len(act) > 2 or (len(act) == 2 and act[0] != "gated"):
+            raise ValueError(f"feed_forward_proj {self.feed_forward_proj!r} is not 'ACT' or 'gated-ACT'")
+        if act[-1] not in _ACTIVATIONS:
+            raise ValueError(f"feed_forward_proj activation {act[-1]!r} is not one of {sorted(_ACTIVATIONS)}")
+
+    @property
+    def is_gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def activation(self) -> str:
+        return self.feed_forward_proj.split("-")[-1]
+
+    def to_config(self) -> dict[str, Any]:
+        """config.json content in the v4 layout that hub checkpoints use (readable by v4 and v5)."""
+        return {
+            "architectures": ["T5ForConditionalGeneration"],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "d_kv": self.d_kv,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "relative_attention_num_buckets": self.relative_attention_num_buckets,
+            "relative_attention_max_distance": self.relative_attention_max_distance,
+            "dropout_rate": self.dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_factor": 1.0,
+            "feed_forward_proj": self.feed_forward_proj,
+            "dense_act_fn": "gelu_new" if self.feed_forward_proj == "gated-gelu" else self.activation,
+            "is_gated_act": self.is_gated,
+            "is_encoder_decoder": True,
+            "tie_word_embeddings": bool(self.scale_decoder_outputs),
+            "scale_decoder_outputs": bool(self.scale_decoder_outputs),
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "decoder_start_token_id": self.decoder_start_token_id,
+            "use_cache": True,
+        }
+
+
+_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu_approx, "gelu_new": nn.gelu_approx, "silu": nn.silu}
+
+
+def _neg_inf(dtype: mx.Dtype) -> float:
+    return -6.0e4 if dtype == mx.float16 else -1.0e9
+
+
+@lru_cache(maxsize=64)
+def _bucket_table(bidirectional: bool, num_buckets: int, max_distance: int) -> np.ndarray:
+    """Bucket of every relative position in [-max_distance, max_distance] (index = rel + max_distance).
+
+    Computed once on the host in float64 so that exact bucket boundaries (e.g. rel=16) land where
+    PyTorch's float32 puts them; beyond max_distance the bucket no longer changes.
+    """
+    rel = np.arange(-max_distance, max_distance + 1)
+    buckets = np.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (rel > 0) * num_buckets
+        rel = np.abs(rel)
+    else:
+        rel = -np.minimum(rel, 0)
+    max_exact = num_buckets // 2
+    with np.errstate(divide="ignore"):
+        large = max_exact + (
+            np.log(np.maximum(rel, 1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+        ).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    buckets += np.where(rel < max_exact, rel, large)
+    return buckets.astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+    def __init__(self, args: ModelArgs, bidirectional: bool):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets = args.relative_attention_num_buckets
+        self.max_distance = args.relative_attention_max_distance
+        self.embeddings = nn.Embedding(args.relative_attention_num_buckets, args.num_heads)
+
+    def __call__(self, query_positions: mx.array, key_positions: mx.array) -> mx.array:
+        """(1, heads, Tq, Tk) bias; positions may be traced arrays (compile-friendly)."""
+        table = mx.array(_bucket_table(self.bidirectional, self.num_buckets, self.max_distance))
+        rel = key_positions[None, :] - query_positions[:, None]
+        buckets = table[mx.clip(rel, -self.max_distance, self.max_distance) + self.max_distance]
+        return self.embeddings(buckets).transpose(2, 0, 1)[None]
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        inner = args.num_heads * args.d_kv
+        self.num_heads = args.num_heads
+        self.q = nn.Linear(args.d_model, inner, bias=False)
+        self.k = nn.Linear(args.d_model, inner, bias=False)
+        self.v = nn.Linear(args.d_model, inner, bias=False)
+        self.o = nn.Linear(inner, args.d_model, bias=False)
+        self.dropout = nn.Dropout(args.dropout_rate)
+        self.dropout_rate = args.dropout_rate
+
+    def project_kv(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        B, T, _ = x.shape
+        k = self.k(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+        return k, v
+
+    def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
+        B, T, _ = x.shape
+        q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+        if self.training and self.dropout_rate > 0:
+            # fast SDPA has no dropout on the attention weights, which T5 trains with.
+            scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
+            if bias is not None:
+                scores = scores + bias
+            probs = self.dropout(mx.softmax(scores, axis=-1).astype(values.dtype))
+            out = probs @ values
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
+        return self.o(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gated = args.is_gated
+        self.act = _ACTIVATIONS[args.activation]
+        if self.gated:
+            self.wi_0 = nn.Linear(args.d_model, args.d_ff, bias=False)
+            self.wi_1 = nn.Linear(args.d_model, args.d_ff, bias=False)
+        else:
+            self.wi = nn.Linear(args.d_model, args.d_ff, bias=False)
+        self.wo = nn.Linear(args.d_ff, args.d_model, bias=False)
+        self.dropout = nn.Dropout(args.dropout_rate)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.gated:
+            h = self.act(self.wi_0(x)) * self.wi_1(x)
+        else:
+            h = self.act(self.wi(x))
+        return self.wo(self.dropout(h))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dims: int, eps: float):
+        super().__init__()
+        self.weight = mx.ones((dims,))
+        self.eps = eps
+
+    def __call__(self, x: mx.array) -> mx.array:
+        # mx.fast.rms_norm accumulates in float32, casts, then multiplies by the weight, as T5 does.
+        return mx.fast.rms_norm(x, self.weight, self.eps)
+
+
+def _clamp_fp16(x: mx.array) -> mx.array:
+    # transformers clamps the fp16 residual stream so that T5's large activations stay finite.
+    if x.dtype == mx.float16:
+        return mx.clip(x, -64504.0, 64504.0)
+    return x
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.attention_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.mlp = FeedForward(args)
+        self.mlp_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.dropout = nn.Dropout(args.dropout_rate)
+
+    def __call__(self, x: mx.array, bias: mx.array) -> mx.array:
+        h = self.attention_norm(x)
+        k, v = self.attention.project_kv(h)
+        x = _clamp_fp16(x + self.dropout(self.attention(h, k, v, bias)))
+        return _clamp_fp16(x + self.dropout(self.mlp(self.mlp_norm(x))))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.self_attention = Attention(args)
+        self.self_attention_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.cross_attention = Attention(args)
+        self.cross_attention_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.mlp = FeedForward(args)
+        self.mlp_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.dropout = nn.Dropout(args.dropout_rate)
+
+    def __call__(self, x, self_bias, cross_kv, cross_bias, cache=None, index=0):
+        h = self.self_attention_norm(x)
+        k, v = self.self_attention.project_kv(h)
+        if cache is not None:
+            k, v = cache.update(index, k, v)
+        x = _clamp_fp16(x + self.dropout(self.self_attention(h, k, v, self_bias)))
+        h = self.cross_attention_norm(x)
+        x = _clamp_fp16(x + self.dropout(self.cross_attention(h, *cross_kv, cross_bias)))
+        return _clamp_fp16(x + self.dropout(self.mlp(self.mlp_norm(x))))
+
+
+class DecoderCache:
+    """Self-attention keys/values per decoder layer, and cross-attention keys/values (computed once).
+
+    With ``max_length`` the self-attention buffers are preallocated and ``offset`` is an array,
+    so one decoding step has the same shapes every time and compiles once (see ``state``).
+    Without it, the buffers grow by concatenation.
+    """
+
+    def __init__(self, num_layers: int, max_length: int | None = None):
+        self.max_length = max_length
+        self.keys: list[mx.array | None] = [None] * num_layers
+        self.values: list[mx.array | None] = [None] * num_layers
+        self.cross: list[tuple[mx.array, mx.array] | None] = [None] * num_layers
+        self.offset: int | mx.array = 0 if max_length is None else mx.array(0, dtype=mx.int32)
+
+    @property
+    def state(self) -> list:
+        return [self.keys, self.values, self.cross, self.offset]
+
+    @classmethod
+    def from_state(cls, state: list, max_length: int | None) -> "DecoderCache":
+        cache = cls(len(state[0]), max_length)
+        cache.keys, cache.values, cache.cross, cache.offset = (list(state[0]), list(state[1]), list(state[2]), state[3])
+        return cache
+
+    def update(self, index: int, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.max_length is None:
+            if self.keys[index] is not None:
+                keys = mx.concatenate([self.keys[index], keys], axis=2)
+                values = mx.concatenate([self.values[index], values], axis=2)
+            self.keys[index], self.values[index] = keys, values
+            return keys, values
+        if self.keys[index] is None:
+            B, H, _, D = keys.shape
+            self.keys[index] = mx.zeros((B, H, self.max_length, D), dtype=keys.dtype)
+            self.values[index] = mx.zeros((B, H, self.max_length, D), dtype=values.dtype)
+        start = mx.reshape(self.offset, (1,))
+        self.keys[index] = mx.slice_update(self.keys[index], keys, start, axes=(2,))
+        self.values[index] = mx.slice_update(self.values[index], values, start, axes=(2,))
+        return self.keys[index], self.values[index]
+
+    def key_length(self, new_tokens: int) -> int:
+        return self.max_length if self.max_length is not None else self.offset + new_tokens
+
+    def reorder(self, indices: mx.array) -> None:
+        """Keep batch rows `indices` of the self-attention cache (beam search)."""
+        self.keys = [None if k is None else k[indices] for k in self.keys]
+        self.values = [None if v is None else v[indices] for v in self.values]
+
+
+def padding_bias(attention_mask: mx.array | None, dtype: mx.Dtype) -> mx.array | None:
+    """(B, 1, 1, T) additive bias from a 1/0 attention mask."""
+    if attention_mask is None:
+        return None
+    return ((1 - attention_mask.astype(mx.float32)) * _neg_inf(dtype))[:, None, None, :].astype(dtype)
+
+
+class Encoder(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.relative_attention_bias = RelativePositionBias(args, bidirectional=True)
+        self.layers = [EncoderLayer(args) for _ in range(args.num_layers)]
+        self.final_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.dropout = nn.Dropout(args.dropout_rate)
+
+    def __call__(self, x: mx.array, attention_mask: mx.array | None = None) -> mx.array:
+        T = x.shape[1]
+        positions = mx.arange(T)
+        bias = self.relative_attention_bias(positions, positions).astype(x.dtype)
+        pad = padding_bias(attention_mask, x.dtype)
+        if pad is not None:
+            bias = bias + pad
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.dropout(self.final_norm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.relative_attention_bias = RelativePositionBias(args, bidirectional=False)
+        self.layers = [DecoderLayer(args) for _ in range(args.num_decoder_layers)]
+        self.final_norm = RMSNorm(args.d_model, args.layer_norm_epsilon)
+        self.dropout = nn.Dropout(args.dropout_rate)
+
+    def cross_kv(self, encoder_hidden: mx.array) -> list[tuple[mx.array, mx.array]]:
+        return [layer.cross_attention.project_kv(encoder_hidden) for layer in self.layers]
+
+    def __call__(self, x, encoder_hidden, cross_bias, cache: DecoderCache | None = None) -> mx.array:
+        T = x.shape[1]
+        offset = 0 if cache is None else cache.offset
+        key_length = T if cache is None else cache.key_length(T)
+        query_positions = mx.arange(T) + offset
+        key_positions = mx.arange(key_length)
+        causal = key_positions[None, :] > query_positions[:, None]
+        bias = self.relative_attention_bias(query_positions, key_positions)
+        bias = mx.where(causal, _neg_inf(x.dtype), bias).astype(x.dtype)
+        if cache is not None and cache.cross[0] is None:
+            cache.cross = self.cross_kv(encoder_hidden)
+        cross = cache.cross if cache is not None else self.cross_kv(encoder_hidden)
+        x = self.dropout(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, bias, cross[i], cross_bias, cache, i)
+        if cache is not None:
+            cache.offset = cache.offset + T
+        return self.dropout(self.final_norm(x))
+
+
+class Model(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model_type = args.model_type
+        self.shared = nn.Embedding(args.vocab_size, args.d_model)
+        self.encoder = Encoder(args)
+        self.decoder = Decoder(args)
+        if args.separate_lm_head:
+            self.lm_head = nn.Linear(args.d_model, args.vocab_size, bias=False)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.shared.weight.dtype
+
+    def encode(self, input_ids: mx.array, attention_mask: mx.array | None = None) -> mx.array:
+        return self.encoder(self.shared(input_ids), attention_mask)
+
+    def decode(
+        self,
+        decoder_input_ids: mx.array,
+        encoder_hidden: mx.array | None,
+        attention_mask: mx.array | None = None,
+        cache: DecoderCache | None = None,
+    ) -> mx.array:
+        """Logits (float32) for `decoder_input_ids`; `encoder_hidden` may be None once `cache` holds cross K/V."""
+        h = self.decoder(
+            self.shared(decoder_input_ids), encoder_hidden, padding_bias(attention_mask, self.dtype), cache
+        )
+        return self.lm_logits(h)
+
+    def lm_logits(self, hidden: mx.array) -> mx.array:
+        if self.args.scale_decoder_outputs:
+            hidden = hidden * (self.args.d_model**-0.5)
+        if self.args.separate_lm_head:
+            logits = self.lm_head(hidden)
+        else:
+            logits = self.shared.as_linear(hidden)
+        return logits.astype(mx.float32)
+
+    def __call__(
+        self, input_ids: mx.array, decoder_input_ids: mx.array, attention_mask: mx.array | None = None
+    ) -> mx.array:
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    def make_cache(self, max_length: int | None = None) -> DecoderCache:
+        return DecoderCache(self.args.num_decoder_layers, max_length)
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        """Hugging Face tensor names -> this module's names (tied copies dropped)."""
+        out = {}
+        for name, value in weights.items():
+            if _DROPPED.fullmatch(name):
+                continue
+            out[hf_to_mlx_name(name) or name] = value
+        if not self.args.separate_lm_head:
+            out.pop("lm_head.weight", None)
+        return out
+
+    def export_weights(self) -> dict[str, mx.array]:
+        """This module's weights under Hugging Face names (the inverse of `sanitize`)."""
+        from mlx.utils import tree_flatten
+
+        weights = {mlx_to_hf_name(k): v for k, v in tree_flatten(self.parameters())}
+        if not self.args.separate_lm_head and not self.args.scale_decoder_outputs:
+            # Tied but unscaled: a v4 reader only ties when it also scales, so store the head.
+            weights["lm_head.weight"] = weights["shared.weight"]
+        return weights
+
+
+# (Hugging Face pattern, our template). Group 1 is the stack, group 2 the layer index.
+_NAME_MAP = [
+    (r"(encoder|decoder)\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.weight",
+     r"\1.relative_attention_bias.embeddings.weight"),
+    (r"(encoder)\.block\.(\d+)\.layer\.0\.SelfAttention\.(q|k|v|o)\.weight", r"\1.layers.\2.attention.\3.weight"),
+    (r"(encoder)\.block\.(\d+)\.layer\.0\.layer_norm\.weight", r"\1.layers.\2.attention_norm.weight"),
+    (r"(encoder)\.block\.(\d+)\.layer\.1\.DenseReluDense\.(wi|wi_0|wi_1|wo)\.weight", r"\1.layers.\2.mlp.\3.weight"),
+    (r"(encoder)\.block\.(\d+)\.layer\.1\.layer_norm\.weight", r"\1.layers.\2.mlp_norm.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.0\.SelfAttention\.(q|k|v|o)\.weight",
+     r"\1.layers.\2.self_attention.\3.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.0\.layer_norm\.weight", r"\1.layers.\2.self_attention_norm.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.1\.EncDecAttention\.(q|k|v|o)\.weight",
+     r"\1.layers.\2.cross_attention.\3.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.1\.layer_norm\.weight", r"\1.layers.\2.cross_attention_norm.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.2\.DenseReluDense\.(wi|wi_0|wi_1|wo)\.weight", r"\1.layers.\2.mlp.\3.weight"),
+    (r"(decoder)\.block\.(\d+)\.layer\.2\.layer_norm\.weight", r"\1.layers.\2.mlp_norm.weight"),
+    (r"(encoder|decoder)\.final_layer_norm\.weight", r"\1.final_norm.weight"),
+    (r"(shared|lm_head)\.weight", r"\1.weight"),
+]
+_INVERSE_MAP = [
+    (r"(encoder|decoder)\.relative_attention_bias\.embeddings\.weight",
+     r"\1.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+    (r"(encoder)\.layers\.(\d+)\.attention\.(q|k|v|o)\.weight", r"\1.block.\2.layer.0.SelfAttention.\3.weight"),
+    (r"(encoder)\.layers\.(\d+)\.attention_norm\.weight", r"\1.block.\2.layer.0.layer_norm.weight"),
+    (r"(encoder)\.layers\.(\d+)\.mlp\.(wi|wi_0|wi_1|wo)\.weight", r"\1.block.\2.layer.1.DenseReluDense.\3.weight"),
+    (r"(encoder)\.layers\.(\d+)\.mlp_norm\.weight", r"\1.block.\2.layer.1.layer_norm.weight"),
+    (r"(decoder)\.layers\.(\d+)\.self_attention\.(q|k|v|o)\.weight", r"\1.block.\2.layer.0.SelfAttention.\3.weight"),
+    (r"(decoder)\.layers\.(\d+)\.self_attention_norm\.weight", r"\1.block.\2.layer.0.layer_norm.weight"),
+    (r"(decoder)\.layers\.(\d+)\.cross_attention\.(q|k|v|o)\.weight",
+     r"\1.block.\2.layer.1.EncDecAttention.\3.weight"),
+    (r"(decoder)\.layers\.(\d+)\.cross_attention_norm\.weight", r"\1.block.\2.layer.1.layer_norm.weight"),
+    (r"(decoder)\.layers\.(\d+)\.mlp\.(wi|wi_0|wi_1|wo)\.weight", r"\1.block.\2.layer.2.DenseReluDense.\3.weight"),
+    (r"(decoder)\.layers\.(\d+)\.mlp_norm\.weight", r"\1.block.\2.layer.2.layer_norm.weight"),
+    (r"(encoder|decoder)\.final_norm\.weight", r"\1.final_layer_norm.weight"),
+    (r"(shared|lm_head)\.weight", r"\1.weight"),
+]
+_NAME_MAP = [(re.compile(p), t) for p, t in _NAME_MAP]
+_INVERSE_MAP = [(re.compile(p), t) for p, t in _INVERSE_MAP]
+
+
+# Tied copies of `shared`, and a bias transformers itself ignores on load.
+_DROPPED = re.compile(
+    r"(encoder|decoder)\.embed_tokens\.weight|decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight"
+)
+
+
+def hf_to_mlx_name(name: str) -> str | None:
+    """Our parameter name for a Hugging Face T5 tensor name, or None if it is not a T5 tensor."""
+    for pattern, template in _NAME_MAP:
+        if pattern.fullmatch(name):
+            return pattern.sub(template, name)
+    return None
+
+
+def mlx_to_hf_name(name: str) -> str:
+    for pattern, template in _INVERSE_MAP:
+        if pattern.fullmatch(name):
+            return pattern.sub(template, name)
+    raise KeyError(f"no Hugging Face name for parameter {name!r}")

@@ -1,0 +1,319 @@
+"""DistillApp: the `mlx-distill` terminal UI.
+
+The app owns the current run (a run folder), follows its ``events.jsonl`` on a timer and feeds
+the dashboard; it starts and stops pipeline *processes* through a launcher, so closing the UI
+never stops a run; chat goes through one MLX engine thread (``mlx_distill.engine``).
+Everything a test needs to replace is a constructor argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import var
+from textual.screen import Screen
+
+from mlx_distill import runs
+from mlx_distill.engine import ChatBackend, ChatRequest, Engine
+from mlx_distill.errors import DistillError
+from mlx_distill.events import Event, Failed, Finished
+from mlx_distill.platform import format_bytes
+from mlx_distill.tui.catalog import ModelChoice, find_choice, is_downloaded, load_choices
+from mlx_distill.tui.messages import EngineEvent
+from mlx_distill.tui.screens.chat import ChatScreen
+from mlx_distill.tui.screens.dashboard import DashboardScreen
+from mlx_distill.tui.screens.modals import ConfirmScreen, MessageScreen
+from mlx_distill.tui.screens.new_run import NewRunScreen
+from mlx_distill.tui.screens.runs import RunsScreen
+
+LIGHT_THEME, DARK_THEME = "textual-light", "textual-dark"
+# A loaded model takes about this much more memory than its weight files.
+MEMORY_OVERHEAD = 1.25
+
+
+class Launcher(Protocol):
+    """Starts and stops pipeline processes (``runs.SubprocessLauncher``, or a fake in tests)."""
+
+    def start(self, run_dir: Path, *, demo: bool = False) -> None: ...
+
+    def stop(self, run_dir: Path) -> bool: ...
+
+    def is_running(self, run_dir: Path) -> bool: ...
+
+    def exit_code(self, run_dir: Path) -> int | None: ...
+
+
+def _available_memory() -> int:
+    from mlx_distill.platform import available_memory_bytes
+
+    return available_memory_bytes()
+
+
+class DistillApp(App):
+    """Start a distillation, watch it live, chat with the student it made."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "mlx-distill"
+    SCREENS = {"runs": RunsScreen, "new": NewRunScreen, "dashboard": DashboardScreen, "chat": ChatScreen}
+    MODES = {"runs": "runs", "new": "new", "dashboard": "dashboard", "chat": "chat"}
+    DEFAULT_MODE = "runs"
+    BINDINGS = [
+        Binding("f1", "switch_mode('runs')", "Runs"),
+        Binding("f2", "switch_mode('new')", "New"),
+        Binding("f3", "switch_mode('dashboard')", "Dash"),
+        Binding("f4", "switch_mode('chat')", "Chat"),
+        Binding("ctrl+t", "toggle_dark", "Light/dark", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    run_dir: var[Path | None] = var(None, init=False)
+
+    def __init__(
+        self,
+        runs_dir: Path | str = "runs",
+        *,
+        run_dir: Path | str | None = None,
+        mode: str | None = None,
+        launcher: Launcher | None = None,
+        chat_backend: ChatBackend | None = None,
+        choices: list[ModelChoice] | None = None,
+        available_memory: Callable[[], int] = _available_memory,
+        poll_interval: float = 0.5,
+        show_timing: bool = True,
+    ) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.launcher: Launcher = launcher if launcher is not None else runs.SubprocessLauncher()
+        self.chat_backend = chat_backend
+        self.available_memory = available_memory
+        self._choices = choices
+        self.poll_interval = poll_interval
+        # False hides ETAs and latencies (they change from run to run; snapshots need fixed text).
+        self.show_timing = show_timing
+        self.history: list[Event] = []
+        self.engine: Engine | None = None
+        self._tail: runs.EventTail | None = None
+        self._start_run_dir = Path(run_dir) if run_dir is not None else None
+        self._start_mode = mode
+        self._crash_reported = False
+
+    # ---- start-up and shut-down ----
+
+    def on_mount(self) -> None:
+        self.set_interval(self.poll_interval, self.poll_run)
+        if self._start_run_dir is not None:
+            self.open_run(self._start_run_dir, self._start_mode or "dashboard")
+        elif self._start_mode:
+            self.switch_mode(self._start_mode)
+
+    def on_unmount(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    @property
+    def model_choices(self) -> list[ModelChoice]:
+        if self._choices is None:
+            self._choices = load_choices(self.available_memory())
+        return self._choices
+
+    # ---- the current run ----
+
+    def open_run(self, run_dir: Path | str, mode: str = "dashboard") -> bool:
+        """Make ``run_dir`` the current run and show it; a folder we cannot read is explained."""
+        run_dir = Path(run_dir)
+        info = runs.read_run(run_dir)
+        if info.problem:
+            self.show_error("Cannot open this run", info.problem)
+            return False
+        if run_dir != self.run_dir:
+            self.run_dir = run_dir
+        self.switch_mode(mode)
+        return True
+
+    def watch_run_dir(self, run_dir: Path | None) -> None:
+        self.history = []
+        self._crash_reported = False
+        self._tail = runs.EventTail(run_dir / runs.EVENTS_FILE) if run_dir is not None else None
+        self.sub_title = run_dir.name if run_dir is not None else ""
+        dashboard = self.get_screen("dashboard", DashboardScreen)
+        if dashboard.is_mounted:
+            dashboard.reset([])
+        chat = self.get_screen("chat", ChatScreen)
+        if chat.is_mounted:
+            chat.load_run()
+        self.poll_run()
+
+    def poll_run(self) -> None:
+        """Read the events the pipeline appended since the last poll and show them."""
+        if self._tail is None or self.run_dir is None:
+            return
+        new = self._tail.read_new()
+        new += self._crash_events(new)
+        if not new:
+            return
+        self.history.extend(new)
+        dashboard = self.get_screen("dashboard", DashboardScreen)
+        if dashboard.is_mounted:
+            dashboard.show_events(new)
+        for event in new:
+            if isinstance(event, Failed):
+                self.notify(event.error, title=f"Run failed in {event.stage}", severity="error", timeout=10)
+            elif isinstance(event, Finished) and event.stage == "run":
+                message = "stopped; finished work is kept" if event.stopped else "finished"
+                self.notify(f"{self.run_dir.name} {message}", title="Run")
+
+    def _crash_events(self, new: list[Event]) -> list[Event]:
+        """A Failed event for a pipeline process that died without saying so (its log tail)."""
+        if self._crash_reported or self.run_dir is None:
+            return []
+        code = self.launcher.exit_code(self.run_dir)
+        if code in (None, 0):
+            return []
+        if any(isinstance(event, (Failed, Finished)) and getattr(event, "stage", "") == "run" for event in new):
+            return []
+        last = self.history[-1] if self.history else None
+        if isinstance(last, Failed) or (isinstance(last, Finished) and last.stage == "run"):
+            return []
+        self._crash_reported = True
+        tail = runs.log_tail(self.run_dir, 3).strip().splitlines()
+        reason = tail[-1] if tail else "no output"
+        return [Failed(stage="run", error=f"pipeline exited with status {code}: {reason} "
+                                         f"(see {self.run_dir / runs.LOG_FILE})")]
+
+    def is_running(self) -> bool:
+        return self.run_dir is not None and self.launcher.is_running(self.run_dir)
+
+    # ---- starting, stopping, resuming ----
+
+    def start_run(self, config: dict[str, Any], summary: str = "") -> Path | None:
+        """Write ``config`` into a new run folder, start its pipeline and show the dashboard."""
+        try:
+            run_dir = runs.new_run_dir(self.runs_dir, str(config.get("name") or "run"))
+            runs.write_config(run_dir, config)
+            self.launcher.start(run_dir)
+        except (DistillError, OSError) as error:
+            self.show_error("Cannot start the run", str(error))
+            return None
+        self.notify(f"{run_dir.name} started" + (f" ({summary})" if summary else ""), title="Run")
+        self.open_run(run_dir, "dashboard")
+        return run_dir
+
+    def action_start_demo(self) -> None:
+        """Start the offline demo (tiny models, every stage for real) in a new run folder."""
+        try:
+            run_dir = runs.new_run_dir(self.runs_dir, "demo")
+            self.launcher.start(run_dir, demo=True)
+        except (DistillError, OSError) as error:
+            self.show_error("Cannot start the demo", str(error))
+            return
+        self.notify(f"{run_dir.name} started", title="Demo")
+        self.run_dir = run_dir
+        self.switch_mode("dashboard")
+
+    def action_stop_run(self) -> None:
+        """Ask, then send the pipeline SIGINT: it checkpoints and keeps finished work."""
+        if not self.is_running():
+            self.notify("No pipeline is running for this run.", severity="warning")
+            return
+        run_dir = self.run_dir
+
+        def stop(confirmed: bool | None) -> None:
+            if confirmed and run_dir is not None:
+                if self.launcher.stop(run_dir):
+                    self.notify("Stopping after the current step; finished work is kept.", title="Cancel")
+                else:
+                    self.notify("The pipeline had already ended.", severity="warning")
+
+        self.push_screen(
+            ConfirmScreen(f"Cancel {run_dir.name}? It stops after the current step and keeps finished work; "
+                          "resume later with r.", yes="Cancel run", no="Keep running"),
+            stop,
+        )
+
+    def action_resume_run(self) -> None:
+        """Start the pipeline again on the current run folder; it redoes nothing finished."""
+        if self.run_dir is None:
+            self.notify("Open a run first (F1).", severity="warning")
+            return
+        if self.is_running():
+            self.notify("This run is already running.", severity="warning")
+            return
+        demo = not (self.run_dir / runs.CONFIG_FILE).exists()
+        try:
+            runs.check_format(self.run_dir)
+            self.launcher.start(self.run_dir, demo=demo)
+        except (DistillError, OSError) as error:
+            self.show_error("Cannot resume", str(error))
+            return
+        self._crash_reported = False
+        self.notify(f"{self.run_dir.name} resumed", title="Run")
+
+    # ---- chat ----
+
+    def chat_student(self) -> Path | None:
+        return runs.student_path(self.run_dir) if self.run_dir is not None else None
+
+    def chat_teacher(self) -> tuple[str | None, str]:
+        """(teacher to ask, "") when the run's teacher can be asked, else (None, why not)."""
+        if self.run_dir is None:
+            return None, "no run open"
+        try:
+            teacher = runs.teacher_of(runs.load_config(self.run_dir))
+        except DistillError as error:
+            return None, str(error)
+        if not teacher:
+            return None, "this run has no teacher"
+        if not is_downloaded(teacher):
+            return None, f"teacher {teacher} is not on this machine"
+        need = _model_bytes(teacher, self.model_choices)
+        available = self.available_memory()
+        if need is not None and need > available:
+            return None, (f"teacher {teacher} needs {format_bytes(need)}, "
+                          f"{format_bytes(available)} available")
+        return teacher, ""
+
+    def ask(self, question: str, student: Path, *, explain: bool = False, teacher: str | None = None) -> int:
+        """Queue a question on the engine thread; returns the request id its events carry."""
+        if self.engine is None or not self.engine.alive:
+            self.engine = Engine(lambda event: self.post_message(EngineEvent(event)), self.chat_backend)
+        return self.engine.submit(ChatRequest(question=question, student=str(student), explain=explain, teacher=teacher))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        chat = self.get_screen("chat", ChatScreen)
+        if chat.is_mounted:
+            chat.show_engine_event(message.event)
+
+    # ---- everything else ----
+
+    def show_error(self, title: str, message: str) -> None:
+        self.notify(message, title=title, severity="error", timeout=10)
+        self.push_screen(MessageScreen(title, message))
+
+    def action_toggle_dark(self) -> None:
+        self.theme = LIGHT_THEME if self.current_theme.dark else DARK_THEME
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New run", "Pick a task, teacher and student, then start", lambda: self.switch_mode("new"))
+        yield SystemCommand("Start demo run", "The offline demo: tiny models, every stage for real", self.action_start_demo)
+        yield SystemCommand("Cancel run", "Stop the current run safely (finished work is kept)", self.action_stop_run)
+        yield SystemCommand("Resume run", "Continue the current run where it stopped", self.action_resume_run)
+        yield SystemCommand("Runs", "Browse past runs", lambda: self.switch_mode("runs"))
+        yield SystemCommand("Dashboard", "Watch the current run", lambda: self.switch_mode("dashboard"))
+        yield SystemCommand("Chat with student", "Ask the current run's student", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Toggle light/dark", "Switch between the light and dark theme", self.action_toggle_dark)
+
+
+def _model_bytes(name: str, choices: Iterable[ModelChoice]) -> int | None:
+    """Memory a model needs: from the catalog, else from a local folder's weight files."""
+    choice = find_choice(choices, name)
+    if choice is not None and choice.memory_bytes:
+        return choice.memory_bytes
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        size = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        return int(size * MEMORY_OVERHEAD) if size else None
+    return None

@@ -1,0 +1,171 @@
+"""The New run form as data: check what the user entered and turn it into a run config.
+
+No Textual here; the screen collects a ``RunForm`` and shows the problems this module finds.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlx_distill.errors import DistillError
+from mlx_distill.platform import format_bytes
+from mlx_distill.runs import FORMAT_VERSION
+from mlx_distill.tui.catalog import ModelChoice, find_choice
+
+TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
+FILE_TASKS = ("jsonl", "csv")
+METHODS = ("step-by-step", "finetune", "distill", "cot")
+# Methods that never ask the teacher for anything.
+NO_TEACHER_METHODS = ("finetune",)
+
+
+@dataclass(frozen=True)
+class RunForm:
+    """What the user entered, as text (the screen does no parsing)."""
+
+    task: str
+    data_path: str
+    teacher: str
+    student: str
+    method: str = "step-by-step"
+    alpha: str = "0.5"
+    fraction: str = "1.0"
+    name: str = ""
+
+
+def _number(text: str, what: str, low: float, high: float, low_open: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DistillError(f"{what} {text!r} is not a number; enter one between {low} and {high}") from None
+    if value > high or value < low or (low_open and value == low):
+        bound = f"above {low}" if low_open else f"at least {low}"
+        raise DistillError(f"{what} {value} is out of range; it must be {bound} and at most {high}")
+    return value
+
+
+def _check_model(role: str, name: str, choices: Iterable[ModelChoice]) -> None:
+    if not name.strip():
+        raise DistillError(f"no {role} chosen; pick one from the list or type a hub id or folder")
+    choice = find_choice(choices, name)
+    if choice is not None and not choice.fits:
+        raise DistillError(
+            f"{role} {name} needs {format_bytes(choice.memory_bytes or 0)} of memory, more than this "
+            f"machine has available; pick a smaller {role}"
+        )
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise DistillError(f"{role} folder {name} does not exist; give an existing folder or a hub id")
+
+
+def check_form(form: RunForm, choices: Iterable[ModelChoice] = ()) -> list[str]:
+    """Every problem with the form as a one-line message (empty when it can start)."""
+    choices = list(choices)
+    problems = []
+    if form.task not in TASKS:
+        problems.append(f"task {form.task!r} is unknown; pick one of {', '.join(TASKS)}")
+    if not form.data_path.strip():
+        problems.append("no data path; give the task's data file or folder")
+    elif not Path(form.data_path).expanduser().exists():
+        problems.append(f"data path {form.data_path} does not exist; give the task's data file or folder")
+    if form.method not in METHODS:
+        problems.append(f"method {form.method!r} is unknown; pick one of {', '.join(METHODS)}")
+    checks = [
+        lambda: _check_model("student", form.student, choices),
+        lambda: _number(form.alpha, "alpha", 0.0, 1.0),
+        lambda: _number(form.fraction, "data fraction", 0.0, 1.0, low_open=True),
+    ]
+    if form.method not in NO_TEACHER_METHODS:
+        checks.insert(0, lambda: _check_model("teacher", form.teacher, choices))
+    for check in checks:
+        try:
+            check()
+        except DistillError as error:
+            problems.append(str(error))
+    return problems
+
+
+def run_name(form: RunForm, now: float | None = None) -> str:
+    if form.name.strip():
+        return form.name.strip()
+    return f"{form.task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+
+
+def build_config(form: RunForm, now: float | None = None) -> dict[str, Any]:
+    """The config a new run starts from (the pipeline resolves and rewrites it)."""
+    now = time.time() if now is None else now
+    config: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": run_name(form, now),
+        "created": now,
+        "task": {
+            "name": form.task,
+            "path": str(Path(form.data_path).expanduser().resolve()),
+            "subsample": float(form.fraction),
+        },
+        "student": {"model": form.student.strip()},
+        "train": {"method": form.method, "alpha": float(form.alpha)},
+    }
+    if form.method not in NO_TEACHER_METHODS:
+        config["teacher"] = {"model": form.teacher.strip()}
+    return config
+
+
+def check_task_data(task: str, path: str, fraction: float = 1.0) -> str:
+    """Parse the task data the way the pipeline will; returns a one-line summary.
+
+    Raises:
+        DistillError: the data does not parse (the message names the file and line).
+    """
+    try:
+        data_module = importlib.import_module("mlx_distill.data")
+    except ModuleNotFoundError:
+        data_module = None
+    load_task = getattr(data_module, "load_task", None)
+    if load_task is not None:
+        try:
+            data = load_task(task, path, subsample=fraction)
+        except DistillError:
+            raise
+        except (ValueError, KeyError, OSError, UnicodeDecodeError) as error:
+            raise DistillError(f"{path}: {error}") from error
+        return f"{len(data.train)} train · {len(data.validation)} validation · {len(data.test)} test examples"
+    return _check_user_file(task, Path(path).expanduser())
+
+
+def _check_user_file(task: str, path: Path) -> str:
+    """A minimal check of a user's jsonl/csv file, used until the data module is available."""
+    if task not in FILE_TASKS:
+        return "found"
+    if not path.is_file():
+        raise DistillError(f"{path}: not a file; a {task} task needs one {task} file")
+    count = 0
+    try:
+        with path.open(encoding="utf-8") as file:
+            if task == "jsonl":
+                for number, line in enumerate(file, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise DistillError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                    if not isinstance(record, dict) or "input" not in record or "label" not in record:
+                        raise DistillError(f"{path}:{number}: needs an object with \"input\" and \"label\"")
+                    count += 1
+            else:
+                reader = csv.DictReader(file)
+                missing = {"input", "label"} - set(reader.fieldnames or ())
+                if missing:
+                    raise DistillError(f"{path}:1: the header lacks column(s) {', '.join(sorted(missing))}")
+                count = sum(1 for _ in reader)
+    except UnicodeDecodeError as error:
+        raise DistillError(f"{path}: not UTF-8 text ({error.reason})") from None
+    if count == 0:
+        raise DistillError(f"{path}: no examples; add at least one line with input and label")
+    return f"{count} examples"

@@ -1,0 +1,163 @@
+"""The run dashboard: stages, teacher and training progress, live plots, memory, log."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Log, ProgressBar, Static
+from textual_plotext import PlotextPlot
+
+from mlx_distill.events import STAGES, Event
+from mlx_distill.tui.state import STAGE_ICONS, RunState
+
+# Theme variables, so light and dark themes both work.
+STAGE_COLOURS = {
+    "pending": "$text-muted",
+    "running": "$warning",
+    "done": "$success",
+    "skipped": "$success",
+    "failed": "$error",
+    "stopped": "$warning",
+}
+
+# Draw at most this many points per series; longer runs are thinned evenly.
+MAX_PLOT_POINTS = 400
+
+
+def _thin(xs: list, ys: list) -> tuple[list, list]:
+    if len(xs) <= MAX_PLOT_POINTS:
+        return xs, ys
+    stride = -(-len(xs) // MAX_PLOT_POINTS)
+    return xs[::stride] + xs[-1:], ys[::stride] + ys[-1:]
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class StageList(Static):
+    """One line: every stage with an icon for its state."""
+
+    def show(self, state: RunState) -> None:
+        parts = []
+        for name in STAGES:
+            stage_state = state.stages.get(name, "pending")
+            colour = STAGE_COLOURS.get(stage_state, "$text")
+            parts.append(f"[{colour}]{STAGE_ICONS.get(stage_state, '?')} {name}[/]")
+        self.update("  ".join(parts))
+
+
+class DashboardScreen(Screen):
+    """Follows the app's current run; ``show_events`` is fed by the app as events arrive."""
+
+    BINDINGS = [
+        Binding("x", "app.stop_run", "Cancel"),
+        Binding("r", "app.resume_run", "Resume"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.state = RunState()
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Horizontal(id="status-row"):
+            yield StageList(id="stages")
+            yield Static("", id="run-status")
+        yield Static("memory: —", id="memory")
+        with Horizontal(id="panels"):
+            with Vertical(id="teacher-panel", classes="panel"):
+                yield ProgressBar(id="teacher-bar", show_eta=False)
+                yield Static("", id="teacher-stats")
+                yield Static("", id="latest")
+            with Vertical(id="train-panel", classes="panel"):
+                yield ProgressBar(id="train-bar", show_eta=False)
+                yield Static("", id="train-stats")
+                yield Static("", id="accuracy")
+        with Horizontal(id="plots"):
+            yield PlotextPlot(id="loss-plot")
+            yield PlotextPlot(id="acc-plot")
+        yield Log(id="log", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#teacher-panel").border_title = "Teacher"
+        self.query_one("#train-panel").border_title = "Training"
+        self.query_one("#log").border_title = "Log"
+        loss = self.query_one("#loss-plot", PlotextPlot).plt
+        loss.title("Loss by step")
+        accuracy = self.query_one("#acc-plot", PlotextPlot).plt
+        accuracy.title("Validation accuracy by step")
+        self.reset(self.app.history if hasattr(self.app, "history") else [])
+
+    def reset(self, events: list[Event]) -> None:
+        """Forget the shown run and redraw from ``events`` (a replay)."""
+        self.state = RunState()
+        self.query_one("#log", Log).clear()
+        self.show_events(events)
+
+    def show_events(self, events: list[Event]) -> None:
+        """Fold new events in and redraw once."""
+        lines: list[str] = []
+        for event in events:
+            lines += self.state.apply(event)
+        if lines:
+            self.query_one("#log", Log).write_lines(lines)
+        self.redraw()
+
+    def redraw(self) -> None:
+        state = self.state
+        show_eta = getattr(self.app, "show_timing", True)
+        self.query_one("#stages", StageList).show(state)
+        status = self.query_one("#run-status", Static)
+        status.update(state.status)
+        status.set_class(state.failed is not None, "-failed")
+        self.query_one("#memory", Static).update(state.memory_text())
+
+        teacher = state.teacher
+        bar = self.query_one("#teacher-bar", ProgressBar)
+        if teacher is not None:
+            bar.update(total=max(teacher.total, 1), progress=teacher.done)
+        elif state.stages.get("teacher") in ("done", "skipped"):
+            bar.update(total=1, progress=1)
+        self.query_one("#teacher-stats", Static).update(state.teacher_text(show_eta))
+        latest = self.query_one("#latest", Static)
+        shown = state.latest_text()
+        if shown is None:
+            latest.update("")
+        else:
+            question, rationale, accepted = shown
+            verdict = "[$success]✓ accepted[/]" if accepted else "[$error]✗ rejected[/]"
+            latest.update(f"{verdict} [b]Q:[/b] {escape(_clip(question))}\n[b]A:[/b] {escape(_clip(rationale))}")
+
+        step = state.train
+        train_bar = self.query_one("#train-bar", ProgressBar)
+        if step is not None:
+            train_bar.update(total=max(step.total_steps, 1), progress=step.step)
+        elif state.stages.get("train") in ("done", "skipped"):
+            train_bar.update(total=1, progress=1)
+        self.query_one("#train-stats", Static).update(state.train_text(show_eta))
+        self.query_one("#accuracy", Static).update(state.accuracy_text())
+        self._plot()
+
+    def _plot(self) -> None:
+        state = self.state
+        loss_plot = self.query_one("#loss-plot", PlotextPlot)
+        plt = loss_plot.plt
+        plt.clear_data()
+        if state.steps:
+            plt.plot(*_thin(state.steps, state.label_losses), label="label")
+        if state.rationale_steps:
+            plt.plot(*_thin(state.rationale_steps, state.rationale_losses), label="rationale")
+        loss_plot.refresh()
+        acc_plot = self.query_one("#acc-plot", PlotextPlot)
+        plt = acc_plot.plt
+        plt.clear_data()
+        if state.eval_steps:
+            plt.plot(state.eval_steps, [a * 100 for a in state.eval_accuracies], label="validation %", marker="dot")
+            plt.ylim(0, 100)
+        acc_plot.refresh()

@@ -1,0 +1,199 @@
+"""What the dashboard shows, folded from the event stream (plain Python, no Textual).
+
+``RunState.apply(event)`` takes events in order (live from ``events.jsonl`` or replayed from a
+finished run) and keeps the figures the dashboard draws; the widgets only render it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlx_distill import events as ev
+from mlx_distill.platform import format_bytes
+
+PENDING, RUNNING, DONE, SKIPPED, FAILED, STOPPED = "pending", "running", "done", "skipped", "failed", "stopped"
+
+STAGE_ICONS = {PENDING: "○", RUNNING: "◐", DONE: "●", SKIPPED: "↷", FAILED: "✗", STOPPED: "■"}
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``; ``—`` for unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+@dataclass
+class RunState:
+    """Everything the run dashboard needs, updated one event at a time."""
+
+    stages: dict[str, str] = field(default_factory=lambda: {name: PENDING for name in ev.STAGES})
+    teacher: ev.TeacherProgress | None = None
+    teacher_model: str = ""
+    train: ev.TrainStep | None = None
+    steps: list[int] = field(default_factory=list)
+    label_losses: list[float] = field(default_factory=list)
+    rationale_steps: list[int] = field(default_factory=list)
+    rationale_losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_accuracies: list[float] = field(default_factory=list)
+    best_validation: ev.EvalResult | None = None
+    test: ev.EvalResult | None = None
+    memory: ev.MemoryReport | None = None
+    finished: ev.Finished | None = None
+    failed: ev.Failed | None = None
+    log: list[str] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def running(self) -> bool:
+        """True between the first event and the run's Finished/Failed."""
+        return self.events > 0 and self.finished is None and self.failed is None
+
+    @property
+    def status(self) -> str:
+        if self.failed is not None:
+            return f"failed in {self.failed.stage}"
+        if self.finished is not None:
+            return "stopped — finished work is kept; resume with r" if self.finished.stopped else "finished"
+        if self.events == 0:
+            return "not started"
+        running = [name for name, state in self.stages.items() if state == RUNNING]
+        return f"running: {running[0]}" if running else "running"
+
+    def apply(self, event: ev.Event) -> list[str]:
+        """Fold one event in; returns the log lines it adds."""
+        self.events += 1
+        lines = self._apply(event)
+        self.log.extend(lines)
+        return lines
+
+    def _apply(self, event: ev.Event) -> list[str]:
+        if isinstance(event, ev.StageStarted):
+            if event.stage in ev.STAGES and self.finished is not None:
+                self.finished = None  # a resumed run continues after an earlier stop
+            self.failed = None if event.stage in ev.STAGES else self.failed
+            self.stages[event.stage] = RUNNING
+            return [f"▶ {event.stage}" + (f": {event.detail}" if event.detail else "")]
+        if isinstance(event, ev.StageFinished):
+            self.stages[event.stage] = SKIPPED if event.skipped else DONE
+            how = "already done, skipped" if event.skipped else format_seconds(event.seconds)
+            return [f"✓ {event.stage} ({how})" + (f" {event.detail}" if event.detail else "")]
+        if isinstance(event, ev.Log):
+            prefix = "" if event.level == "info" else f"{event.level}: "
+            return [prefix + event.message]
+        if isinstance(event, ev.MemoryReport):
+            self.memory = event
+            return []
+        if isinstance(event, ev.TeacherLoaded):
+            self.teacher_model = event.model
+            return [f"teacher {event.model} loaded ({event.dtype}, {format_bytes(event.weight_bytes)}, "
+                    f"{event.seconds:.1f} s)"]
+        if isinstance(event, ev.TeacherProgress):
+            self.teacher = event
+            return []
+        if isinstance(event, ev.TeacherReleased):
+            return [f"teacher released (peak {format_bytes(event.peak_bytes)}, "
+                    f"{format_bytes(event.active_bytes_after)} still in use)"]
+        if isinstance(event, ev.TrainStep):
+            self.train = event
+            self.steps.append(event.step)
+            self.label_losses.append(event.label_loss)
+            if event.rationale_loss is not None:
+                self.rationale_steps.append(event.step)
+                self.rationale_losses.append(event.rationale_loss)
+            return []
+        if isinstance(event, ev.EvalResult):
+            if event.split == "test":
+                self.test = event
+            else:
+                self.eval_steps.append(event.step)
+                self.eval_accuracies.append(event.accuracy)
+                if self.best_validation is None or event.best or event.accuracy > self.best_validation.accuracy:
+                    self.best_validation = event
+            best = " (best)" if event.best else ""
+            return [f"{event.split} accuracy at step {event.step}: {event.accuracy:.1%} "
+                    f"({event.correct}/{event.total}){best}"]
+        if isinstance(event, ev.CheckpointSaved):
+            return [f"checkpoint saved at step {event.step}" + (" (best)" if event.best else "")]
+        if isinstance(event, ev.Finished):
+            if event.stage in ev.STAGES:
+                self.stages[event.stage] = STOPPED if event.stopped else DONE
+                return [f"■ {event.stage} stopped" if event.stopped else f"✓ {event.stage} finished"]
+            self.finished = event
+            if event.stopped:
+                for name, state in self.stages.items():
+                    if state == RUNNING:
+                        self.stages[name] = STOPPED
+                hint = f" — {event.resume_hint}" if event.resume_hint else ""
+                return [f"■ run stopped; finished work is kept{hint}"]
+            return ["✓ run finished"]
+        if isinstance(event, ev.Failed):
+            self.failed = event
+            if event.stage in self.stages:
+                self.stages[event.stage] = FAILED
+            else:
+                for name, state in self.stages.items():
+                    if state == RUNNING:
+                        self.stages[name] = FAILED
+            return [f"error in {event.stage}: {event.error}"]
+        return []
+
+    # ---- text the dashboard shows ----
+
+    def memory_text(self) -> str:
+        if self.memory is None:
+            return "memory: —"
+        m = self.memory
+        return (f"memory: {format_bytes(m.active)} in use · peak {format_bytes(m.peak)} "
+                f"· {format_bytes(m.total)} on this machine")
+
+    def teacher_text(self, show_eta: bool = True) -> str:
+        t = self.teacher
+        if t is None:
+            return "waiting for the teacher stage" if self.stages.get("teacher") != SKIPPED else "rationales already generated"
+        rate = t.accepted / t.done if t.done else 0.0
+        first = [f"{t.done}/{t.total} questions", f"{t.generation_tps:.1f} tok/s"]
+        if show_eta and self.stages.get("teacher") == RUNNING:
+            first.append(f"ETA {format_seconds(t.eta_seconds)}")
+        second = [f"accepted {t.accepted} ({rate:.0%})"]
+        if t.parse_failures:
+            second.append(f"{t.parse_failures} unparsed")
+        return " · ".join(first) + "\n" + " · ".join(second)
+
+    def latest_text(self) -> tuple[str, str, bool] | None:
+        """(question, rationale + answer, accepted) of the teacher's latest finished example."""
+        t = self.teacher
+        if t is None or not (t.latest_input or t.latest_rationale):
+            return None
+        answer = f"\n→ {t.latest_answer}" if t.latest_answer else ""
+        return t.latest_input, t.latest_rationale + answer, t.latest_accepted
+
+    def train_text(self, show_eta: bool = True) -> str:
+        s = self.train
+        if s is None:
+            return "waiting for training"
+        first = [f"step {s.step}/{s.total_steps}", f"loss {s.loss:.3f}", f"{s.tokens_per_second:.0f} tok/s"]
+        if show_eta and self.stages.get("train") == RUNNING:
+            first.append(f"ETA {format_seconds(s.eta_seconds)}")
+        second = [f"label {s.label_loss:.3f}"]
+        if s.rationale_loss is not None:
+            second.append(f"rationale {s.rationale_loss:.3f}")
+        return " · ".join(first) + "\n" + " · ".join(second)
+
+    def accuracy_text(self) -> str:
+        parts = []
+        if self.eval_accuracies:
+            parts.append(f"validation {self.eval_accuracies[-1]:.1%}")
+        if self.best_validation is not None:
+            parts.append(f"best {self.best_validation.accuracy:.1%} @{self.best_validation.step}")
+        if self.test is not None:
+            parts.append(f"test {self.test.accuracy:.1%} ({self.test.correct}/{self.test.total})")
+        return " · ".join(parts) if parts else "no evaluation yet"

@@ -17,6 +17,8 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (END_OF_TEXT, IM_START, IM_END)
 
+ATTENTION_SCALE = 4.0
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -97,6 +99,11 @@ def _random_weights(config: dict, seed: int) -> dict:
         weights["model.embed_tokens.weight"].shape, scale=1.0
     )
     weights["lm_head.weight"] = mx.random.normal(weights["lm_head.weight"].shape, scale=0.3)
+    # Sharper attention that carries more of what it reads, so the next token depends on the
+    # question and not only on the prompt's fixed last tokens (the chat template's tail).
+    for name in weights:
+        if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")):
+            weights[name] = weights[name] * ATTENTION_SCALE
     return {k: v.astype(mx.float32) for k, v in weights.items()}
 
 

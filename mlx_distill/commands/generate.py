@@ -1,0 +1,54 @@
+"""`mlx-distill generate`: the teacher writes rationales for a task's training examples."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Have a teacher LLM write step-by-step rationales for a task (resumable JSONL)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True,
+                        help="svamp, cqa, esnli, anli, or jsonl/csv for your own data")
+    parser.add_argument("--data", required=True, help="the dataset file or folder")
+    parser.add_argument("--teacher", required=True, help="local model folder, Hugging Face hub id or catalog name")
+    parser.add_argument("--out", required=True, help="the rationale JSONL file (resumed when it exists)")
+    parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
+    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=256, help="generated tokens per answer at most")
+    parser.add_argument("--filter", default="gold", choices=("gold", "all", "teacher"),
+                        help="gold: keep answers that agree with the label; all: keep all; "
+                             "teacher: trust the teacher (unlabeled data)")
+    parser.add_argument("--prompt-file", default=None, help="your few-shot prompt file with {input}")
+    parser.add_argument("--rationalize", action="store_true", help="show the gold answer in the prompt")
+    parser.add_argument("--samples", type=int, default=1, help="answers per question, majority vote")
+    parser.add_argument("--quantize", type=int, choices=(4, 8), default=None,
+                        help="quantize an unquantized teacher on load")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "native"),
+                        help="auto: float32 on a CPU-only device, as stored on Apple GPU")
+    parser.add_argument("--no-prefix-cache", action="store_true",
+                        help="re-encode the few-shot prefix for every question (for comparison)")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mlx_distill.data import load_task
+    from mlx_distill.progress import ProgressPrinter
+    from mlx_distill.teacher import generate_rationales
+
+    data = load_task(args.task, args.data)
+    examples = getattr(data, args.split)
+    printer = ProgressPrinter(quiet=args.quiet)
+    try:
+        summary = generate_rationales(
+            examples, args.task, args.teacher, args.out, batch_size=args.batch_size,
+            max_tokens=args.max_tokens, filter=args.filter, limit=args.limit, prompt_file=args.prompt_file,
+            rationalize=args.rationalize, samples=args.samples, quantize=args.quantize,
+            precision=args.precision, prefix_cache=not args.no_prefix_cache, on_event=printer)
+    finally:
+        printer.close()
+    print(f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
+          f"({summary.accept_rate:.0%}), {summary.parse_failures} parse failures; "
+          f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")
+    return 0

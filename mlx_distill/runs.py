@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mlx_distill.errors import DistillError
-from mlx_distill.events import Event, event_from_json
+from mlx_distill.events import STAGES, Event, event_from_json
 
 try:
     import tomllib
@@ -167,6 +167,7 @@ def accuracy_from_metrics(metrics: dict[str, Any]) -> float | None:
     """The student's test accuracy (validation when there is no test figure) from metrics.json."""
     value = _lookup(
         metrics,
+        "student_test_accuracy",
         "student.test_accuracy",
         "test_accuracy",
         "student.test.accuracy",
@@ -187,9 +188,11 @@ def _status(run_dir: Path, states: dict[str, str], metrics: dict[str, Any]) -> s
         return "failed"
     if "stopped" in values:
         return "stopped"
-    if metrics or (values and values <= {"done", "finished", "skipped"}):
+    if states and all(states.get(stage) in ("done", "skipped") for stage in STAGES):
         return "finished"
-    if values or (run_dir / EVENTS_FILE).exists():
+    if not states and accuracy_from_metrics(metrics) is not None:
+        return "finished"
+    if states or (run_dir / EVENTS_FILE).exists():
         return "incomplete"
     return "new"
 
@@ -200,7 +203,6 @@ def read_run(run_dir: Path) -> RunInfo:
     created = _created(run_dir)
     try:
         config = _read_toml(run_dir / CONFIG_FILE)
-        created = _created_from(config, created)
         state = _read_json(run_dir / STATE_FILE)
         check_format(run_dir, config=config, state=state)
         metrics = _read_json(run_dir / METRICS_FILE)
@@ -210,8 +212,8 @@ def read_run(run_dir: Path) -> RunInfo:
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
         task=str(_lookup(config, "task.name", "task") or ""),
-        teacher=str(_lookup(config, "teacher.model", "teacher") or ""),
-        student=str(_lookup(config, "student.model", "student") or ""),
+        teacher=teacher_of(config),
+        student=str(_lookup(config, "train.student", "student.model", "student") or ""),
         method=str(_lookup(config, "train.method", "method") or ""),
         accuracy=accuracy_from_metrics(metrics),
         created=created,
@@ -220,17 +222,15 @@ def read_run(run_dir: Path) -> RunInfo:
     )
 
 
-def _created_from(config: dict[str, Any], default: float) -> float:
-    value = config.get("created")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return default
-
-
 def _created(run_dir: Path) -> float:
-    for name in (CONFIG_FILE, EVENTS_FILE):
+    """When the run began: its first event's time, else the folder's files' modification time."""
+    try:
+        with (run_dir / EVENTS_FILE).open("rb") as file:
+            first = file.readline()
+        return float(json.loads(first)["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for name in (CONFIG_FILE, STATE_FILE):
         try:
             return (run_dir / name).stat().st_mtime
         except OSError:
@@ -355,7 +355,9 @@ def pipeline_command(run_dir: Path, config_path: Path | None = None, *, demo: bo
     """The argv that runs (or resumes) the pipeline on ``run_dir`` headless."""
     run_dir = Path(run_dir)
     if demo:
-        return [sys.executable, "-m", "mlx_distill", "demo", "--run-dir", str(run_dir), "--quiet"]
+        # The demo builds its tiny models and config itself; its run folder is <runs-dir>/<name>.
+        return [sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(run_dir.parent.resolve()),
+                "--name", run_dir.name, "--quiet"]
     config_path = config_path or run_dir / CONFIG_FILE
     return [sys.executable, "-m", "mlx_distill", "run", str(config_path), "--run-dir", str(run_dir), "--quiet"]
 
@@ -438,8 +440,11 @@ class SubprocessLauncher:
 def append_chat(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one question/answer record to the run's ``chat.jsonl``."""
     record = {"time": time.time(), **record}
-    with (Path(run_dir) / CHAT_FILE).open("a", encoding="utf-8") as file:
-        file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    path = Path(run_dir) / CHAT_FILE
+    with path.open("a+b") as file:
+        # After a torn last line (a UI killed mid-write) start on a fresh line.
+        torn = file.tell() > 0 and (file.seek(-1, os.SEEK_END) or file.read(1) != b"\n")
+        file.write((b"\n" if torn else b"") + json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
 def read_chat(run_dir: Path) -> list[dict[str, Any]]:
@@ -486,4 +491,7 @@ def _walk_dirs(root: Path, depth: int = 3) -> Iterator[Path]:
 
 
 def teacher_of(config: dict[str, Any]) -> str:
+    """The run's teacher model ("" when the run has none or its teacher stage is off)."""
+    if _lookup(config, "teacher.enabled") is False:
+        return ""
     return str(_lookup(config, "teacher.model", "teacher") or "")

@@ -47,9 +47,9 @@ class Launcher(Protocol):
 
 
 def _available_memory() -> int:
-    from mlx_distill.platform import available_memory_bytes
+    from mlx_distill.catalog import usable_memory_bytes
 
-    return available_memory_bytes()
+    return usable_memory_bytes()
 
 
 class DistillApp(App):
@@ -192,7 +192,7 @@ class DistillApp(App):
         """Write ``config`` into a new run folder, start its pipeline and show the dashboard."""
         try:
             run_dir = runs.new_run_dir(self.runs_dir, str(config.get("name") or "run"))
-            runs.write_config(run_dir, config)
+            runs.write_config(run_dir, {**config, "name": run_dir.name})
             self.launcher.start(run_dir)
         except (DistillError, OSError) as error:
             self.show_error("Cannot start the run", str(error))

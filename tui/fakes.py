@@ -18,9 +18,10 @@ from mlx_distill import runs
 T0 = 1_790_000_000.0  # a fixed clock for reproducible files and screenshots
 
 
-def sample_events(steps: int = 60, questions: int = 40, stopped_at: int | None = None) -> list[ev.Event]:
+def sample_events(steps: int = 60, questions: int = 40, stopped_at: int | None = None,
+                  t0: float = T0) -> list[ev.Event]:
     """A whole, plausible run: data, teacher, train with evals, evaluate, export, finished."""
-    t = T0
+    t = t0
     out: list[ev.Event] = []
 
     def add(event_type, **fields) -> None:
@@ -94,16 +95,16 @@ def make_run(runs_dir: Path, name: str, *, task: str = "svamp", teacher: str = "
     run_dir = Path(runs_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_config(run_dir, {
-        "format_version": format_version, "name": name, "created": created,
-        "task": {"name": task, "path": "data/" + task},
-        "teacher": {"model": teacher}, "student": {"model": student},
-        "train": {"method": method, "alpha": 0.5},
+        "format_version": format_version, "name": name, "runs_dir": str(Path(runs_dir).resolve()),
+        "task": {"name": task, "data": "data/" + task},
+        "teacher": {"model": teacher, "enabled": bool(teacher)},
+        "train": {"student": student, "method": method, "alpha": 0.5},
     })
-    stages = {name: "done" for name in ev.STAGES} if state is None else state
+    stages = {name: {"status": "done"} for name in ev.STAGES} if state is None else state
     (run_dir / runs.STATE_FILE).write_text(json.dumps({"format_version": format_version, "stages": stages}))
     if accuracy is not None:
-        (run_dir / runs.METRICS_FILE).write_text(json.dumps({"student": {"test_accuracy": accuracy}}))
-    append_events(run_dir, sample_events() if events is None else events)
+        (run_dir / runs.METRICS_FILE).write_text(json.dumps({"student_test_accuracy": accuracy}))
+    append_events(run_dir, sample_events(t0=created) if events is None else events)
     if with_student:
         fake_student(run_dir / "student")
     return run_dir

@@ -5,9 +5,6 @@ No Textual here; the screen collects a ``RunForm`` and shows the problems this m
 
 from __future__ import annotations
 
-import csv
-import importlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +12,6 @@ from typing import Any, Iterable
 
 from mlx_distill.errors import DistillError
 from mlx_distill.platform import format_bytes
-from mlx_distill.runs import FORMAT_VERSION
 from mlx_distill.tui.catalog import ModelChoice, find_choice
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
@@ -96,76 +92,44 @@ def run_name(form: RunForm, now: float | None = None) -> str:
     return f"{form.task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
 
 
-def build_config(form: RunForm, now: float | None = None) -> dict[str, Any]:
-    """The config a new run starts from (the pipeline resolves and rewrites it)."""
-    now = time.time() if now is None else now
+def build_config(form: RunForm, runs_dir: Path | str = "runs", now: float | None = None) -> dict[str, Any]:
+    """The run config (the schema of ``mlx_distill.config``) a new run starts from."""
+    teacher_used = form.method not in NO_TEACHER_METHODS
+    train: dict[str, Any] = {"student": form.student.strip(), "method": form.method, "alpha": float(form.alpha)}
+    if not teacher_used:
+        train["rationale_source"] = "none"
     config: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
         "name": run_name(form, now),
-        "created": now,
+        "runs_dir": str(Path(runs_dir).expanduser().resolve()),
         "task": {
             "name": form.task,
-            "path": str(Path(form.data_path).expanduser().resolve()),
+            "data": str(Path(form.data_path).expanduser().resolve()),
             "subsample": float(form.fraction),
         },
-        "student": {"model": form.student.strip()},
-        "train": {"method": form.method, "alpha": float(form.alpha)},
+        "teacher": {"enabled": teacher_used, "model": form.teacher.strip()},
+        "train": train,
     }
-    if form.method not in NO_TEACHER_METHODS:
-        config["teacher"] = {"model": form.teacher.strip()}
     return config
 
 
-def check_task_data(task: str, path: str, fraction: float = 1.0) -> str:
-    """Parse the task data the way the pipeline will; returns a one-line summary.
+def check_config(config: dict[str, Any]) -> str:
+    """Check the config as the pipeline will and parse its task data; returns a one-line summary.
+
+    Slow for large data (it reads every example): call it off the UI thread.
 
     Raises:
-        DistillError: the data does not parse (the message names the file and line).
+        DistillError: a bad key or value, or data that does not parse (naming the file and line).
     """
-    try:
-        data_module = importlib.import_module("mlx_distill.data")
-    except ModuleNotFoundError:
-        data_module = None
-    load_task = getattr(data_module, "load_task", None)
-    if load_task is not None:
-        try:
-            data = load_task(task, path, subsample=fraction)
-        except DistillError:
-            raise
-        except (ValueError, KeyError, OSError, UnicodeDecodeError) as error:
-            raise DistillError(f"{path}: {error}") from error
-        return f"{len(data.train)} train · {len(data.validation)} validation · {len(data.test)} test examples"
-    return _check_user_file(task, Path(path).expanduser())
+    from mlx_distill.config import parse_config
+    from mlx_distill.data import load_task
 
-
-def _check_user_file(task: str, path: Path) -> str:
-    """A minimal check of a user's jsonl/csv file, used until the data module is available."""
-    if task not in FILE_TASKS:
-        return "found"
-    if not path.is_file():
-        raise DistillError(f"{path}: not a file; a {task} task needs one {task} file")
-    count = 0
+    parsed = parse_config(config, source="the New run form")
+    task = parsed.task
     try:
-        with path.open(encoding="utf-8") as file:
-            if task == "jsonl":
-                for number, line in enumerate(file, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise DistillError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-                    if not isinstance(record, dict) or "input" not in record or "label" not in record:
-                        raise DistillError(f"{path}:{number}: needs an object with \"input\" and \"label\"")
-                    count += 1
-            else:
-                reader = csv.DictReader(file)
-                missing = {"input", "label"} - set(reader.fieldnames or ())
-                if missing:
-                    raise DistillError(f"{path}:1: the header lacks column(s) {', '.join(sorted(missing))}")
-                count = sum(1 for _ in reader)
-    except UnicodeDecodeError as error:
-        raise DistillError(f"{path}: not UTF-8 text ({error.reason})") from None
-    if count == 0:
-        raise DistillError(f"{path}: no examples; add at least one line with input and label")
-    return f"{count} examples"
+        data = load_task(task.name, task.data, seed=task.seed, validation_fraction=task.validation_fraction,
+                         subsample=task.subsample, columns=task.columns or None)
+    except DistillError:
+        raise
+    except (ValueError, KeyError, OSError, UnicodeDecodeError) as error:
+        raise DistillError(f"{task.data}: {error}") from error
+    return f"{len(data.train)} train · {len(data.validation)} validation · {len(data.test)} test examples"

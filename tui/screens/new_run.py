@@ -11,7 +11,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from mlx_distill.errors import DistillError
-from mlx_distill.tui.newrun import METHODS, TASKS, RunForm, build_config, check_form, check_task_data
+from mlx_distill.tui.newrun import METHODS, TASKS, RunForm, build_config, check_config, check_form
 
 
 def _row(label: str, *widgets, row_id: str | None = None) -> Horizontal:
@@ -100,21 +100,20 @@ class NewRunScreen(Screen):
 
     @work(thread=True, group="check-data", exclusive=True, exit_on_error=False)
     def check_and_start(self, form: RunForm) -> None:
-        """Parse the data off the UI thread (large files take a while), then start or report."""
+        """Check the config and parse the data off the UI thread (large files take a while)."""
+        config = build_config(form, self.app.runs_dir)
         try:
-            summary = check_task_data(form.task, form.data_path, float(form.fraction))
+            summary, problem = check_config(config), ""
         except DistillError as error:
-            problem = str(error)
-        else:
-            problem = ""
+            summary, problem = "", str(error)
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._checked, form, problem, summary if not problem else "")
+            self.app.call_from_thread(self._checked, config, problem, summary)
 
-    def _checked(self, form: RunForm, problem: str, summary: str) -> None:
+    def _checked(self, config: dict, problem: str, summary: str) -> None:
         self.query_one("#start", Button).disabled = False
         if problem:
             self.show_problems([problem])
-            self.notify(problem, title="Task data", severity="error")
+            self.notify(problem, title="Cannot start", severity="error")
             return
         self.query_one("#form-error", Static).update("")
-        self.app.start_run(build_config(form), summary)
+        self.app.start_run(config, summary)

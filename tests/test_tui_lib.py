@@ -1,0 +1,344 @@
+"""The UI's plain-Python parts: run folders (runs.py), the event fold (tui.state), the New run
+form checks (tui.newrun) and the chat engine thread (engine.py). No Textual here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mlx_distill import events as ev
+from mlx_distill import runs
+from mlx_distill.engine import ChatDone, ChatFailed, ChatRequest, ChatToken, Engine, ModelLoading
+from mlx_distill.errors import DistillError
+from mlx_distill.tui.catalog import ModelChoice
+from mlx_distill.tui.fakes import T0, EchoBackend, make_run, sample_events
+from mlx_distill.tui.newrun import RunForm, build_config, check_config, check_form
+from mlx_distill.tui.state import DONE, FAILED, RUNNING, STOPPED, RunState
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- run folders -----------------------------------------------------------------------------
+
+
+def test_list_runs_reads_task_models_accuracy_date_newest_first(tmp_path):
+    make_run(tmp_path, "old", task="cqa", accuracy=0.5, created=T0 - 86400, student="google/t5-v1_1-base")
+    make_run(tmp_path, "new", accuracy=0.71, created=T0)
+    (tmp_path / "not-a-run").mkdir()  # e.g. the demo's model folder
+    listed = runs.list_runs(tmp_path)
+    assert [run.name for run in listed] == ["new", "old"]
+    old = listed[1]
+    assert (old.task, old.student, old.method, old.accuracy, old.status) == (
+        "cqa", "google/t5-v1_1-base", "step-by-step", 0.5, "finished")
+    assert old.created == pytest.approx(T0 - 86400 + 1)  # the first event's time
+    assert old.accuracy_text == "50.0%"
+
+
+def test_run_status_follows_state_json(tmp_path):
+    stopped = make_run(tmp_path, "stopped", accuracy=None,
+                       state={"data": {"status": "done"}, "teacher": {"status": "stopped"}})
+    failed = make_run(tmp_path, "failed", accuracy=None, state={"data": {"status": "failed"}})
+    partial = make_run(tmp_path, "partial", accuracy=None,
+                       state={"data": {"status": "done"}, "teacher": {"status": "running"}})
+    assert runs.read_run(stopped).status == "stopped"
+    assert runs.read_run(failed).status == "failed"
+    assert runs.read_run(partial).status == "incomplete"
+
+
+def test_newer_format_is_a_clear_problem_not_an_exception(tmp_path):
+    newer = make_run(tmp_path, "newer", format_version=runs.FORMAT_VERSION + 1)
+    info = runs.read_run(newer)
+    assert info.status == "unreadable"
+    assert "newer mlx-distill" in info.problem and "upgrade" in info.problem
+    with pytest.raises(DistillError, match="newer"):
+        runs.check_format(newer)
+    # state.json alone can be the newer one too
+    other = make_run(tmp_path, "other")
+    (other / runs.STATE_FILE).write_text(json.dumps({"format_version": 99, "stages": {}}))
+    assert "format 99" in runs.read_run(other).problem
+
+
+def test_damaged_config_is_reported_with_its_path(tmp_path):
+    run = make_run(tmp_path, "broken")
+    (run / runs.CONFIG_FILE).write_text("name = [unclosed")
+    info = runs.read_run(run)
+    assert str(run / runs.CONFIG_FILE) in info.problem
+
+
+def test_event_tail_is_incremental_and_waits_for_a_torn_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tail = runs.EventTail(path)
+    assert tail.read_new() == []  # no file yet
+    first, second = ev.StageStarted(stage="data", time=1.0), ev.Log(message="hello", time=2.0)
+    path.write_text(first.to_json() + "\n" + second.to_json()[:10])  # the writer is mid-line
+    assert tail.read_new() == [first]
+    assert tail.read_new() == []
+    with path.open("a") as file:
+        file.write(second.to_json()[10:] + "\n" + "not json\n" + json.dumps({"kind": "FromTheFuture"}) + "\n")
+    assert tail.read_new() == [second]
+    assert tail.skipped == 2
+
+
+def test_write_config_round_trips_through_the_pipelines_config_parser(tmp_path):
+    from mlx_distill.config import load_config
+
+    data_file = tmp_path / "mine.jsonl"
+    data_file.write_text('{"input": "2 + 2", "label": "4"}\n')
+    form = RunForm(task="jsonl", data_path=str(data_file), teacher="mlx-community/Qwen2.5-1.5B-Instruct-4bit",
+                   student="google/flan-t5-small", method="step-by-step", alpha="0.3", fraction="0.5", name="mine")
+    path = runs.write_config(tmp_path, build_config(form, tmp_path / "runs"))
+    parsed = load_config(path)
+    assert (parsed.name, parsed.task.name, parsed.task.data, parsed.task.subsample) == (
+        "mine", "jsonl", str(data_file), 0.5)
+    assert parsed.teacher.model == "mlx-community/Qwen2.5-1.5B-Instruct-4bit"
+    assert (parsed.train.student, parsed.train.method, parsed.train.options["alpha"]) == (
+        "google/flan-t5-small", "step-by-step", 0.3)
+
+
+def test_new_run_dir_never_reuses_a_folder(tmp_path):
+    first = runs.new_run_dir(tmp_path, "svamp run")
+    second = runs.new_run_dir(tmp_path, "svamp run")
+    assert (first.name, second.name) == ("svamp-run", "svamp-run-2")
+
+
+def test_student_path_prefers_the_export_then_the_newest_checkpoint(tmp_path):
+    from mlx_distill.tui.fakes import fake_student
+
+    run = make_run(tmp_path, "r", with_student=False)
+    assert runs.student_path(run) is None
+    older = fake_student(run / "train" / "checkpoints" / "step-10")
+    newer = fake_student(run / "train" / "checkpoints" / "step-20")
+    os.utime(older / "config.json", (T0, T0))
+    os.utime(older, (T0, T0))
+    assert runs.student_path(run) == newer
+    exported = fake_student(run / "student")
+    assert runs.student_path(run) == exported
+
+
+def test_chat_history_round_trip_skips_torn_lines(tmp_path):
+    runs.append_chat(tmp_path, {"question": "q1", "answer": "a1"})
+    with (tmp_path / runs.CHAT_FILE).open("a") as file:
+        file.write('{"question": "torn')
+    runs.append_chat(tmp_path, {"question": "q2", "answer": "a2"})
+    assert [record["question"] for record in runs.read_chat(tmp_path)] == ["q1", "q2"]
+
+
+# ---- the pipeline process --------------------------------------------------------------------
+
+# A stand-in pipeline: writes its pid like the real one, and on SIGINT appends Finished(stopped).
+FAKE_PIPELINE = textwrap.dedent("""
+    import json, os, signal, sys, time
+    run = sys.argv[1]
+    open(os.path.join(run, "pid"), "w").write(str(os.getpid()))
+    def stop(signum, frame):
+        with open(os.path.join(run, "events.jsonl"), "a") as f:
+            f.write(json.dumps({"kind": "Finished", "stage": "run", "stopped": True}) + "\\n")
+        os.remove(os.path.join(run, "pid"))
+        sys.exit(130)
+    signal.signal(signal.SIGINT, stop)
+    print("started", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_stop_pipeline_sends_sigint_and_the_run_keeps_its_work(tmp_path):
+    script = tmp_path / "fake_pipeline.py"
+    script.write_text(FAKE_PIPELINE)
+    run = tmp_path / "run"
+    run.mkdir()
+    child = subprocess.Popen([sys.executable, str(script), str(run)], start_new_session=True)
+    try:
+        deadline = time.time() + 10
+        while runs.pipeline_pid(run) is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert runs.pipeline_pid(run) == child.pid
+        assert runs.read_run(run).status == "running"
+        assert runs.stop_pipeline(run)
+        assert child.wait(10) == 130
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert runs.pipeline_pid(run) is None
+    (finished,) = runs.read_events(run / runs.EVENTS_FILE)
+    assert isinstance(finished, ev.Finished) and finished.stopped
+    assert not runs.stop_pipeline(run)  # nothing left to stop
+
+
+def test_start_pipeline_is_detached_and_logs_to_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.CONFIG_FILE).write_text('name = "x"\nbogus_key = 1\n')
+    child = runs.start_pipeline(run)
+    assert child.wait(60) == 2
+    log = (run / runs.LOG_FILE).read_text()
+    assert "error:" in log and "bogus_key" in log
+    assert "bogus_key" in runs.log_tail(run, 1)
+
+
+def test_launcher_starts_the_pipeline_in_its_own_session(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    command = runs.pipeline_command(run)
+    assert command[1:4] == ["-m", "mlx_distill", "run"] and command[-3:] == ["--run-dir", str(run), "--quiet"]
+    demo = runs.pipeline_command(run, demo=True)
+    assert demo[3:] == ["demo", "--runs-dir", str(tmp_path.resolve()), "--name", "run", "--quiet"]
+    launcher = runs.SubprocessLauncher()
+    original = runs.pipeline_command
+    try:
+        runs.pipeline_command = lambda *a, **k: [sys.executable, "-c", "import os,time; print(os.getsid(0)); time.sleep(30)"]
+        launcher.start(run)
+        assert launcher.is_running(run)
+        child = launcher._children[run]
+        assert os.getsid(child.pid) == child.pid != os.getsid(0)
+    finally:
+        runs.pipeline_command = original
+        child.kill()
+        child.wait()
+    assert launcher.exit_code(run) == -signal.SIGKILL
+
+
+# ---- the dashboard's fold of events ----------------------------------------------------------
+
+
+def test_run_state_follows_a_whole_run():
+    state = RunState()
+    for event in sample_events(steps=60, questions=40):
+        state.apply(event)
+    assert all(value == DONE for value in state.stages.values())
+    assert state.teacher.done == 40 and state.teacher.accepted == 30
+    assert state.steps[-1] == 60 and len(state.label_losses) == 60 and len(state.rationale_losses) == 60
+    assert state.eval_steps == [10, 20, 30, 40, 50, 60]
+    assert state.test.accuracy == 0.71
+    assert state.status == "finished" and not state.running
+    assert "accepted 30 (75%)" in state.teacher_text()
+    assert "test 71.0% (142/200)" in state.accuracy_text()
+    assert "ETA" not in state.train_text()  # the stage is over
+
+
+def test_run_state_shows_eta_only_while_running_and_marks_stops_and_failures():
+    state = RunState()
+    for event in sample_events(stopped_at=25):
+        state.apply(event)
+    assert state.stages["train"] == STOPPED
+    assert "stopped" in state.status
+    state = RunState()
+    for event in sample_events()[:30]:
+        state.apply(event)
+    assert state.stages["teacher"] == RUNNING and "ETA" in state.teacher_text()
+    assert "ETA" not in state.teacher_text(show_eta=False)
+    state.apply(ev.Failed(stage="teacher", error="teacher does not fit"))
+    assert state.stages["teacher"] == FAILED and state.status == "failed in teacher"
+    assert state.log[-1] == "error in teacher: teacher does not fit"
+
+
+# ---- the New run form ------------------------------------------------------------------------
+
+
+def _form(tmp_path, **changes) -> RunForm:
+    data_file = tmp_path / "data.jsonl"
+    if not data_file.exists():
+        data_file.write_text("".join(json.dumps({"input": f"{i} + 1", "label": str(i + 1)}) + "\n" for i in range(30)))
+    values = dict(task="jsonl", data_path=str(data_file), teacher="mlx-community/Qwen2.5-1.5B-Instruct-4bit",
+                  student="google/flan-t5-small")
+    values.update(changes)
+    return RunForm(**values)
+
+
+def test_form_problems_name_the_bad_value(tmp_path):
+    big = ModelChoice("mlx-community/Llama-3.3-70B-Instruct-4bit", "teacher", 42_000_000_000, fits=False)
+    assert check_form(_form(tmp_path)) == []
+    problems = check_form(_form(tmp_path, teacher=big.name, alpha="1.5", fraction="0", data_path="/no/such"), [big])
+    assert any("/no/such does not exist" in p for p in problems)
+    assert any("needs 42.0 GB" in p and "smaller teacher" in p for p in problems)
+    assert any("alpha 1.5" in p for p in problems)
+    assert any("data fraction 0.0" in p for p in problems)
+    # finetune never uses the teacher, so a too-big teacher does not matter
+    assert check_form(_form(tmp_path, teacher=big.name, method="finetune"), [big]) == []
+
+
+def test_check_config_parses_the_data_and_reports_a_bad_line(tmp_path):
+    form = _form(tmp_path)
+    summary = check_config(build_config(form, tmp_path / "runs"))
+    assert "train" in summary and "validation" in summary
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "1", "label": "2"}\n{"input": "oops"\n')
+    with pytest.raises(DistillError, match="bad.jsonl:2"):
+        check_config(build_config(_form(tmp_path, data_path=str(bad)), tmp_path / "runs"))
+
+
+# ---- the chat engine -------------------------------------------------------------------------
+
+
+def _collect() -> tuple[list[ev.Event], threading.Event, callable]:
+    seen: list[ev.Event] = []
+    done = threading.Event()
+
+    def on_event(event: ev.Event) -> None:
+        seen.append(event)
+        if isinstance(event, (ChatDone, ChatFailed)) and event.part == "teacher":
+            done.set()
+
+    return seen, done, on_event
+
+
+def test_engine_streams_student_rationale_and_teacher_on_one_thread():
+    backend = EchoBackend()
+    seen, done, on_event = _collect()
+    engine = Engine(on_event, backend)
+    request_id = engine.submit(ChatRequest("How many pens?", student="/s", explain=True, teacher="/t"))
+    assert done.wait(10)
+    engine.close()
+    assert not engine.alive and backend.closed
+    assert backend.threads == {"mlx-engine"}
+    parts = [(type(e).__name__, e.part) for e in seen if not isinstance(e, ChatToken)]
+    assert parts == [("ModelLoading", "answer"), ("ChatDone", "answer"), ("ChatDone", "rationale"),
+                     ("ModelLoading", "teacher"), ("ChatDone", "teacher")]
+    answer = "".join(e.text for e in seen if isinstance(e, ChatToken) and e.part == "answer")
+    assert answer == EchoBackend.ANSWER
+    assert all(e.request_id == request_id for e in seen)
+    assert backend.loaded == ["/s", "/t"]  # the student is loaded once for both of its parts
+
+
+def test_engine_reports_a_model_that_fails_to_load_and_keeps_serving():
+    class Broken(EchoBackend):
+        def load_student(self, path):
+            if path == "/bad":
+                raise DistillError("/bad: not a T5 checkpoint")
+            return super().load_student(path)
+
+    seen: list[ev.Event] = []
+    engine = Engine(seen.append, Broken())
+    engine.submit(ChatRequest("q", student="/bad"))
+    second = engine.submit(ChatRequest("q", student="/good"))
+    engine.close()
+    failed = [e for e in seen if isinstance(e, ChatFailed)]
+    assert failed and "not a T5 checkpoint" in failed[0].error
+    assert any(isinstance(e, ChatDone) and e.request_id == second for e in seen)
+
+
+def test_engine_with_a_real_tiny_student(tmp_path):
+    """The default MLX backend on a tiny random T5 in the real on-disk format."""
+    from mlx_distill.tiny_t5 import build_tiny_t5
+
+    folder = build_tiny_t5(tmp_path / "student", corpus=["how many pens are left", "8 - 3 = 5"] * 20)
+    seen: list[ev.Event] = []
+    engine = Engine(seen.append)
+    engine.submit(ChatRequest("how many pens", student=str(folder), explain=True, max_tokens=8))
+    engine.close(timeout=120)
+    kinds = [type(e) for e in seen]
+    assert ChatFailed not in kinds, [e for e in seen if isinstance(e, ChatFailed)]
+    done = [e for e in seen if isinstance(e, ChatDone)]
+    assert [e.part for e in done] == ["answer", "rationale"]
+    assert all(0 < e.tokens <= 8 for e in done)
+    streamed = "".join(e.text for e in seen if isinstance(e, ChatToken) and e.part == "answer")
+    assert streamed == done[0].text
+    assert isinstance(seen[0], ModelLoading)

@@ -58,6 +58,19 @@ def _train_tokenizer(corpus: list[str], vocab_size: int):
     return tokenizer
 
 
+def _pad_vocab(tokenizer, size: int):
+    """Add never-merged filler tokens up to ``size`` ids, so a model with a real-size vocabulary
+    (e.g. Qwen2.5's 151936) can emit any id and every id still decodes."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    taken = len(vocab) + len(data.get("added_tokens", []))
+    for index in range(max(0, size - taken)):
+        vocab[f"~{index}"] = len(vocab) + len(data.get("added_tokens", []))
+    return Tokenizer.from_str(json.dumps(data))
+
+
 def _model_config(arch: str, vocab_size: int, eos_id: int, bos_id: int) -> dict:
     common = {
         "vocab_size": vocab_size,
@@ -98,7 +111,8 @@ def _random_weights(config: dict, seed: int) -> dict:
     weights["model.embed_tokens.weight"] = mx.random.normal(
         weights["model.embed_tokens.weight"].shape, scale=1.0
     )
-    weights["lm_head.weight"] = mx.random.normal(weights["lm_head.weight"].shape, scale=0.3)
+    if "lm_head.weight" in weights:
+        weights["lm_head.weight"] = mx.random.normal(weights["lm_head.weight"].shape, scale=0.3)
     # Sharper attention that carries more of what it reads, so the next token depends on the
     # question and not only on the prompt's fixed last tokens (the chat template's tail).
     for name in weights:
@@ -113,6 +127,7 @@ def build_tiny_llm(
     corpus: list[str] | None = None,
     seed: int = 0,
     vocab_size: int = 512,
+    shape: dict | None = None,
 ) -> Path:
     """Write a tiny random llama or qwen2 checkpoint in the Hugging Face layout.
 
@@ -122,6 +137,9 @@ def build_tiny_llm(
         corpus: Texts to train the byte-level BPE tokenizer on. Default: a few task-like lines.
         seed: Seed for the random weights.
         vocab_size: Target tokenizer size (byte alphabet + merges + 3 special tokens).
+        shape: config.json overrides for a bigger random model, e.g. Qwen2.5-0.5B's
+            ``{"hidden_size": 896, "num_hidden_layers": 24, ..., "vocab_size": 151936}``; a
+            ``vocab_size`` above the trained tokenizer's is filled with filler tokens.
 
     Returns:
         The folder, loadable with ``mlx_lm.load``.
@@ -131,6 +149,8 @@ def build_tiny_llm(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(list(corpus or DEFAULT_CORPUS), vocab_size)
+    if shape and shape.get("vocab_size", 0) > tokenizer.get_vocab_size():
+        tokenizer = _pad_vocab(tokenizer, shape["vocab_size"])
     tokenizer.save(str(out / "tokenizer.json"))
     eos_id = tokenizer.token_to_id(IM_END)
     bos_id = tokenizer.token_to_id(END_OF_TEXT)
@@ -151,7 +171,7 @@ def build_tiny_llm(
         "additional_special_tokens": [IM_START, IM_END],
     }, indent=2))
 
-    config = _model_config(arch, tokenizer.get_vocab_size(), eos_id, bos_id)
+    config = {**_model_config(arch, tokenizer.get_vocab_size(), eos_id, bos_id), **(shape or {})}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": bos_id, "eos_token_id": [eos_id, bos_id], "do_sample": False}, indent=2))

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from mlx_distill import runs
 from mlx_distill.engine import ChatBackend, ChatRequest, Engine
 from mlx_distill.errors import DistillError
-from mlx_distill.events import Event, Failed, Finished
+from mlx_distill.events import Event, Failed, Finished, Log
 from mlx_distill.platform import format_bytes
 from mlx_distill.tui.catalog import ModelChoice, find_choice, is_downloaded, load_choices
 from mlx_distill.tui.messages import EngineEvent
@@ -144,21 +144,28 @@ class DistillApp(App):
         chat = self.get_screen("chat", ChatScreen)
         if chat.is_mounted:
             chat.load_run()
-        self.poll_run()
+        self.poll_run(notify=False)  # the replay of what happened before: no toasts
+        if run_dir is not None and not self.history and not self.is_running():
+            # A pipeline that died before its first event left only its log: show why.
+            tail = runs.log_tail(run_dir, 5).strip()
+            if tail:
+                self._show([Log(message=line, level="warning") for line in tail.splitlines()], notify=False)
 
-    def poll_run(self) -> None:
+    def poll_run(self, notify: bool = True) -> None:
         """Read the events the pipeline appended since the last poll and show them."""
         if self._tail is None or self.run_dir is None:
             return
         new = self._tail.read_new()
         new += self._crash_events(new)
-        if not new:
-            return
+        if new:
+            self._show(new, notify)
+
+    def _show(self, new: list[Event], notify: bool = True) -> None:
         self.history.extend(new)
         dashboard = self.get_screen("dashboard", DashboardScreen)
         if dashboard.is_mounted:
             dashboard.show_events(new)
-        for event in new:
+        for event in new if notify else ():
             if isinstance(event, Failed):
                 self.notify(event.error, title=f"Run failed in {event.stage}", severity="error", timeout=10)
             elif isinstance(event, Finished) and event.stage == "run":

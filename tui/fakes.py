@@ -117,17 +117,20 @@ class ScriptedLauncher:
     """
 
     def __init__(self, script: list[ev.Event] | None = None, block_after: int | None = None,
-                 exit_code: int | None = None) -> None:
+                 exit_code: int | None = None, log: str = "") -> None:
         self.script = sample_events() if script is None else script
         self.block_after = block_after
         self.started: list[tuple[Path, bool]] = []
         self.stopped: list[Path] = []
         self._position: dict[Path, int] = {}
         self._exit_code = exit_code
+        self.log = log  # written to pipeline.log on start, as the real process's output
 
     def start(self, run_dir: Path, *, demo: bool = False) -> None:
         run_dir = Path(run_dir)
         self.started.append((run_dir, demo))
+        if self.log:
+            (run_dir / runs.LOG_FILE).write_text(self.log)
         self._position[run_dir] = self._position.get(run_dir, 0)
         if self._position[run_dir] >= len(self.script):
             self._position[run_dir] = 0

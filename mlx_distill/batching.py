@@ -15,14 +15,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mlx_distill.errors import DistillError
+from mlx_distill.train import LABEL_SOURCES, METHODS
 
 PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
 # arXiv 2212.08410 trains on "<rationale> So the answer is <label>" and reads the answer after it.
 COT_ANSWER_PHRASE = "So the answer is"
-
-METHODS = ("step-by-step", "finetune", "distill", "cot")
-LABEL_SOURCES = ("gold", "teacher")
 
 # Padded lengths; a sequence is padded to the smallest bucket that holds it.
 BUCKETS = (8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)

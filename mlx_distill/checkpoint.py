@@ -2,14 +2,15 @@
 
 Layout under ``<out>/checkpoints``::
 
-    step-00000200/   model.safetensors, optimizer.safetensors (+ the MLX RNG key), state.json
+    step-00000200/   model.safetensors, optimizer.safetensors, state.json (step, data position, best)
     latest.json      {"dir": "step-00000200", "step": 200}   (replaced atomically)
     best-00000150/   model.safetensors, state.json            (weights with the best validation accuracy)
     best.json        {"dir": "best-00000150", "step": 150}
 
 A folder is written under a temporary name and renamed, then the pointer file is replaced with
 ``os.replace``; older folders are removed only after that, so a kill at any moment leaves a
-complete checkpoint that the pointer names.
+complete checkpoint that the pointer names. The random stream needs no file of its own: the
+trainer seeds dropout from (seed, step), and the data order from (seed, epoch).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
-
-RNG_KEY = "__mlx_random_key__"
 
 
 @dataclass
@@ -114,7 +113,6 @@ def save_checkpoint(root: str | Path, model: Any, optimizer: Any, state: RunStat
     """
     root = Path(root)
     optimizer_arrays = dict(tree_flatten(optimizer.state))
-    optimizer_arrays[RNG_KEY] = mx.random.state[0]
     name = f"step-{state.step:08d}"
     folder = _write_dir(
         root, name, {"model.safetensors": model_arrays(model), "optimizer.safetensors": optimizer_arrays}, state
@@ -168,16 +166,13 @@ def load_weights(model: Any, folder: str | Path) -> None:
 
 
 def restore_checkpoint(folder: str | Path, model: Any, optimizer: Any) -> RunState:
-    """Put weights, optimizer state and the RNG key of a checkpoint back; return its run state.
+    """Put the weights and optimizer state of a checkpoint back; return its run state.
 
     Call it before the compiled step is built: the optimizer's state dict is replaced.
     """
     folder = Path(folder)
     load_weights(model, folder)
     arrays = mx.load(str(folder / "optimizer.safetensors"))
-    key = arrays.pop(RNG_KEY, None)
     optimizer.state = tree_unflatten(list(arrays.items()))
-    if key is not None:
-        mx.random.state[0] = key
-    mx.eval(optimizer.state, mx.random.state)
+    mx.eval(optimizer.state)
     return read_state(folder)

@@ -17,14 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlx_distill.batching import LABEL_SOURCES, METHODS
 from mlx_distill.errors import DistillError
-from mlx_distill.evaluate import EvalSummary, evaluate
 from mlx_distill.events import OnEvent, ShouldStop, ignore_event, never_stop
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "EvalSummary", "METHODS"]
 
+# This module imports nothing heavy at load time: the CLI builds its flags from TrainConfig.
+METHODS = ("step-by-step", "finetune", "distill", "cot")
+LABEL_SOURCES = ("gold", "teacher")
 DTYPES = ("float32", "bfloat16")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("evaluate", "EvalSummary"):
+        from mlx_distill import evaluate as evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:

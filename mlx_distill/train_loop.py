@@ -43,6 +43,10 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return any(word in text for word in ("out of memory", "unable to allocate", "memory limit", "[malloc"))
 
 
+def _dropout_seed(seed: int, step: int, micro_batch: int) -> int:
+    return ((seed * 1_000_003 + step) * 4_099 + micro_batch) % (2**63)
+
+
 def _to_mx(arrays: Any) -> tuple[mx.array, ...] | None:
     return None if arrays is None else tuple(mx.array(a) for a in arrays.as_tuple())
 
@@ -165,15 +169,14 @@ class Trainer:
             micro, position = self._step_batches()
             label_norm = mx.array(max(1, sum(m.label_tokens for m in micro)), mx.float32)
             rationale_norm = mx.array(max(1, sum(m.rationale_tokens for m in micro)), mx.float32)
-            snapshot = (
-                tree_map(lambda x: x, self.model.parameters()),
-                tree_map(lambda x: x, self.optimizer.state),
-                mx.random.state[0],
-            )
+            snapshot = (tree_map(lambda x: x, self.model.parameters()), tree_map(lambda x: x, self.optimizer.state))
             try:
                 grad = None
                 loss = label_sum = rationale_sum = mx.array(0.0)
                 for j, batch in enumerate(micro):
+                    # Dropout keys depend only on (seed, step, micro-batch): a resumed run and a
+                    # retried step draw the same masks, and evaluation cannot shift them.
+                    mx.random.seed(_dropout_seed(self.config.seed, self.state.step, j))
                     value, ls, rs, grad = self.step_fn(
                         _to_mx(batch.label), _to_mx(batch.rationale), label_norm, rationale_norm, grad, j == len(micro) - 1
                     )
@@ -186,7 +189,6 @@ class Trainer:
                 self.model.update(snapshot[0])
                 self.optimizer.state.clear()
                 self.optimizer.state.update(snapshot[1])
-                mx.random.state[0] = snapshot[2]
                 if self.splits >= self.config.batch_size:
                     raise DistillError(
                         f"one training example does not fit in memory ({error}); lower --max-input-tokens "
@@ -206,7 +208,6 @@ class Trainer:
 
     def _evaluate_validation(self) -> bool:
         """Score the validation split; keep the weights if best. False when stopped meanwhile."""
-        key = mx.random.state[0]
         summary = evaluate(
             self.model,
             self.tokenizer,
@@ -220,7 +221,6 @@ class Trainer:
             step=self.state.step,
             should_stop=self.should_stop,
         )
-        mx.random.state[0] = key  # generation must not shift the dropout stream
         self.model.train()
         if summary.stopped:
             return False

@@ -1,0 +1,59 @@
+"""`mlx-distill eval`: a trained student's accuracy on a task split, with per-example predictions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "Score a trained student on a task split by generation; write per-example predictions."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="svamp, cqa, esnli, anli, or jsonl/csv for your own data")
+    parser.add_argument("--data", required=True, help="the dataset file or folder")
+    parser.add_argument("--student", required=True, help="the trained student folder (e.g. OUT/student)")
+    parser.add_argument("--split", default="test", choices=("test", "validation", "train"))
+    parser.add_argument("--out", default=None, help="predictions JSONL (default: predictions_<split>.jsonl here)")
+    parser.add_argument("--method", default=None, choices=("step-by-step", "finetune", "distill", "cot"),
+                        help="how answers are read (default: as recorded in the student folder)")
+    parser.add_argument("--batch-size", type=int, default=32, help="prompts generated together")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="answer length limit (default: 64, or 256 for cot students)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--seed", type=int, default=0, help="seed used to carve validation/test splits")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _recorded_method(student: Path) -> str:
+    meta = student / "mlx_distill.json"
+    if meta.exists():
+        return json.loads(meta.read_text(encoding="utf-8")).get("method") or "step-by-step"
+    return "step-by-step"
+
+
+def main(args: argparse.Namespace) -> int:
+    from mlx_distill.data import load_task
+    from mlx_distill.errors import DistillError
+    from mlx_distill.evaluate import evaluate
+    from mlx_distill.progress import ProgressPrinter
+    from mlx_distill.student import load_student
+
+    data = load_task(args.task, args.data, seed=args.seed)
+    examples = list(getattr(data, args.split))[: args.limit]
+    if not examples:
+        raise DistillError(f"the {args.split} split of {args.data} is empty; choose another --split")
+    method = args.method or _recorded_method(Path(args.student))
+    max_tokens = args.max_tokens or (256 if method == "cot" else 64)
+    out = Path(args.out) if args.out else Path(f"predictions_{args.split}.jsonl")
+    model, tokenizer = load_student(args.student, dtype=args.dtype)
+    printer = ProgressPrinter(quiet=args.quiet)
+    try:
+        summary = evaluate(model, tokenizer, args.task, examples, batch_size=args.batch_size, max_tokens=max_tokens,
+                           predictions_path=out, method=method, split=args.split, on_event=printer)
+    finally:
+        printer.close()
+    print(f"{args.split} accuracy: {summary.accuracy * 100:.1f}% ({summary.correct}/{summary.total}) "
+          f"in {summary.seconds:.1f}s; predictions in {summary.predictions_path}")
+    return 0

@@ -215,6 +215,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
     failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
     start = time.perf_counter()
     if not pending:
+        on_event(TeacherProgress(done=skipped, total=len(examples), accepted=accepted, parse_failures=failures,
+                                 generated_tokens=0, generation_tps=0.0, prompt_tps=0.0, eta_seconds=0.0))
         return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
                                 0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
 
@@ -293,9 +295,11 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
     started: dict[int, float] = {}
     unfinished = set(uids)
     written: list[str] = []
+    checked: dict[int, int] = {}
     stats = BatchStats()
     stage_start = time.perf_counter()
     stopped = False
+    reported = -1
 
     def finish(uid: int) -> None:
         detokenizer = detokenizers.pop(uid)
@@ -326,18 +330,23 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
                     finish(uid)
                     continue
                 text = detokenizers[uid].text
-                if any(s in text[-(_MAX_STOP_CHARS + 16):] for s in STOP_STRINGS):
+                # Only the new text (plus a stop string's length before it) can complete a stop string.
+                tail = text[max(0, checked.get(uid, 0) - _MAX_STOP_CHARS):]
+                checked[uid] = len(text)
+                if any(s in tail for s in STOP_STRINGS):
                     generator.remove([uid])
                     finish(uid)
             if len(written) >= batch_size or (written and not unfinished):
                 _flush(handle, written)
                 _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, now - stage_start, on_event)
+                reported = state.done
     finally:
         if written:
             _flush(handle, written)
         generator.close()
-    _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, time.perf_counter() - stage_start,
-            on_event, final=True)
+    if reported != state.done or stopped:
+        _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, time.perf_counter() - stage_start,
+                on_event)
     return stopped
 
 
@@ -370,7 +379,7 @@ def _flush(handle, lines: list[str]) -> None:
 
 
 def _report(state: _Progress, stats, sequences: int, unfinished: int, prefix_len: int, elapsed: float,
-            on_event: OnEvent, final: bool = False) -> None:
+            on_event: OnEvent) -> None:
     state.prompt_tokens = stats.prompt_tokens + prefix_len
     state.generation_tps = stats.generation_tokens / elapsed if elapsed > 0 else 0.0
     state.prompt_tps = stats.prompt_tps if stats.prompt_time > 0 else 0.0
@@ -380,7 +389,7 @@ def _report(state: _Progress, stats, sequences: int, unfinished: int, prefix_len
     on_event(TeacherProgress(
         done=state.done, total=state.total, accepted=state.accepted, parse_failures=state.failures,
         generated_tokens=state.generated_tokens, generation_tps=state.generation_tps, prompt_tps=state.prompt_tps,
-        eta_seconds=0.0 if final and not unfinished else eta,
+        eta_seconds=eta if unfinished else 0.0,
         latest_id=example.id if example else "", latest_input=example.input[:500] if example else "",
         latest_rationale=parsed.rationale[:1000] if parsed else "", latest_answer=parsed.answer if parsed else "",
         latest_accepted=bool(accepted)))

@@ -307,3 +307,91 @@ def test_cli_model_too_large_for_memory(tmp_path):
     line = _assert_one_line_error(_cli("generate", "--task", "jsonl", "--data", str(data), "--teacher",
                                        str(folder), "--out", str(tmp_path / "r.jsonl")))
     assert "needs about" in line and "available" in line and ("smaller teacher" in line or "--batch-size" in line)
+
+
+def _scripted_llm(folder: Path, script: str) -> Path:
+    """A tiny llama that deterministically writes ``script`` and then its end-of-turn token.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the current token's
+    embedding; the untied output head maps each script token to the next one (a successor table).
+    This gives the tests a teacher whose answer is known, to check stopping, parsing and filters.
+    """
+    import mlx.core as mx
+    from transformers import AutoTokenizer
+
+    # Train the tokenizer on the script so its words become single (distinct) tokens.
+    build_tiny_llm(folder, arch="llama", corpus=[script] * 50)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    # End the generation prompt without a newline so "\n" can appear inside the script.
+    config["chat_template"] = config["chat_template"].replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant'")
+    assert config["chat_template"].endswith("'<|im_start|>assistant' }}{% endif %}")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    start = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True,
+                                          tokenize=False)
+    last = tokenizer.encode(start, add_special_tokens=False)[-1]
+    chain = [last, *tokenizer.encode(script, add_special_tokens=False), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert len(set(chain)) == len(chain), "the script repeats a token; reword it"
+    weights = mx.load(str(folder / "model.safetensors"))
+    for name in weights:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[name] = mx.zeros_like(weights[name])
+    embed = weights["model.embed_tokens.weight"]
+    head = mx.zeros_like(weights["lm_head.weight"])
+    for current, following in zip(chain, chain[1:]):
+        head[following] = embed[current]
+    weights["lm_head.weight"] = head
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
+    return folder
+
+
+CQA = dict(choices=("bank", "river", "zoo"))
+
+
+def test_scripted_teacher_answer_is_parsed_and_filtered(tmp_path):
+    folder = _scripted_llm(tmp_path / "m", "Vaults keep money safe. So the answer is (a) bank")
+    examples = [Example(id="right", input="Where is money kept?\nAnswer Choices:\n(a) bank\n(b) river\n(c) zoo",
+                        label="bank", **CQA),
+                Example(id="wrong", input="Where do fish live?\nAnswer Choices:\n(a) bank\n(b) river\n(c) zoo",
+                        label="river", **CQA)]
+    out = tmp_path / "r.jsonl"
+    summary = generate_rationales(examples, "cqa", str(folder), out, batch_size=2, max_tokens=40)
+    records = {r["id"]: r for r in _records(out)}
+    assert records["right"]["raw"] == "Vaults keep money safe. So the answer is (a) bank"
+    assert records["right"]["rationale"] == "Vaults keep money safe."
+    assert records["right"]["answer"] == "bank"
+    assert records["right"]["agrees"] is True and records["right"]["accepted"] is True
+    assert records["wrong"]["agrees"] is False and records["wrong"]["accepted"] is False
+    assert summary.accepted == 1 and summary.accept_rate == 0.5
+    # Stopped at the end-of-turn token, not at max_tokens.
+    assert records["right"]["generated_tokens"] < 40
+
+
+def test_scripted_teacher_stops_at_an_invented_next_exemplar(tmp_path):
+    script = "Zoos keep animals. So the answer is (c) zoo\nQ: What do bees make?"
+    folder = _scripted_llm(tmp_path / "m", script)
+    example = Example(id="z", input="Where are lions kept?\nAnswer Choices:\n(a) bank\n(b) river\n(c) zoo",
+                      label="zoo", **CQA)
+    out = tmp_path / "r.jsonl"
+    generate_rationales([example], "cqa", str(folder), out, max_tokens=60)
+    (record,) = _records(out)
+    assert record["raw"].endswith("\nQ:") and "bees" not in record["raw"]
+    assert (record["rationale"], record["answer"], record["accepted"]) == ("Zoos keep animals.", "zoo", True)
+
+
+def test_stage_in_a_worker_thread_exits_cleanly(llama, tmp_path):
+    """MLX streams are thread-local: the stage must run in a non-main thread and the process exit 0."""
+    code = (
+        "import threading, sys\n"
+        "from mlx_distill.data import Example\n"
+        "from mlx_distill.teacher import generate_rationales\n"
+        "ex = [Example(id=str(i), input=f'Sam has {i} pens.', label='1') for i in range(4)]\n"
+        "result = []\n"
+        f"t = threading.Thread(target=lambda: result.append(generate_rationales(ex, 'svamp', {str(llama)!r}, "
+        f"{str(tmp_path / 'r.jsonl')!r}, max_tokens=4)))\n"
+        "t.start(); t.join()\n"
+        "assert result and result[0].done == 4\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(_records(tmp_path / "r.jsonl")) == 4

@@ -548,22 +548,30 @@ def generate_tokens(model: Model, tokenizer, prompts: list[str], max_tokens: int
     _check_generation_args(max_tokens, num_beams, temperature, top_p)
     if not prompts:
         return []
-    eos = model.args.eos_token_id
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     results: list[list[int]] = [[] for _ in prompts]
-    with _EvalMode(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            input_ids, mask = _encode_prompts(tokenizer, [prompts[i] for i in rows])
-            if num_beams > 1:
-                outputs = _beam_search(model, input_ids, mask, max_tokens, num_beams)
-            else:
-                steps = list(_sample_tokens(model, input_ids, mask, max_tokens, temperature, top_p))
-                outputs = np.stack(steps, axis=1).tolist()
-            for row, tokens in zip(rows, outputs):
-                results[row] = _until_eos(tokens, eos)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids, mask = _encode_prompts(tokenizer, [prompts[i] for i in rows])
+        outputs = generate_batch(model, input_ids, mask, max_tokens, num_beams, temperature, top_p)
+        for row, tokens in zip(rows, outputs):
+            results[row] = tokens
     return results
+
+
+def generate_batch(model: Model, input_ids: np.ndarray, attention_mask: np.ndarray, max_tokens: int = 64,
+                   num_beams: int = 1, temperature: float = 0.0, top_p: float = 1.0) -> list[list[int]]:
+    """Token ids generated for one padded batch of token ids (B x T int arrays, right padding)."""
+    _check_generation_args(max_tokens, num_beams, temperature, top_p)
+    input_ids, attention_mask = np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32)
+    with _EvalMode(model):
+        if num_beams > 1:
+            outputs = _beam_search(model, input_ids, attention_mask, max_tokens, num_beams)
+        else:
+            steps = list(_sample_tokens(model, input_ids, attention_mask, max_tokens, temperature, top_p))
+            outputs = np.stack(steps, axis=1).tolist()
+    return [_until_eos(tokens, model.args.eos_token_id) for tokens in outputs]
 
 
 def generate(model: Model, tokenizer, prompts: list[str], max_tokens: int = 64, num_beams: int = 1,

@@ -13,6 +13,7 @@ import itertools
 import queue
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
@@ -29,7 +30,8 @@ class ChatRequest:
     """One question for the student (and optionally the teacher)."""
 
     question: str
-    student: str  # a student folder (HF layout)
+    student: str  # a student folder (HF layout) or hub id
+    student_weights: str | None = None  # a training checkpoint folder to load into it (mid-training)
     explain: bool = False  # also generate the student's own ``explain:`` rationale
     teacher: str | None = None  # a teacher hub id / folder to ask as well
     max_tokens: int = 128
@@ -70,7 +72,7 @@ class ModelLoading(Event):
 class ChatBackend(Protocol):
     """Loads and runs the chat models. Every method is called on the engine thread only."""
 
-    def load_student(self, path: str) -> Any: ...
+    def load_student(self, path: str, weights: str | None = None) -> Any: ...
 
     def stream_student(self, student: Any, prompt: str, max_tokens: int) -> Iterator[str]: ...
 
@@ -87,11 +89,16 @@ class MlxBackend:
     def __init__(self) -> None:
         self._used = False
 
-    def load_student(self, path: str) -> Any:
+    def load_student(self, path: str, weights: str | None = None) -> Any:
         from mlx_distill.student import load_student
 
         self._used = True
-        return load_student(path)
+        model, tokenizer = load_student(path)
+        if weights is not None:
+            from mlx_distill.checkpoint import load_weights
+
+            load_weights(model, weights)
+        return model, tokenizer
 
     def stream_student(self, student: Any, prompt: str, max_tokens: int) -> Iterator[str]:
         from mlx_distill.student import stream_generate
@@ -145,7 +152,7 @@ class Engine:
         self._jobs: queue.Queue[ChatRequest | None] = queue.Queue()
         self._stop = threading.Event()
         self._ids = itertools.count(1)
-        self._loaded: dict[str, tuple[str, Any]] = {}  # role -> (path, model)
+        self._loaded: dict[str, tuple[tuple, Any]] = {}  # role -> (what was loaded, model)
         self._thread = threading.Thread(target=self._serve, name="mlx-engine", daemon=True)
         self._thread.start()
 
@@ -181,15 +188,20 @@ class Engine:
             except Exception:  # noqa: BLE001 - cleanup at exit must not raise into the UI
                 pass
 
-    def _model(self, role: str, path: str, request: ChatRequest, part: str) -> Any:
+    def _model(self, role: str, request: ChatRequest, part: str) -> Any:
+        if role == "student":
+            path, weights = request.student, request.student_weights
+        else:
+            path, weights = str(request.teacher), None
+        # A re-exported student or a newer checkpoint in the same folder is loaded again.
+        key = (path, weights, _mtime(weights or path))
         cached = self._loaded.get(role)
-        if cached is not None and cached[0] == path:
+        if cached is not None and cached[0] == key:
             return cached[1]
         self._loaded.pop(role, None)
-        self.on_event(ModelLoading(request.id, part, path))
-        load = self.backend.load_student if role == "student" else self.backend.load_teacher
-        model = load(path)
-        self._loaded[role] = (path, model)
+        self.on_event(ModelLoading(request.id, part, weights or path))
+        model = self.backend.load_student(path, weights) if role == "student" else self.backend.load_teacher(path)
+        self._loaded[role] = (key, model)
         return model
 
     def _answer(self, request: ChatRequest) -> None:
@@ -203,8 +215,7 @@ class Engine:
                 self.on_event(ChatFailed(request.id, part, "stopped"))
                 continue
             try:
-                path = request.student if role == "student" else str(request.teacher)
-                model = self._model(role, path, request, part)
+                model = self._model(role, request, part)
                 stream = self.backend.stream_student if role == "student" else self.backend.stream_teacher
                 start = time.perf_counter()
                 pieces: list[str] = []
@@ -217,3 +228,13 @@ class Engine:
                 self.on_event(ChatDone(request.id, part, "".join(pieces), time.perf_counter() - start, len(pieces)))
             except Exception as error:  # noqa: BLE001 - any model failure is shown in the chat, not raised
                 self.on_event(ChatFailed(request.id, part, f"{type(error).__name__}: {error}"))
+
+
+def _mtime(path: str) -> float:
+    folder = Path(path)
+    for name in ("model.safetensors", "config.json"):
+        try:
+            return (folder / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0

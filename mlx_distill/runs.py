@@ -471,23 +471,41 @@ def _is_hf_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def student_path(run_dir: Path) -> Path | None:
-    """The run's exported student, else the newest loadable checkpoint inside the run, else None."""
+@dataclass(frozen=True)
+class StudentSource:
+    """What the chat loads: a student folder, plus checkpoint weights to put in it mid-training."""
+
+    model: str  # an exported student folder, or the run's base student (hub id / folder)
+    weights: str | None = None  # a training checkpoint folder holding model.safetensors
+
+    @property
+    def shown(self) -> Path:
+        return Path(self.weights or self.model)
+
+
+def student_source(run_dir: Path) -> StudentSource | None:
+    """The run's exported student; else its best (or newest) training checkpoint; else None."""
     run_dir = Path(run_dir)
     for candidate in (run_dir / "student", run_dir / "train" / "student"):
         if _is_hf_model_dir(candidate):
-            return candidate
-    checkpoints = [p for p in _walk_dirs(run_dir / "train") if _is_hf_model_dir(p)]
-    return max(checkpoints, key=lambda p: p.stat().st_mtime) if checkpoints else None
+            return StudentSource(str(candidate))
+    checkpoints = [p for p in (run_dir / "train" / "checkpoints").glob("*-*") if (p / "model.safetensors").is_file()
+                   and not p.name.endswith(".tmp")]
+    if not checkpoints:
+        return None
+    best = [p for p in checkpoints if p.name.startswith("best-")] or checkpoints
+    newest = max(best, key=lambda p: (p.name.rsplit("-", 1)[-1], p.stat().st_mtime))
+    try:
+        base = str(_lookup(load_config(run_dir), "train.student") or "")
+    except DistillError:
+        return None
+    return StudentSource(base, str(newest)) if base else None
 
 
-def _walk_dirs(root: Path, depth: int = 3) -> Iterator[Path]:
-    if depth < 0 or not root.is_dir():
-        return
-    for child in root.iterdir():
-        if child.is_dir() and not child.name.endswith(".tmp"):
-            yield child
-            yield from _walk_dirs(child, depth - 1)
+def student_path(run_dir: Path) -> Path | None:
+    """The folder the chat's student comes from (a checkpoint folder mid-training), or None."""
+    source = student_source(run_dir)
+    return source.shown if source is not None else None
 
 
 def teacher_of(config: dict[str, Any]) -> str:

@@ -110,17 +110,22 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
     assert (first.name, second.name) == ("svamp-run", "svamp-run-2")
 
 
-def test_student_path_prefers_the_export_then_the_newest_checkpoint(tmp_path):
+def test_student_source_prefers_the_export_then_the_best_checkpoint(tmp_path):
     from mlx_distill.tui.fakes import fake_student
 
-    run = make_run(tmp_path, "r", with_student=False)
-    assert runs.student_path(run) is None
-    older = fake_student(run / "train" / "checkpoints" / "step-10")
-    newer = fake_student(run / "train" / "checkpoints" / "step-20")
-    os.utime(older / "config.json", (T0, T0))
-    os.utime(older, (T0, T0))
-    assert runs.student_path(run) == newer
+    run = make_run(tmp_path, "r", with_student=False, student="google/flan-t5-small")
+    assert runs.student_source(run) is None
+    checkpoints = run / "train" / "checkpoints"
+    for name in ("step-00000100", "step-00000200", "best-00000100"):
+        (checkpoints / name).mkdir(parents=True)
+        (checkpoints / name / "model.safetensors").write_bytes(b"")
+    source = runs.student_source(run)
+    assert source == runs.StudentSource("google/flan-t5-small", str(checkpoints / "best-00000100"))
+    (checkpoints / "best-00000300").mkdir()
+    (checkpoints / "best-00000300" / "model.safetensors").write_bytes(b"")
+    assert runs.student_source(run).weights == str(checkpoints / "best-00000300")
     exported = fake_student(run / "student")
+    assert runs.student_source(run) == runs.StudentSource(str(exported))
     assert runs.student_path(run) == exported
 
 
@@ -310,10 +315,10 @@ def test_engine_streams_student_rationale_and_teacher_on_one_thread():
 
 def test_engine_reports_a_model_that_fails_to_load_and_keeps_serving():
     class Broken(EchoBackend):
-        def load_student(self, path):
+        def load_student(self, path, weights=None):
             if path == "/bad":
                 raise DistillError("/bad: not a T5 checkpoint")
-            return super().load_student(path)
+            return super().load_student(path, weights)
 
     seen: list[ev.Event] = []
     engine = Engine(seen.append, Broken())
@@ -334,6 +339,7 @@ def test_engine_with_a_real_tiny_student(tmp_path):
     engine = Engine(seen.append)
     engine.submit(ChatRequest("how many pens", student=str(folder), explain=True, max_tokens=8))
     engine.close(timeout=120)
+    assert not engine.alive
     kinds = [type(e) for e in seen]
     assert ChatFailed not in kinds, [e for e in seen if isinstance(e, ChatFailed)]
     done = [e for e in seen if isinstance(e, ChatDone)]
@@ -342,3 +348,33 @@ def test_engine_with_a_real_tiny_student(tmp_path):
     streamed = "".join(e.text for e in seen if isinstance(e, ChatToken) and e.part == "answer")
     assert streamed == done[0].text
     assert isinstance(seen[0], ModelLoading)
+
+
+def test_engine_loads_a_training_checkpoint_into_the_base_student(tmp_path):
+    """Mid-training chat: the base student's config and tokenizer with a checkpoint's weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from mlx_distill.engine import MlxBackend
+    from mlx_distill.student import load_student
+    from mlx_distill.tiny_t5 import build_tiny_t5
+
+    folder = build_tiny_t5(tmp_path / "student", corpus=["how many pens are left", "8 - 3 = 5"] * 20)
+    model, _ = load_student(folder)
+    changed = {name: value + 1.0 for name, value in tree_flatten(model.parameters())}
+    checkpoint = tmp_path / "best-00000010"
+    checkpoint.mkdir()
+    mx.save_safetensors(str(checkpoint / "model.safetensors"), changed)
+    result: dict = {}
+
+    def load() -> None:  # on its own thread, as the engine does
+        backend = MlxBackend()
+        loaded, _ = backend.load_student(str(folder), str(checkpoint))
+        result.update(tree_flatten(loaded.parameters()))
+        backend.close()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    thread.join(120)
+    name = next(iter(changed))
+    assert mx.allclose(result[name], changed[name]).item()

@@ -260,8 +260,9 @@ class DistillApp(App):
 
     # ---- chat ----
 
-    def chat_student(self) -> Path | None:
-        return runs.student_path(self.run_dir) if self.run_dir is not None else None
+    def chat_student(self) -> runs.StudentSource | None:
+        """The current run's student: exported, or its best checkpoint while it trains."""
+        return runs.student_source(self.run_dir) if self.run_dir is not None else None
 
     def chat_teacher(self) -> tuple[str | None, str]:
         """(teacher to ask, "") when the run's teacher can be asked, else (None, why not)."""
@@ -282,11 +283,13 @@ class DistillApp(App):
                           f"{format_bytes(available)} available")
         return teacher, ""
 
-    def ask(self, question: str, student: Path, *, explain: bool = False, teacher: str | None = None) -> int:
+    def ask(self, question: str, student: runs.StudentSource, *, explain: bool = False,
+            teacher: str | None = None) -> int:
         """Queue a question on the engine thread; returns the request id its events carry."""
         if self.engine is None or not self.engine.alive:
             self.engine = Engine(lambda event: self.post_message(EngineEvent(event)), self.chat_backend)
-        return self.engine.submit(ChatRequest(question=question, student=str(student), explain=explain, teacher=teacher))
+        return self.engine.submit(ChatRequest(question=question, student=student.model,
+                                              student_weights=student.weights, explain=explain, teacher=teacher))
 
     def on_engine_event(self, message: EngineEvent) -> None:
         chat = self.get_screen("chat", ChatScreen)

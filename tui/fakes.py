@@ -177,9 +177,9 @@ class EchoBackend:
         self.threads: set[str] = set()
         self.closed = False
 
-    def load_student(self, path: str) -> Any:
+    def load_student(self, path: str, weights: str | None = None) -> Any:
         self.threads.add(threading.current_thread().name)
-        self.loaded.append(path)
+        self.loaded.append(weights or path)
         return path
 
     def load_teacher(self, path: str) -> Any:

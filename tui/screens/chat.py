@@ -146,12 +146,16 @@ class ChatScreen(Screen):
             teacher.set_latency(seconds.get(TEACHER))
 
     def update_bar(self) -> None:
-        student = self.app.chat_student()
+        source = self.app.chat_student()
         teacher, why_not = self.app.chat_teacher()
         run_dir = self.app.run_dir
-        if student is not None and run_dir is not None and student.is_relative_to(run_dir.parent):
-            student = student.relative_to(run_dir.parent)
-        label = f"student: {student}" if student else "no trained student in this run yet"
+        if source is None:
+            label = "no trained student in this run yet"
+        else:
+            shown = source.shown.resolve()
+            if run_dir is not None and shown.is_relative_to(run_dir.resolve().parent):
+                shown = shown.relative_to(run_dir.resolve().parent)
+            label = f"student: {shown}" + (" (checkpoint)" if source.weights else "")
         self.query_one("#chat-model", Static).update(label)
         switch = self.query_one("#teacher-switch", Switch)
         switch.disabled = teacher is None
@@ -198,7 +202,7 @@ class ChatScreen(Screen):
         parts = {ANSWER} | ({RATIONALE} if explain else set()) | ({TEACHER} if teacher else set())
         self.pending[request_id] = {
             "question": question,
-            "student": str(student),
+            "student": str(student.shown),
             **({"teacher_model": teacher} if teacher else {}),
             "parts": parts,
             "seconds": {},

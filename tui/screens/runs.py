@@ -56,6 +56,10 @@ class RunsScreen(Screen):
     def refresh_runs(self) -> None:
         runs = list_runs(self.app.runs_dir)
         rows = [self._row(run) for run in runs]
+        self.query_one("#runs-title", Static).update(f"Runs in {self.app.runs_dir}")
+        empty = self.query_one("#runs-empty", Static)
+        empty.display = not rows
+        empty.update("No runs yet. Press [b]n[/b] for a new run or [b]d[/b] for the offline demo.")
         table = self.query_one(DataTable)
         if rows == [self._row(run) for run in self.runs] and table.row_count == len(rows):
             return
@@ -66,10 +70,6 @@ class RunsScreen(Screen):
             table.add_row(*row, key=str(run.path))
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
-        self.query_one("#runs-title", Static).update(f"Runs in {self.app.runs_dir}")
-        empty = self.query_one("#runs-empty", Static)
-        empty.display = not rows
-        empty.update("No runs yet. Press [b]n[/b] for a new run or [b]d[/b] for the offline demo.")
 
     def action_refresh_runs(self) -> None:
         self.refresh_runs()

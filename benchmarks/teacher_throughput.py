@@ -89,8 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--questions-per-slot", type=int, default=2,
-                        help="questions per batch slot (batch 16 -> 32 questions)")
+    parser.add_argument("--questions-per-slot", type=int, default=1,
+                        help="questions per batch slot (2 -> batch 16 answers 32 questions)")
     parser.add_argument("--baseline-questions", type=int, default=3)
     parser.add_argument("--shape", choices=("qwen2.5-0.5b", "tiny"), default="qwen2.5-0.5b")
     parser.add_argument("--model-dir", default=None, help="reuse (or build once into) this folder")

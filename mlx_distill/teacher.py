@@ -223,7 +223,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
     import mlx.core as mx
 
     mx.reset_peak_memory()
-    loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size * samples,
+    loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size,
                           prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
                           on_event=on_event)
     try:
@@ -308,7 +308,7 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
         unfinished.discard(uid)
         job.samples.append((detokenizer.text, counts[uid], time.perf_counter() - started.get(uid, stage_start)))
         if len(job.samples) == samples:
-            written.append(_record(job, task, policy, loaded.name, prompt_hash, state, on_event))
+            written.append(_record(job, task, policy, loaded.name, prompt_hash, state))
 
     try:
         while unfinished:
@@ -350,8 +350,7 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
     return stopped
 
 
-def _record(job: _Job, task: str, policy: str, teacher: str, prompt_hash: str, state: _Progress,
-            on_event: OnEvent) -> str:
+def _record(job: _Job, task: str, policy: str, teacher: str, prompt_hash: str, state: _Progress) -> str:
     example = job.example
     if len(job.samples) == 1:
         raw, parsed = job.samples[0][0], parse_output(task, job.samples[0][0], example.choices)

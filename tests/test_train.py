@@ -4,6 +4,7 @@ micro-batching, resume equivalence with dropout on, rows per method."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import mlx.core as mx
@@ -221,3 +222,17 @@ def test_batch_order_is_seeded_and_resumable():
     again = BatchOrder(lengths=[5, 1, 9, 3, 7, 2, 8], batch_size=3, seed=4)
     assert tuple(again.take(DataPosition(1, 1))[0]) == seen[len(order) + 1]
     assert set(np.concatenate([np.array(b) for b in seen[: len(order)]])) == set(range(7))
+
+
+def test_cot_in_bfloat16_trains_and_scores_answers_after_the_phrase(tiny, task_dir, tmp_path):
+    data = load_task("jsonl", task_dir)
+    data = dataclasses.replace(data, validation=data.validation[:4], test=data.test[:4])
+    result, losses = _run(tiny, data, tmp_path / "cot", method="cot", dtype="bfloat16", max_steps=2,
+                          max_target_tokens=32)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert result.test_accuracy is not None and result.best_validation_accuracy is not None
+    meta = (tmp_path / "cot" / "student" / "mlx_distill.json").read_text()
+    assert '"method": "cot"' in meta
+    for line in (tmp_path / "cot" / "predictions_test.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert record["prediction"] == parse_cot_answer(record["generated"])

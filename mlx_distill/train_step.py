@@ -68,7 +68,9 @@ def make_schedule(lr: float, schedule: str, warmup_steps: int, total_steps: int)
 
 def make_optimizer(name: str, learning_rate: Callable | float, weight_decay: float = 0.0) -> optim.Optimizer:
     if name == "adamw":
-        return optim.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        # MLX leaves Adam's bias correction off by default; without it the first updates are
+        # ~3x too large and a from-scratch T5 stalls at chance (PyTorch's AdamW corrects).
+        return optim.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, bias_correction=True)
     if name == "adafactor":
         # The usual T5 fine-tuning setting: an explicit learning rate, no relative step or scaling.
         return optim.Adafactor(

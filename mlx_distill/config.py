@@ -223,4 +223,6 @@ def train_config_from(config: RunConfig, method: str | None = None):
         options["method"] = method or config.train.method
     if "seed" in names and "seed" not in options:
         options["seed"] = config.task.seed
+    if "human_rationales" in names:
+        options["human_rationales"] = config.train.rationale_source == "human"
     return TrainConfig(**options)

@@ -187,7 +187,7 @@ def run_pipeline(
     except Stopped:
         hint = f"rerun `mlx-distill run {folder.config_path}` to resume"
         emit(Finished(stage="run", stopped=True, resume_hint=hint))
-        return folder.read_metrics()
+        return {**folder.read_metrics(), "stopped": True}
     except OSError as error:
         if error.errno == errno.ENOSPC:
             message = f"disk full while writing in {folder.path}; free some space and rerun the same command to resume"
@@ -398,7 +398,8 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     mx.reset_peak_memory()
     rationales = _load_rationales_for_training(config, folder, task_data)
     student = resolve_model(config.train.student)
-    data = _with_rationale_source(task_data, config.train.rationale_source)
+    # The evaluate stage scores the test split once, on the exported student.
+    data = dataclasses.replace(_with_rationale_source(task_data, config.train.rationale_source), test=[])
     result = train(
         student,
         data,
@@ -420,7 +421,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         emit(Log(message=f"training the {method} baseline"))
         baseline = train(
             student,
-            task_data,
+            _with_rationale_source(task_data, config.train.rationale_source),
             rationales,
             train_config_from(config, method=method),
             folder.path / "baselines" / method,
@@ -466,9 +467,11 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
         tokenizer,
         config.task.name,
         task_data.test,
-        batch_size=int(options.get("eval_batch_size", options.get("batch_size", 16))),
-        max_tokens=int(options.get("max_target_tokens", 64)),
+        batch_size=int(options.get("eval_batch_size", 32)),
+        max_tokens=_eval_max_tokens(config),
         predictions_path=folder.path / "predictions_test.jsonl",
+        method=config.train.method,
+        split="test",
         on_event=emit,
     )
     values = _summary_dict(summary)
@@ -477,7 +480,7 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
     latencies = []
     for example in task_data.test[:16]:
         start = time.perf_counter()
-        generate(model, tokenizer, [f"predict: {example.input}"], max_tokens=int(options.get("max_target_tokens", 64)))
+        generate(model, tokenizer, [f"predict: {example.input}"], max_tokens=_eval_max_tokens(config))
         latencies.append(time.perf_counter() - start)
     folder.update_metrics(
         student_test_accuracy=accuracy,
@@ -486,6 +489,13 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
         student_seconds_per_answer=statistics.median(latencies) if latencies else None,
     )
     return f"test accuracy {accuracy * 100:.1f}%" if isinstance(accuracy, float) else "evaluated"
+
+
+def _eval_max_tokens(config: RunConfig) -> int:
+    options = config.train.options
+    if config.train.method == "cot":
+        return int(options.get("max_target_tokens", 256))
+    return int(options.get("eval_max_tokens", 64))
 
 
 def _flat_parameters(model):

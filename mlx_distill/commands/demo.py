@@ -81,7 +81,8 @@ def prepare_demo(runs_dir: Path, name: str) -> Path:
 
 
 # A from-scratch student small enough to learn the demo task in about a minute on 2 CPU cores.
-DEMO_STUDENT = dict(variant="v1.1", vocab_size=400, d_model=96, d_ff=192, num_layers=2, num_heads=4, d_kv=24,
+DEMO_STUDENT = dict(variant="v1.1", vocab_size=400, d_model=96, d_ff=192, num_layers=2, num_decoder_layers=2,
+                    num_heads=4, d_kv=24, dropout_rate=0.0,
                     seed=0)
 DEMO_TRAIN = dict(method="step-by-step", alpha=0.5, lr=3e-3, batch_size=32, max_steps=300, eval_every=100,
                   warmup_steps=20)

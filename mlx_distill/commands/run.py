@@ -34,7 +34,7 @@ def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
     stop = threading.Event()
 
     def request_stop(signum, frame):
-        if stop.is_set():
+        if stop.is_set() or metrics.get("stopped"):
             raise KeyboardInterrupt
         stop.set()
         print("\nstopping after the current batch (Ctrl-C again to stop at once)…", file=sys.stderr)
@@ -48,7 +48,7 @@ def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     folder = run_folder_for(config, run_dir)
-    if stop.is_set():
+    if stop.is_set() or metrics.get("stopped"):
         print(f"stopped; finished work is kept in {folder.path}. Resume: mlx-distill run {folder.config_path}",
               file=sys.stderr)
         return 130

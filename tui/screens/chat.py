@@ -19,6 +19,14 @@ from mlx_distill.engine import ANSWER, RATIONALE, TEACHER, ChatDone, ChatFailed,
 from mlx_distill.events import Event
 
 
+# Control characters from a model (a random demo teacher emits them) must not reach the terminal.
+_PRINTABLE = {code: None for code in range(32) if chr(code) not in "\n\t"} | {127: None}
+
+
+def printable(text: str) -> str:
+    return text.translate(_PRINTABLE)
+
+
 class Prompt(Static):
     """The user's question."""
 
@@ -50,9 +58,9 @@ class Reply(Vertical):
 
     def show(self, key: str) -> None:
         if key == ANSWER:
-            self.query_one(".answer", Static).update(self.texts[ANSWER].strip() or "…")
+            self.query_one(".answer", Static).update(printable(self.texts[ANSWER]).strip() or "…")
         else:
-            text = self.texts[RATIONALE].strip()
+            text = printable(self.texts[RATIONALE]).strip()
             self.query_one(".rationale", Static).update(f"explain: {text}" if text else "")
 
     def set_latency(self, seconds: float | None, note: str = "") -> None:

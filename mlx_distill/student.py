@@ -9,7 +9,7 @@ sampling or beam search with a static KV cache and a compiled decoding step;
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -91,10 +91,7 @@ def _resolve_folder(path_or_hub_id: str | Path) -> Path:
     text = str(path_or_hub_id)
     if path.exists():
         raise DistillError(f"{text} is a file; pass the checkpoint folder that holds config.json")
-    looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1] or (
-        text.count("/") > 1
-    )
-    if looks_like_path or not _HUB_ID.match(text):
+    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
         raise DistillError(f"model folder not found: {text}; pass an existing folder or a hub id like google/flan-t5-small")
     folder = _download(text, _HUB_FILES)
     if not list(folder.glob("*.safetensors")):
@@ -134,7 +131,7 @@ def _load_torch_bin(files: list[Path]) -> dict[str, mx.array]:
     for file in files:
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many unrelated types for a bad pickle
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
             raise DistillError(f"cannot read {file} ({type(e).__name__}: {e}); re-download the model") from None
         for name, tensor in state.items():
             array = mx.array(tensor.float().numpy())

@@ -117,14 +117,20 @@ def _neg_inf(dtype: mx.Dtype) -> float:
     return -6.0e4 if dtype == mx.float16 else -1.0e9
 
 
+def _table_radius(num_buckets: int, max_distance: int) -> int:
+    # Buckets stop changing beyond max_distance (and beyond the exact range, for odd configs).
+    return max(max_distance, num_buckets)
+
+
 @lru_cache(maxsize=64)
 def _bucket_table(bidirectional: bool, num_buckets: int, max_distance: int) -> np.ndarray:
-    """Bucket of every relative position in [-max_distance, max_distance] (index = rel + max_distance).
+    """Bucket of every relative position in [-R, R] (index = rel + R, R = `_table_radius`).
 
     Computed once on the host in float64 so that exact bucket boundaries (e.g. rel=16) land where
-    PyTorch's float32 puts them; beyond max_distance the bucket no longer changes.
+    PyTorch's float32 puts them.
     """
-    rel = np.arange(-max_distance, max_distance + 1)
+    radius = _table_radius(num_buckets, max_distance)
+    rel = np.arange(-radius, radius + 1)
     buckets = np.zeros_like(rel)
     if bidirectional:
         num_buckets //= 2
@@ -133,10 +139,9 @@ def _bucket_table(bidirectional: bool, num_buckets: int, max_distance: int) -> n
     else:
         rel = -np.minimum(rel, 0)
     max_exact = num_buckets // 2
-    with np.errstate(divide="ignore"):
-        large = max_exact + (
-            np.log(np.maximum(rel, 1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
-        ).astype(np.int64)
+    large = max_exact + (
+        np.log(np.maximum(rel, 1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).astype(np.int64)
     large = np.minimum(large, num_buckets - 1)
     buckets += np.where(rel < max_exact, rel, large)
     return buckets.astype(np.int32)
@@ -148,13 +153,14 @@ class RelativePositionBias(nn.Module):
         self.bidirectional = bidirectional
         self.num_buckets = args.relative_attention_num_buckets
         self.max_distance = args.relative_attention_max_distance
+        self.radius = _table_radius(self.num_buckets, self.max_distance)
         self.embeddings = nn.Embedding(args.relative_attention_num_buckets, args.num_heads)
 
     def __call__(self, query_positions: mx.array, key_positions: mx.array) -> mx.array:
         """(1, heads, Tq, Tk) bias; positions may be traced arrays (compile-friendly)."""
         table = mx.array(_bucket_table(self.bidirectional, self.num_buckets, self.max_distance))
         rel = key_positions[None, :] - query_positions[:, None]
-        buckets = table[mx.clip(rel, -self.max_distance, self.max_distance) + self.max_distance]
+        buckets = table[mx.clip(rel, -self.radius, self.radius) + self.radius]
         return self.embeddings(buckets).transpose(2, 0, 1)[None]
 
 

@@ -299,3 +299,21 @@ def test_corpus_constant_is_what_the_fixture_uses():
     # Guard: the parity fixtures rely on this corpus covering the prompt words.
     words = {w for line in CORPUS for w in line.split()}
     assert {"fox", "apples", "plate"} <= words
+
+
+def test_generation_follows_weight_and_dtype_changes(tiny):
+    # The compiled decoding step is kept on the model; it must read the current weights.
+    model, tokenizer = load_student(tiny)
+    before = generate_tokens(model, tokenizer, PROMPTS, max_tokens=8)
+    fresh, _ = load_student(tiny)
+    for m in (model, fresh):
+        m.update({"lm_head": {"weight": m.lm_head.weight[::-1]}})
+    after = generate_tokens(model, tokenizer, PROMPTS, max_tokens=8)
+    assert after != before
+    assert after == generate_tokens(fresh, tokenizer, PROMPTS, max_tokens=8)
+    model.set_dtype(mx.bfloat16)
+    fresh.set_dtype(mx.bfloat16)
+    assert generate_tokens(model, tokenizer, PROMPTS, max_tokens=8) == generate_tokens(
+        fresh, tokenizer, PROMPTS, max_tokens=8
+    )
+    assert model.decoder.layers[0].self_attention.q.weight.dtype == mx.bfloat16

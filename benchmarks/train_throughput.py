@@ -7,7 +7,9 @@ its own subprocess so peak memory (process max RSS, and MLX's own peak for MLX) 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 \\
         .venv/bin/python benchmarks/train_throughput.py [--shapes t5-small flan-t5-small] [--steps 5]
 
-Tokens/s counts input + target tokens per step divided by the median step time.
+Tokens/s counts input + target tokens per step divided by the median step time. On a shared
+machine wall time is noisy, so tokens per CPU-second (process CPU time of all threads) is
+printed too; compare ratios, measured in the same run.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ def _batch(args, vocab: int):
     return inputs, targets
 
 
-def _time_steps(run_step, args) -> list[float]:
+def _time_steps(run_step, args) -> tuple[list[float], list[float]]:
+    """Wall seconds and CPU seconds (all threads of this process) per timed step."""
     for _ in range(args.warmup):
         run_step()
-    times = []
+    wall, cpu = [], []
     for _ in range(args.steps):
-        tic = time.perf_counter()
+        tic, cpu_tic = time.perf_counter(), time.process_time()
         run_step()
-        times.append(time.perf_counter() - tic)
-    return times
+        wall.append(time.perf_counter() - tic)
+        cpu.append(time.process_time() - cpu_tic)
+    return wall, cpu
 
 
 def worker_mlx(args, config: dict) -> dict:
@@ -81,8 +85,8 @@ def worker_mlx(args, config: dict) -> dict:
         mx.eval(state, loss)
 
     mx.reset_peak_memory()
-    times = _time_steps(run_step, args)
-    return {"times": times, "peak_bytes": mx.get_peak_memory()}
+    times, cpu = _time_steps(run_step, args)
+    return {"times": times, "cpu_times": cpu, "peak_bytes": mx.get_peak_memory()}
 
 
 def worker_torch(args, config: dict) -> dict:
@@ -109,8 +113,8 @@ def worker_torch(args, config: dict) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = _time_steps(run_step, args)
-    return {"times": times, "torch_threads": torch.get_num_threads()}
+    times, cpu = _time_steps(run_step, args)
+    return {"times": times, "cpu_times": cpu, "torch_threads": torch.get_num_threads()}
 
 
 def _run_worker(framework: str, shape: str, args) -> dict:
@@ -150,17 +154,20 @@ def main() -> None:
     print(f"batch {args.batch} x ({args.input_tokens} + {args.target_tokens}) tokens = {tokens} tokens/step, "
           f"AdamW, dropout {args.dropout}, {args.dtype}, {args.steps} timed steps after {args.warmup} warm-up; "
           f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')}")
-    print(f"{'shape':<14} {'framework':<8} {'s/step':>8} {'tokens/s':>9} {'peak RSS':>9} {'MLX peak':>9}")
+    print(f"{'shape':<14} {'framework':<8} {'s/step':>8} {'tokens/s':>9} {'tok/CPU-s':>9} {'peak RSS':>9} "
+          f"{'MLX peak':>9}")
     for shape in args.shapes:
-        rates = {}
+        rates, cpu_rates = {}, {}
         for framework in ("mlx", "torch"):
             result = _run_worker(framework, shape, args)
             seconds = statistics.median(result["times"])
             rates[framework] = tokens / seconds
+            cpu_rates[framework] = tokens / statistics.median(result["cpu_times"])
             mlx_peak = f"{result['peak_bytes'] / 2**20:.0f} MB" if "peak_bytes" in result else "-"
-            print(f"{shape:<14} {framework:<8} {seconds:8.3f} {rates[framework]:9.0f} "
-                  f"{result['max_rss_bytes'] / 2**20:7.0f} MB {mlx_peak:>9}")
-        print(f"{shape:<14} MLX / PyTorch tokens/s: {rates['mlx'] / rates['torch']:.2f}x")
+            print(f"{shape:<14} {framework:<8} {seconds:8.3f} {rates[framework]:9.0f} {cpu_rates[framework]:9.0f} "
+                  f"{result['max_rss_bytes'] / 2**20:7.0f} MB {mlx_peak:>9}", flush=True)
+        print(f"{shape:<14} MLX / PyTorch: {rates['mlx'] / rates['torch']:.2f}x tokens/s, "
+              f"{cpu_rates['mlx'] / cpu_rates['torch']:.2f}x tokens per CPU-second", flush=True)
 
 
 if __name__ == "__main__":

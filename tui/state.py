@@ -16,6 +16,15 @@ PENDING, RUNNING, DONE, SKIPPED, FAILED, STOPPED = "pending", "running", "done",
 STAGE_ICONS = {PENDING: "○", RUNNING: "◐", DONE: "●", SKIPPED: "↷", FAILED: "✗", STOPPED: "■"}
 
 
+# Control characters from a model (a random demo teacher emits them) must not reach the terminal.
+_UNPRINTABLE = {code: None for code in range(32) if chr(code) not in "\n\t"} | {127: None}
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (newlines and tabs kept)."""
+    return text.translate(_UNPRINTABLE)
+
+
 def format_seconds(seconds: float | None) -> str:
     """``1h02m``, ``3m05s`` or ``42s``; ``—`` for unknown."""
     if seconds is None or seconds != seconds or seconds < 0:

@@ -17,14 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, Static, Switch
 
 from mlx_distill.engine import ANSWER, RATIONALE, TEACHER, ChatDone, ChatFailed, ChatToken, ModelLoading
 from mlx_distill.events import Event
-
-
-# Control characters from a model (a random demo teacher emits them) must not reach the terminal.
-_PRINTABLE = {code: None for code in range(32) if chr(code) not in "\n\t"} | {127: None}
-
-
-def printable(text: str) -> str:
-    return text.translate(_PRINTABLE)
+from mlx_distill.tui.state import printable
 
 
 class Prompt(Static):

@@ -11,7 +11,7 @@ from textual.widgets import Footer, Header, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from mlx_distill.events import STAGES, Event
-from mlx_distill.tui.state import STAGE_ICONS, RunState
+from mlx_distill.tui.state import STAGE_ICONS, RunState, printable
 
 # Theme variables, so light and dark themes both work.
 STAGE_COLOURS = {
@@ -35,7 +35,7 @@ def _thin(xs: list, ys: list) -> tuple[list, list]:
 
 
 def _clip(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
+    text = " ".join(printable(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -110,9 +110,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     if model_type not in T5_MODEL_TYPES:
-        found = architectures[0] if architectures else "an unknown architecture"
+        found = f"a {architectures[0]} model" if architectures else "a model of unknown architecture"
         raise DistillError(
-            f"{folder} holds a {found} model (model_type {model_type!r}), not a T5; the student must be "
+            f"{folder} holds {found} (model_type {model_type!r}), not a T5; the student must be "
             "a T5ForConditionalGeneration checkpoint such as google/flan-t5-small"
         )
     return config

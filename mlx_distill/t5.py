@@ -78,6 +78,9 @@ class ModelArgs:
 
     @property
     def activation(self) -> str:
+        # transformers' rule: only "gated-gelu" means the tanh form; plain "gelu" is exact.
+        if self.feed_forward_proj == "gated-gelu":
+            return "gelu_new"
         return self.feed_forward_proj.split("-")[-1]
 
     def to_config(self) -> dict[str, Any]:
@@ -98,7 +101,7 @@ class ModelArgs:
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "initializer_factor": 1.0,
             "feed_forward_proj": self.feed_forward_proj,
-            "dense_act_fn": "gelu_new" if self.feed_forward_proj == "gated-gelu" else self.activation,
+            "dense_act_fn": self.activation,
             "is_gated_act": self.is_gated,
             "is_encoder_decoder": True,
             "tie_word_embeddings": bool(self.scale_decoder_outputs),
@@ -110,7 +113,7 @@ class ModelArgs:
         }
 
 
-_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu_approx, "gelu_new": nn.gelu_approx, "silu": nn.silu}
+_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_new": nn.gelu_approx, "silu": nn.silu}
 
 
 def _neg_inf(dtype: mx.Dtype) -> float:

@@ -114,7 +114,8 @@ def test_save_loads_in_transformers_with_the_same_logits(checkpoint, tmp_path):
     np.testing.assert_array_equal(np.array(again(mx.array(input_ids), mx.array(decoder_ids), mx.array(mask))), ours)
 
 
-def test_transformers5_saved_checkpoint_is_read_as_tied_and_unscaled(tmp_path):
+@pytest.mark.parametrize("feed_forward_proj", ["gated-gelu", "gelu"])  # tanh gelu vs exact gelu
+def test_transformers5_saved_checkpoint_is_read_as_tied_and_unscaled(tmp_path, feed_forward_proj):
     """transformers 5 saves a from-scratch v1.1 with tie_word_embeddings=True, scale_decoder_outputs=False
     and no lm_head tensor; reading tie_word_embeddings alone would wrongly scale the output."""
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
@@ -122,7 +123,7 @@ def test_transformers5_saved_checkpoint_is_read_as_tied_and_unscaled(tmp_path):
     folder = build(tmp_path / "tiny", "v1.1")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=24, num_layers=1, num_heads=2,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0)
+                      feed_forward_proj=feed_forward_proj, tie_word_embeddings=False, decoder_start_token_id=0)
     torch.manual_seed(0)
     T5ForConditionalGeneration(config).save_pretrained(tmp_path / "v5")
     tokenizer.save_pretrained(tmp_path / "v5")

@@ -24,6 +24,12 @@ TRAIN_FRAMES = [
     "We talked about a {} all day.",
     "Look at that {} over there.",
     "The picture shows a {}.",
+    "A {} is in the box.",
+    "She drew a {} on the wall.",
+    "He asked for the {} again.",
+    "Our class learned about the {}.",
+    "The old {} was in the garden.",
+    "They painted a {} for the show.",
 ]
 HELD_OUT_FRAMES = ["Yesterday a {} was on the table.", "Can you find the {} please?"]
 

@@ -43,7 +43,7 @@ def tiny(tmp_path_factory) -> Path:
 def _train_args(task_dir: Path, tiny: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train", "--task", "jsonl", "--data", str(task_dir), "--student", str(tiny), "--out", str(out),
-        "--human-rationales", "--lr", "1e-3", "--batch-size", "16", "--warmup-steps", "10", *extra,
+        "--human-rationales", "--lr", "3e-3", "--batch-size", "16", "--warmup-steps", "10", *extra,
     ]
 
 
@@ -52,7 +52,7 @@ def test_tiny_student_learns_the_task_through_the_cli(task_dir, tiny, tmp_path):
     out = tmp_path / "run"
     started = time.monotonic()
     done = subprocess.run(
-        _command(*_train_args(task_dir, tiny, out, "--max-steps", "150", "--eval-every", "50")),
+        _command(*_train_args(task_dir, tiny, out, "--max-steps", "250", "--eval-every", "50")),
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr

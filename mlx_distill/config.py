@@ -121,6 +121,17 @@ def _resolve_path(value: str, base: Path) -> str:
     return str(path)
 
 
+def _resolve_model(value: str, base: Path) -> str:
+    """A catalog name or hub id stays as it is; a local folder becomes an absolute path."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    candidate = (base / path).resolve()
+    if candidate.exists() or value.startswith("."):
+        return str(candidate)
+    return value
+
+
 def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> RunConfig:
     """Check and type a config dict (from TOML). Relative paths resolve against ``base_dir``."""
     from mlx_distill.catalog import load_catalog
@@ -186,8 +197,8 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     task.data = _resolve_path(task.data, base)
     task.human_rationales = _resolve_path(task.human_rationales, base)
     teacher.prompt_file = _resolve_path(teacher.prompt_file, base)
-    teacher.model = _resolve_path(teacher.model, base)
-    train.student = _resolve_path(train.student, base)
+    teacher.model = _resolve_model(teacher.model, base)
+    train.student = _resolve_model(train.student, base)
 
     name = str(data.get("name") or f"{task.name}-{train.method}")
     if not name or "/" in name or name.startswith("."):

@@ -42,6 +42,10 @@ from mlx_distill.events import (
 from mlx_distill.runfolder import EventLog, RunFolder, write_atomic
 
 
+# Marks an exception whose Failed event a stage already sent.
+_REPORTED = "mlx-distill: reported as a stage failure"
+
+
 class Stopped(Exception):
     """The user asked to stop; the stage kept what it finished."""
 
@@ -195,11 +199,10 @@ def run_pipeline(
             raise DistillError(message) from None
         emit(Failed(stage="run", error=str(error)))
         raise
-    except DistillError as error:
-        emit(Failed(stage="run", error=str(error)))
-        raise
     except BaseException as error:  # noqa: BLE001 - recorded for the UI, then re-raised
-        emit(Failed(stage="run", error=f"{type(error).__name__}: {error}"))
+        if _REPORTED not in getattr(error, "__notes__", []):
+            text = str(error) if isinstance(error, DistillError) else f"{type(error).__name__}: {error}"
+            emit(Failed(stage="run", error=text))
         raise
     finally:
         log.close()
@@ -234,6 +237,7 @@ def _run_stages(config, folder: RunFolder, task_data, emit: OnEvent, should_stop
         except BaseException as error:
             folder.set_stage(stage, status="failed", error=str(error))
             emit(Failed(stage=stage, error=str(error)))
+            error.add_note(_REPORTED)
             raise
         seconds = time.time() - start
         folder.set_stage(stage, status="done", seconds=seconds, detail=detail)

@@ -1,0 +1,45 @@
+"""`mlx-distill demo` end to end through the CLI: every stage for real on tiny local models."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mlx_distill.events import event_from_json
+
+pytestmark = pytest.mark.slow
+
+
+def _demo(runs_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(runs_dir)],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_demo_runs_every_stage_learns_and_resumes_without_redoing(tmp_path):
+    first = _demo(tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "demo"
+    for name in ("config.toml", "state.json", "events.jsonl", "rationales.jsonl", "metrics.json", "report.md",
+                 "student/config.json", "student/model.safetensors", "predictions_test.jsonl"):
+        assert (run / name).is_file(), name
+    events = [event_from_json(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    kinds = [e.kind for e in events]
+    for kind in ("StageStarted", "TeacherLoaded", "TeacherProgress", "TeacherReleased", "TrainStep",
+                 "EvalResult", "CheckpointSaved", "StageFinished", "Finished"):
+        assert kind in kinds, kind
+    assert [e.stage for e in events if e.kind == "StageFinished"] == ["data", "teacher", "train", "evaluate", "export"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Four classes: chance is about 0.27 (3 or 4 choices a question).
+    assert metrics["student_test_accuracy"] >= 0.6
+    predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(predictions) == 100
+    assert sum(p["correct"] for p in predictions) / 100 == pytest.approx(metrics["student_test_accuracy"])
+
+    second = _demo(tmp_path)
+    assert second.returncode == 0, second.stderr
+    again = [event_from_json(line) for line in (run / "events.jsonl").read_text().splitlines()][len(events):]
+    finished = [e for e in again if e.kind == "StageFinished"]
+    assert len(finished) == 5 and all(e.skipped for e in finished)
+    assert not any(e.kind in ("TrainStep", "TeacherProgress", "TeacherLoaded") for e in again)
+    assert json.loads((run / "metrics.json").read_text())["student_test_accuracy"] == metrics["student_test_accuracy"]

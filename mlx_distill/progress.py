@@ -31,10 +31,10 @@ from mlx_distill.platform import format_bytes
 BAR_WIDTH = 24
 
 
-def format_duration(seconds: float | None) -> str:
-    """``1h02m``, ``3m05s`` or ``42s``; ``?`` when unknown."""
+def format_duration(seconds: float | None, unknown: str = "?") -> str:
+    """``1h02m``, ``3m05s`` or ``42s``; ``unknown`` when there is no figure."""
     if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
+        return unknown
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -31,7 +31,31 @@ from mlx_distill.events import Event
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.toml"
 EVENTS_FILE = "events.jsonl"
+METRICS_FILE = "metrics.json"
 PID_FILE = "pid"
+
+
+def pipeline_pid(run_dir: str | Path) -> int | None:
+    """The pid of the live pipeline process writing this run folder, or None."""
+    try:
+        pid = int((Path(run_dir) / PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return None if _is_zombie(pid) else pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] == "Z"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -74,7 +98,7 @@ class RunFolder:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
+        return self.path / METRICS_FILE
 
     @property
     def report_path(self) -> Path:
@@ -95,17 +119,8 @@ class RunFolder:
             ) from None
 
     def running_pid(self) -> int | None:
-        """The pid of a live pipeline process working in this folder, if any."""
-        try:
-            pid = int((self.path / PID_FILE).read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
+        """The pid of another live pipeline process working in this folder, if any."""
+        pid = pipeline_pid(self.path)
         return pid if pid != os.getpid() else None
 
     def lock(self) -> None:

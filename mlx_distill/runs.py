@@ -17,24 +17,25 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from mlx_distill.config import FORMAT_VERSION
 from mlx_distill.errors import DistillError
 from mlx_distill.events import STAGES, Event, event_from_json
+from mlx_distill.runfolder import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    pipeline_pid,
+)
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-# The newest run-folder layout this version reads and writes.
-FORMAT_VERSION = 1
 
-CONFIG_FILE = "config.toml"
-STATE_FILE = "state.json"
-METRICS_FILE = "metrics.json"
-EVENTS_FILE = "events.jsonl"
-PID_FILE = "pid"
 LOG_FILE = "pipeline.log"
 CHAT_FILE = "chat.jsonl"
 
@@ -136,31 +137,6 @@ def stage_states(run_dir: Path) -> dict[str, str]:
                 value = value.get("state") or value.get("status") or ""
             states[str(name)] = str(value)
     return states
-
-
-def pipeline_pid(run_dir: Path) -> int | None:
-    """The pid of the live pipeline process writing this run folder, or None."""
-    try:
-        pid = int((Path(run_dir) / PID_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    if _is_zombie(pid):
-        return None
-    return pid
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] == "Z"
 
 
 def accuracy_from_metrics(metrics: dict[str, Any]) -> float | None:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping

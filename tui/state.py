@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from mlx_distill import events as ev
 from mlx_distill.platform import format_bytes
+from mlx_distill.progress import format_duration
 
 PENDING, RUNNING, DONE, SKIPPED, FAILED, STOPPED = "pending", "running", "done", "skipped", "failed", "stopped"
 
@@ -27,16 +28,7 @@ def printable(text: str) -> str:
 
 def format_seconds(seconds: float | None) -> str:
     """``1h02m``, ``3m05s`` or ``42s``; ``—`` for unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return format_duration(seconds, unknown="—")
 
 
 @dataclass

@@ -43,3 +43,19 @@ def test_demo_runs_every_stage_learns_and_resumes_without_redoing(tmp_path):
     assert len(finished) == 5 and all(e.skipped for e in finished)
     assert not any(e.kind in ("TrainStep", "TeacherProgress", "TeacherLoaded") for e in again)
     assert json.loads((run / "metrics.json").read_text())["student_test_accuracy"] == metrics["student_test_accuracy"]
+
+    # The trained student answers from the terminal, with its own rationale on request.
+    question = "Which kind of animal is the salmon?\\nAnswer Choices:\\n(a) bird\\n(b) fish\\n(c) mammal\n"
+    chat = subprocess.run([sys.executable, "-m", "mlx_distill", "chat", str(run), "--explain"], input=question,
+                          capture_output=True, text=True, timeout=300)
+    assert chat.returncode == 0, chat.stderr
+    answer, because = chat.stdout.strip().splitlines()
+    assert answer in ("fish", "bird", "mammal", "reptile")
+    assert because.startswith("  because: ") and len(because) > len("  because: ") + 5
+
+
+def test_chat_without_a_student_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlx_distill", "chat", str(tmp_path)], input="",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: no student in") and len(result.stderr.strip().splitlines()) == 1

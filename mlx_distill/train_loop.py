@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import mlx.core as mx
+import numpy as np
 from mlx.utils import tree_map
 
 from mlx_distill import checkpoint as ckpt
+from mlx_distill import distributed
 from mlx_distill.batching import (
     BatchOrder,
     DataPosition,
@@ -30,6 +32,7 @@ from mlx_distill.events import (
     OnEvent,
     ShouldStop,
     TrainStep,
+    ignore_event,
 )
 from mlx_distill.train import TrainConfig, TrainResult, check_resumable, write_config
 from mlx_distill.train_step import build_step, make_optimizer, make_schedule
@@ -60,13 +63,25 @@ class _Window:
         self.label_tokens = self.rationale_tokens = self.real_tokens = 0
         self.seconds = 0.0
 
-    def add(self, loss, label_sum, rationale_sum, micro: list[MicroBatch], seconds: float) -> None:
+    def add(self, loss, label_sum, rationale_sum, counts: "_Counts", seconds: float) -> None:
         self.steps += 1
         self.loss, self.label, self.rationale = self.loss + loss, self.label + label_sum, self.rationale + rationale_sum
-        self.label_tokens += sum(m.label_tokens for m in micro)
-        self.rationale_tokens += sum(m.rationale_tokens for m in micro)
-        self.real_tokens += sum(m.real_tokens for m in micro)
+        self.label_tokens += counts.label_tokens
+        self.rationale_tokens += counts.rationale_tokens
+        self.real_tokens += counts.real_tokens
         self.seconds += seconds
+
+
+class _Counts:
+    """Real target and input tokens of one optimizer step, summed over every rank, and whether
+    any rank was asked to stop (one collective per step carries both)."""
+
+    def __init__(self, micro: list[MicroBatch], stop: bool = False) -> None:
+        local = [sum(m.label_tokens for m in micro), sum(m.rationale_tokens for m in micro),
+                 sum(m.real_tokens for m in micro), float(stop)]
+        *tokens, stops = distributed.all_sum(local)
+        self.label_tokens, self.rationale_tokens, self.real_tokens = (int(v) for v in tokens)
+        self.stop = stops > 0
 
 
 class Trainer:
@@ -91,13 +106,23 @@ class Trainer:
         self.emit = on_event
         self.should_stop = should_stop
         self.splits = 1  # micro-batches per batch; doubled when a step runs out of memory
+        # Data-parallel over mx.distributed ranks: each takes a slice of every global batch; only
+        # rank 0 evaluates, writes checkpoints, exports and reports (the loss is the same on all).
+        self.rank, self.size = distributed.rank(), distributed.size()
+        if self.rank != 0:
+            self.emit = ignore_event
 
     # -- setup ------------------------------------------------------------------------------
     def _setup(self) -> None:
         from mlx_distill.student import load_student
 
         config = self.config
-        latest = ckpt.latest_checkpoint(self.ckpt_root)
+        if config.batch_size < self.size:
+            raise DistillError(
+                f"batch_size {config.batch_size} is smaller than the {self.size} ranks; use a batch size of at "
+                f"least {self.size} so every rank gets a slice"
+            )
+        latest = ckpt.latest_checkpoint(self.ckpt_root) if self.rank == 0 else None
         if latest is not None and not self.resume:
             raise DistillError(
                 f"{self.out_dir} already holds a training run; add --resume to continue it or choose a new --out"
@@ -138,7 +163,10 @@ class Trainer:
             self.emit(Log(message=f"resumed from {latest} at step {self.state.step}"))
         else:
             self.optimizer.init(self.model.trainable_parameters())
-        write_config(self.out_dir / "train_config.json", config, {"student": str(self.student)})
+        if self.size > 1:
+            self._share_rank0_state()
+        if self.rank == 0:
+            write_config(self.out_dir / "train_config.json", config, {"student": str(self.student)})
         self.model.train()
         self.step_fn = build_step(
             self.model, self.optimizer, config.alpha, config.clip_grad_norm or None, compile=config.compile
@@ -147,12 +175,22 @@ class Trainer:
         limit = config.max_eval_examples or None
         self.validation = list(self.task_data.validation[:limit])
 
+    def _share_rank0_state(self) -> None:
+        """Every rank starts from rank 0's weights, optimizer state and position (its checkpoint)."""
+        if self.rank != 0:
+            self.optimizer.init(self.model.trainable_parameters())
+        self.model.update(distributed.broadcast_tree(self.model.parameters()))
+        self.optimizer.state = distributed.broadcast_tree(self.optimizer.state)
+        self.state = ckpt.RunState.from_dict(distributed.broadcast_json(self.state.to_dict()))
+
     # -- one optimizer step -----------------------------------------------------------------
     def _step_batches(self) -> tuple[list[MicroBatch], DataPosition]:
         position = DataPosition(self.state.epoch, self.state.batch)
         micro: list[MicroBatch] = []
         for _ in range(self.config.grad_accum):
             indices, position = self.order.take(position)
+            if self.size > 1:
+                indices = np.asarray(distributed.shard(indices, self.rank, self.size))
             micro += split_micro_batches(
                 self.rows,
                 indices,
@@ -163,12 +201,23 @@ class Trainer:
             )
         return micro, position
 
-    def _run_step(self) -> tuple[mx.array, mx.array, mx.array, list[MicroBatch], DataPosition]:
-        """Run one optimizer step; on out-of-memory undo it and retry with smaller micro-batches."""
+    def _run_step(self, stop: bool = False) -> tuple[mx.array, mx.array, mx.array, "_Counts", DataPosition] | None:
+        """Run one optimizer step; on out-of-memory undo it and retry with smaller micro-batches.
+
+        None when ``stop`` is true on any rank: every rank then stops before the same step.
+        """
         while True:
             micro, position = self._step_batches()
-            label_norm = mx.array(max(1, sum(m.label_tokens for m in micro)), mx.float32)
-            rationale_norm = mx.array(max(1, sum(m.rationale_tokens for m in micro)), mx.float32)
+            counts = _Counts(micro, stop)
+            if counts.stop:
+                return None
+            # Token means over the whole step (all micro-batches, all ranks); with N ranks each
+            # rank's loss is N times its share, so the ranks' averaged gradient is the full one.
+            label_norm = mx.array(max(1, counts.label_tokens) / self.size, mx.float32)
+            rationale_norm = mx.array(max(1, counts.rationale_tokens) / self.size, mx.float32)
+            # A micro-batch without rationale rows in a step that has some still weighs its labels
+            # by alpha (the rationale term of its rows is zero), as if it were part of the batch.
+            label_only_norm = label_norm / max(self.config.alpha, 1e-30) if counts.rationale_tokens else label_norm
             snapshot = (tree_map(lambda x: x, self.model.parameters()), tree_map(lambda x: x, self.optimizer.state))
             try:
                 grad = None
@@ -176,15 +225,18 @@ class Trainer:
                 for j, batch in enumerate(micro):
                     # Dropout keys depend only on (seed, step, micro-batch): a resumed run and a
                     # retried step draw the same masks, and evaluation cannot shift them.
-                    mx.random.seed(_dropout_seed(self.config.seed, self.state.step, j))
+                    mx.random.seed(_dropout_seed(self.config.seed, self.state.step, j + self.rank * 4096))
+                    norm = label_norm if batch.rationale is not None else label_only_norm
                     value, ls, rs, grad = self.step_fn(
-                        _to_mx(batch.label), _to_mx(batch.rationale), label_norm, rationale_norm, grad, j == len(micro) - 1
+                        _to_mx(batch.label), _to_mx(batch.rationale), norm, rationale_norm, grad, j == len(micro) - 1
                     )
                     loss, label_sum, rationale_sum = loss + value, label_sum + ls, rationale_sum + rs
                     mx.eval(self.compiled_state, grad, loss, label_sum, rationale_sum)
-                return loss, label_sum, rationale_sum, micro, position
+                # With several ranks these are this rank's shares; _global() sums them when read.
+                return loss, label_sum, rationale_sum, counts, position
             except RuntimeError as error:
-                if not _is_out_of_memory(error):
+                if not _is_out_of_memory(error) or self.size > 1:
+                    # Ranks cannot retry one step alone: the others wait in the gradient all_sum.
                     raise
                 self.model.update(snapshot[0])
                 self.optimizer.state.clear()
@@ -207,7 +259,17 @@ class Trainer:
         return self.config.max_target_tokens if self.config.method == "cot" else self.config.eval_max_tokens
 
     def _evaluate_validation(self) -> bool:
-        """Score the validation split; keep the weights if best. False when stopped meanwhile."""
+        """Score the validation split; keep the weights if best. False when stopped meanwhile.
+
+        Only rank 0 evaluates; the other ranks wait for its answer (stopped or not).
+        """
+        if self.size > 1:
+            stopped = self._evaluate_on_rank0() if self.rank == 0 else False
+            return not distributed.any_rank(stopped)
+        return not self._evaluate_on_rank0()
+
+    def _evaluate_on_rank0(self) -> bool:
+        """True when stopped meanwhile."""
         summary = evaluate(
             self.model,
             self.tokenizer,
@@ -223,7 +285,7 @@ class Trainer:
         )
         self.model.train()
         if summary.stopped:
-            return False
+            return True
         best = self.state.best_accuracy is None or summary.accuracy > self.state.best_accuracy
         if best:
             self.state.best_accuracy, self.state.best_step = summary.accuracy, self.state.step
@@ -238,16 +300,21 @@ class Trainer:
                 best=best,
             )
         )
-        return True
+        return False
 
-    def _save(self) -> Path:
+    def _save(self) -> Path | None:
+        if self.rank != 0:
+            self.last_saved = self.state.step
+            return None
         folder = ckpt.save_checkpoint(self.ckpt_root, self.model, self.optimizer, self.state)
         self.last_saved = self.state.step
         self.emit(CheckpointSaved(step=self.state.step, path=str(folder)))
         return folder
 
     # -- the run ------------------------------------------------------------------------------
-    def _ensure_saved(self) -> Path:
+    def _ensure_saved(self) -> Path | None:
+        if self.rank != 0:
+            return None
         latest = ckpt.latest_checkpoint(self.ckpt_root)
         if latest is None or self.last_saved != self.state.step:
             latest = self._save()
@@ -262,19 +329,23 @@ class Trainer:
         final_loss = None
         stopped = False
         while self.state.step < config.max_steps:
-            if self.should_stop():
+            local_stop = bool(self.should_stop())
+            if local_stop and self.size == 1:
                 stopped = True
                 break
             tic = time.perf_counter()
-            loss, label_sum, rationale_sum, micro, position = self._run_step()
+            outcome = self._run_step(local_stop)
+            if outcome is None:
+                stopped = True
+                break
+            loss, label_sum, rationale_sum, counts, position = outcome
             seconds = time.perf_counter() - tic
             self.state.step += 1
             self.state.epoch, self.state.batch = position.epoch, position.batch
-            real = sum(m.real_tokens for m in micro)
-            self.state.trained_tokens += real
+            self.state.trained_tokens += counts.real_tokens
             self.state.train_seconds += seconds
             final_loss = loss
-            window.add(loss, label_sum, rationale_sum, micro, seconds)
+            window.add(loss, label_sum, rationale_sum, counts, seconds)
             step = self.state.step
             if step % config.log_every == 0 or step == config.max_steps:
                 self._report(window)
@@ -285,26 +356,39 @@ class Trainer:
                     break
             if save_every and step % save_every == 0:
                 self._save()
-        final_value = final_loss.item() if final_loss is not None else None
+        final_value = self._global(final_loss)[0].item() if final_loss is not None else None
         if stopped:
             folder = self._ensure_saved()
             self.emit(Finished(stage="train", stopped=True, summary={"step": self.state.step}, resume_hint=RESUME_HINT))
             return self._result(final_value, None, None, stopped=True, checkpoint=folder)
-        if self.validation and ckpt.best_checkpoint(self.ckpt_root) is None:
+        missing_best = self.rank == 0 and ckpt.best_checkpoint(self.ckpt_root) is None
+        if self.size > 1:
+            missing_best = distributed.any_rank(missing_best)
+        if self.validation and missing_best:
             self._evaluate_validation()
+        if self.rank != 0:  # rank 0 alone exports the student and scores the test split
+            return self._result(final_value, None, None, stopped=False, checkpoint=None)
         return self._finish(final_value, self._ensure_saved())
+
+    def _global(self, loss: mx.array, *sums: mx.array) -> tuple[mx.array, ...]:
+        """Loss and token-loss sums over all ranks (each rank's loss is ``size`` times its share)."""
+        if self.size == 1:
+            return (loss, *sums)
+        totals = mx.distributed.all_sum(mx.stack([loss, *sums]), stream=mx.cpu)
+        return (totals[0] / self.size, *(totals[i + 1] for i in range(len(sums))))
 
     def _report(self, window: "_Window") -> None:
         config = self.config
+        loss, label_sum, rationale_sum = self._global(window.loss, window.label, window.rationale)
         rationale_loss = None
         if self.rows.has_rationale_task:
-            rationale_loss = window.rationale.item() / max(1, window.rationale_tokens)
+            rationale_loss = rationale_sum.item() / max(1, window.rationale_tokens)
         self.emit(
             TrainStep(
                 step=self.state.step,
                 total_steps=config.max_steps,
-                loss=window.loss.item() / max(1, window.steps),
-                label_loss=window.label.item() / max(1, window.label_tokens),
+                loss=loss.item() / max(1, window.steps),
+                label_loss=label_sum.item() / max(1, window.label_tokens),
                 rationale_loss=rationale_loss,
                 learning_rate=float(self.optimizer.learning_rate.item()),
                 tokens_per_second=window.real_tokens / max(1e-9, window.seconds),

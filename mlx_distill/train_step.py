@@ -82,18 +82,29 @@ def make_optimizer(name: str, learning_rate: Callable | float, weight_decay: flo
 def build_step(model: Any, optimizer: optim.Optimizer, alpha: float, clip_norm: float | None, compile: bool = True):
     """The training step: forward, loss, gradient, accumulation and (on the last micro-batch) update.
 
+    Launched on several ranks (``mlx_distill.distributed``), the update averages the ranks'
+    accumulated gradients with ``mlx.nn.average_gradients`` first, so every rank applies the same
+    update and the weights stay identical.
+
     ``step(label, rationale, label_norm, rationale_norm, prev_grad, do_update)`` returns
     ``(loss, label_sum, rationale_sum, grad)`` where ``grad`` is None after an update. The whole
     step, optimizer update included, is one compiled graph whose state is the model, the
     optimizer state and the MLX random key (dropout), so build it after any checkpoint restore.
     """
+    from mlx_distill import distributed
+
     loss_and_grad = nn.value_and_grad(model, make_loss(alpha))
+    # Data-parallel: each rank's norms are the GLOBAL token counts divided by the number of ranks,
+    # so the average of the ranks' gradients is the gradient of the whole batch on one rank.
+    parallel = distributed.size() > 1
 
     def step(label, rationale, label_norm, rationale_norm, prev_grad, do_update):
         (value, label_sum, rationale_sum), grad = loss_and_grad(model, label, rationale, label_norm, rationale_norm)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if do_update:
+            if parallel:
+                grad = nn.average_gradients(grad)
             if clip_norm:
                 grad, _ = optim.clip_grad_norm(grad, clip_norm)
             optimizer.update(model, grad)

@@ -23,7 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from mlx_distill import distributed
 from mlx_distill.config import RunConfig, train_config_from
+from mlx_distill.distributed_pipeline import agree_on_stage, any_stop, runs_here, share_rationales
 from mlx_distill.errors import DistillError
 from mlx_distill.events import (
     STAGES,
@@ -170,6 +172,8 @@ def run_pipeline(
         raise DistillError(f"--redo takes a stage name: {', '.join(STAGES)}; got '{redo}'")
     task_data = _load_data(config)  # a data file that does not parse fails before any folder is made
     _preflight_memory(config)
+    if not distributed.is_main():  # launched on several ranks: rank 0 owns the run folder
+        return _run_as_worker(config, run_dir, task_data, on_event, should_stop)
     folder = run_folder_for(config, run_dir)
     created = not folder.path.exists()
     folder.create()
@@ -209,6 +213,17 @@ def run_pipeline(
         folder.unlock()
 
 
+def _run_as_worker(config, run_dir, task_data, on_event: OnEvent, should_stop: ShouldStop) -> dict[str, Any]:
+    """A rank > 0: the teacher and train stages with rank 0, writing nothing of the run folder."""
+    from mlx_distill.distributed_pipeline import worker_events, worker_folder
+
+    try:
+        return _run_stages(config, worker_folder(run_folder_for(config, run_dir).path), task_data,
+                           worker_events(on_event), should_stop)
+    except Stopped:
+        return {"stopped": True}
+
+
 def _run_stages(config, folder: RunFolder, task_data, emit: OnEvent, should_stop: ShouldStop) -> dict[str, Any]:
     inputs = stage_inputs(config)
     stage_functions: dict[str, Callable[[], str]] = {
@@ -221,11 +236,15 @@ def _run_stages(config, folder: RunFolder, task_data, emit: OnEvent, should_stop
     for stage in STAGES:
         fingerprint = _digest(inputs[stage])
         entry = folder.stage(stage)
-        if entry.get("status") == "done" and entry.get("fingerprint") == fingerprint:
+        skip = entry.get("status") == "done" and entry.get("fingerprint") == fingerprint
+        skip, stop = agree_on_stage(skip, not skip and should_stop())  # rank 0 decides for all ranks
+        if skip:
             emit(StageFinished(stage=stage, skipped=True, detail=entry.get("detail", "")))
             continue
-        if should_stop():
+        if stop:
             raise Stopped()
+        if not runs_here(stage):
+            continue
         emit(StageStarted(stage=stage))
         folder.set_stage(stage, status="running", fingerprint=fingerprint)
         start = time.time()
@@ -242,6 +261,8 @@ def _run_stages(config, folder: RunFolder, task_data, emit: OnEvent, should_stop
         seconds = time.time() - start
         folder.set_stage(stage, status="done", seconds=seconds, detail=detail)
         emit(StageFinished(stage=stage, seconds=seconds, detail=detail))
+    if not distributed.is_main():
+        return {}
     write_report(config, folder)
     metrics = folder.read_metrics()
     emit(Finished(stage="run", summary={k: metrics[k] for k in ("student_test_accuracy",) if k in metrics}))
@@ -309,7 +330,8 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
     if not config.teacher.enabled:
         return "teacher disabled in the config"
     from mlx_distill.catalog import resolve_model
-    from mlx_distill.teacher import generate_rationales
+    # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
+    from mlx_distill.sharded_teacher import generate_rationales_sharded as generate_rationales
 
     teacher_id = resolve_model(config.teacher.model)
     summary = generate_rationales(
@@ -323,7 +345,7 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
         should_stop=should_stop,
         **_teacher_kwargs(config),
     )
-    if should_stop():
+    if any_stop(should_stop, summary):
         raise Stopped()
     stats = _summary_dict(summary)
     folder.update_metrics(teacher=stats)
@@ -339,9 +361,10 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
             should_stop=should_stop,
             **_teacher_kwargs(config),
         )
-        if should_stop():
+        if any_stop(should_stop, test_summary):
             raise Stopped()
-        folder.update_metrics(teacher_test=_teacher_test_metrics(folder, task_data, test_summary))
+        if distributed.is_main():
+            folder.update_metrics(teacher_test=_teacher_test_metrics(folder, task_data, test_summary))
     _report_memory("teacher", emit)
     accepted, done = stats.get("accepted"), stats.get("done") or stats.get("total")
     return f"{accepted}/{done} rationales accepted" if accepted is not None and done else "rationales written"
@@ -400,7 +423,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     from mlx_distill.train import train
 
     mx.reset_peak_memory()
-    rationales = _load_rationales_for_training(config, folder, task_data)
+    rationales = share_rationales(_load_rationales_for_training(config, folder, task_data))
     student = resolve_model(config.train.student)
     # The evaluate stage scores the test split once, on the exported student.
     data = dataclasses.replace(_with_rationale_source(task_data, config.train.rationale_source), test=[])
@@ -414,7 +437,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         on_event=emit,
         should_stop=should_stop,
     )
-    if getattr(result, "stopped", False) or should_stop():
+    if any_stop(should_stop, result):
         raise Stopped()
     _report_memory("train", emit)
     values = _summary_dict(result)
@@ -433,7 +456,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
             on_event=emit,
             should_stop=should_stop,
         )
-        if getattr(baseline, "stopped", False) or should_stop():
+        if any_stop(should_stop, baseline):
             raise Stopped()
         baselines[method] = _summary_dict(baseline)
     if baselines:

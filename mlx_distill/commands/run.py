@@ -12,13 +12,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="the run folder (default: <runs_dir>/<name> from the config)")
     parser.add_argument("--redo", metavar="STAGE", help="discard this stage and every later one, then run")
     parser.add_argument("--quiet", action="store_true", help="print only stage boundaries, results and errors")
+    parser.add_argument("--hosts", metavar="HOSTS_JSON",
+                        help="run on several Macs: start this run on every host of an mlx.launch hosts file "
+                             "(see docs/multi-mac.md); the teacher and training are shared between them")
+    parser.add_argument("--backend", help="with --hosts: mlx.launch backend (ring, jaccl; default: the hosts "
+                                          "file's, else ring)")
 
 
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.config import load_config
 
     config = load_config(args.config)
+    if getattr(args, "hosts", None):
+        return _launch_on_hosts(args, config)
     return run_with_signals(config, run_dir=args.run_dir, redo=args.redo, quiet=args.quiet)
+
+
+def _launch_on_hosts(args: argparse.Namespace, config) -> int:
+    """Start this same command on every host through mlx.launch (see mlx_distill.launcher)."""
+    from pathlib import Path
+
+    from mlx_distill.launcher import launch_command, run_launched
+    from mlx_distill.pipeline import run_folder_for
+
+    folder = run_folder_for(config, args.run_dir)
+    run_args = [str(Path(args.config).resolve()), "--run-dir", str(folder.path.resolve())]
+    run_args += ["--redo", args.redo] if args.redo else []
+    run_args += ["--quiet"] if args.quiet else []
+    return run_launched(launch_command(args.hosts, run_args, backend=args.backend), folder.events_path)
 
 
 def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
@@ -28,6 +49,9 @@ def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
     import sys
     import threading
 
+    import os
+
+    from mlx_distill import distributed
     from mlx_distill.pipeline import run_folder_for, run_pipeline
     from mlx_distill.progress import ProgressPrinter
 
@@ -40,14 +64,18 @@ def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
         print("\nstopping after the current batch (Ctrl-C again to stop at once)…", file=sys.stderr)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    printer = ProgressPrinter(quiet=quiet)
+    worker = not distributed.is_main()  # a rank > 0 under mlx.launch: rank 0 reports the run
+    printer = ProgressPrinter(quiet=quiet or worker)
+    on_event = distributed.relay_to_stdout if worker and os.environ.get(distributed.RELAY_ENV) else printer
     try:
-        metrics = run_pipeline(config, run_dir, redo=redo, on_event=printer, should_stop=stop.is_set)
+        metrics = run_pipeline(config, run_dir, redo=redo, on_event=on_event, should_stop=stop.is_set)
     finally:
         printer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     folder = run_folder_for(config, run_dir)
+    if worker:
+        return 130 if metrics.get("stopped") else 0
     if stop.is_set() or metrics.get("stopped"):
         print(f"stopped; finished work is kept in {folder.path}. Resume: mlx-distill run {folder.config_path}",
               file=sys.stderr)

@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> dict:
     data = load_task("jsonl", args.data, seed=0)
     data = dataclasses.replace(data, validation=data.validation[: args.validation], test=[])
     config = TrainConfig(method="step-by-step", lr=3e-3, batch_size=args.batch_size, max_steps=args.steps,
-                         log_every=1, eval_every=0, eval_batch_size=16, seed=0, compile=not args.no_compile)
+                         log_every=args.log_every, eval_every=0, eval_batch_size=16, seed=0, compile=not args.no_compile)
     steps: list[dict] = []
     start = time.perf_counter()
     result = train(args.model, data, None, config, args.out, on_event=lambda e: isinstance(e, TrainStep)
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--validation", type=int, default=8)
+    parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args(argv)
     result = _teacher(args) if args.stage == "teacher" else _train(args)

@@ -22,7 +22,6 @@ from mlx_distill.events import event_from_json
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_fixtures import build_model, write_task  # noqa: E402
 
-pytestmark = pytest.mark.slow
 LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 PORT = 33000 + (os.getpid() % 200) * 4  # a port block of our own, so parallel runs do not collide
 
@@ -66,6 +65,7 @@ def test_not_launched_is_one_rank_and_collectives_are_identities():
     assert distributed.gather_json({"a": 1}) == [{"a": 1}]
 
 
+@pytest.mark.slow
 def test_two_rank_teacher_merges_every_example_once(task, tmp_path):
     from mlx_distill.tiny_llm import build_tiny_llm
 
@@ -104,6 +104,7 @@ def ids_in_order(task: Path) -> list[str]:
     return [e.id for e in load_task("jsonl", task, seed=0).train]
 
 
+@pytest.mark.slow
 def test_two_rank_training_matches_one_rank(task, tmp_path):
     student = build_model(tmp_path / "t5", dropout_rate=0.0)
     # 6 examples a batch: the ranks get 3 rows each, with different padded lengths.
@@ -123,6 +124,7 @@ def test_two_rank_training_matches_one_rank(task, tmp_path):
     assert all(mx.allclose(a[k], b[k], atol=1e-4).item() for k in a)
 
 
+@pytest.mark.slow
 def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
     import tomli_w
 
@@ -153,3 +155,16 @@ def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
     assert (run / "student" / "config.json").exists() and not (run / "pid").exists()
     state = json.loads((run / "state.json").read_text())["stages"]
     assert all(state[s]["status"] == "done" for s in ("data", "teacher", "train", "evaluate", "export"))
+
+
+def test_dashboard_sums_the_ranks_teacher_progress():
+    from mlx_distill.events import StageStarted, TeacherProgress
+    from tui.state import RunState
+
+    state = RunState()
+    state.apply(StageStarted(stage="teacher"))
+    for rank, done in ((0, 3), (1, 5), (0, 6)):
+        state.apply(TeacherProgress(done=done, total=12, accepted=done - 1, parse_failures=0, generated_tokens=done,
+                                    generation_tps=10.0, prompt_tps=1.0, eta_seconds=4.0, rank=rank))
+    assert (state.teacher.done, state.teacher.total, state.teacher.accepted) == (11, 24, 9)
+    assert "ranks: 0: 6/12 · 1: 5/12" in state.teacher_text()

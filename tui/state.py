@@ -37,6 +37,8 @@ class RunState:
 
     stages: dict[str, str] = field(default_factory=lambda: {name: PENDING for name in ev.STAGES})
     teacher: ev.TeacherProgress | None = None
+    # The latest TeacherProgress of each rank when the teacher stage runs on several (multi-Mac).
+    teacher_ranks: dict[int, ev.TeacherProgress] = field(default_factory=dict)
     teacher_model: str = ""
     train: ev.TrainStep | None = None
     steps: list[int] = field(default_factory=list)
@@ -98,7 +100,8 @@ class RunState:
             return [f"teacher {event.model} loaded ({event.dtype}, {format_bytes(event.weight_bytes)}, "
                     f"{event.seconds:.1f} s)"]
         if isinstance(event, ev.TeacherProgress):
-            self.teacher = event
+            self.teacher_ranks[event.rank] = event
+            self.teacher = event if len(self.teacher_ranks) == 1 else _all_ranks(event, self.teacher_ranks)
             return []
         if isinstance(event, ev.TeacherReleased):
             return [f"teacher released (peak {format_bytes(event.peak_bytes)}, "
@@ -167,7 +170,10 @@ class RunState:
         second = [f"accepted {t.accepted} ({rate:.0%})"]
         if t.parse_failures:
             second.append(f"{t.parse_failures} unparsed")
-        return " · ".join(first) + "\n" + " · ".join(second)
+        text = " · ".join(first) + "\n" + " · ".join(second)
+        if len(self.teacher_ranks) > 1:
+            text += "\nranks: " + " · ".join(f"{r}: {p.done}/{p.total}" for r, p in sorted(self.teacher_ranks.items()))
+        return text
 
     def latest_text(self) -> tuple[str, str, bool] | None:
         """(question, rationale + answer, accepted) of the teacher's latest finished example."""
@@ -198,3 +204,15 @@ class RunState:
         if self.test is not None:
             parts.append(f"test {self.test.accuracy:.1%} ({self.test.correct}/{self.test.total})")
         return " · ".join(parts) if parts else "no evaluation yet"
+
+
+def _all_ranks(latest: ev.TeacherProgress, ranks: dict[int, ev.TeacherProgress]) -> ev.TeacherProgress:
+    """One progress for the whole sharded teacher stage: counts and speeds summed over ranks."""
+    import dataclasses
+
+    parts = ranks.values()
+    return dataclasses.replace(
+        latest, done=sum(p.done for p in parts), total=sum(p.total for p in parts),
+        accepted=sum(p.accepted for p in parts), parse_failures=sum(p.parse_failures for p in parts),
+        generated_tokens=sum(p.generated_tokens for p in parts), generation_tps=sum(p.generation_tps for p in parts),
+        eta_seconds=max((p.eta_seconds or 0.0) for p in parts))

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -548,6 +549,29 @@ def _percent(value: Any) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "not measured"
 
 
+def _format_parameters(count: float) -> str:
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.1f} M"
+
+
+def _local_parameters(model: str) -> int:
+    """Parameters of an unquantized local checkpoint, from its safetensors headers (0 if unknown)."""
+    folder = Path(model)
+    try:
+        if "quantization" in json.loads((folder / "config.json").read_text()):
+            return 0
+        total = 0
+        for path in folder.glob("*.safetensors"):
+            with open(path, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+            for name, info in header.items():
+                if name != "__metadata__":
+                    total += math.prod(info["shape"])
+        return total
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def write_report(config: RunConfig, folder: RunFolder) -> Path:
     """report.md: how the student compares with its teacher on this run's test questions."""
     from mlx_distill.catalog import load_catalog
@@ -556,15 +580,18 @@ def write_report(config: RunConfig, folder: RunFolder) -> Path:
     metrics = folder.read_metrics()
     catalog = load_catalog()
     teacher_entry = catalog.find(config.teacher.model)
-    teacher_params = f"{teacher_entry.params_billion:.2f} B" if teacher_entry else "see the model card"
+    teacher_billions = teacher_entry.params_billion if teacher_entry else _local_parameters(config.teacher.model) / 1e9
+    teacher_params = _format_parameters(teacher_billions * 1e9) if teacher_billions else "see the model card"
     student_params = metrics.get("student_parameters")
     teacher_test = metrics.get("teacher_test", {})
     teacher_stats = metrics.get("teacher", {})
     train = metrics.get("train", {})
     data = metrics.get("data", {})
     ratio = ""
-    if teacher_entry and student_params:
-        ratio = f" — the student is {teacher_entry.params_billion * 1e9 / student_params:,.0f}× smaller"
+    if teacher_billions and student_params:
+        times = teacher_billions * 1e9 / student_params
+        ratio = (f"The student is {times:,.0f}× smaller than its teacher" if times >= 1
+                 else f"The student is {1 / times:,.1f}× larger than its teacher (tiny demo models)")
     student_latency = metrics.get("student_seconds_per_answer")
     teacher_latency = teacher_test.get("seconds_per_answer")
     lines = [
@@ -577,19 +604,29 @@ def write_report(config: RunConfig, folder: RunFolder) -> Path:
         "| | teacher | student |",
         "|---|---|---|",
         f"| model | `{config.teacher.model if config.teacher.enabled else '-'}` | `{config.train.student}` |",
-        f"| parameters | {teacher_params} | {f'{student_params / 1e6:.1f} M' if student_params else '?'} |",
+        f"| parameters | {teacher_params} | {_format_parameters(student_params) if student_params else '?'} |",
         f"| test accuracy | {_percent(teacher_test.get('accuracy')) if teacher_test else 'not measured (teacher.evaluate_test = true measures it)'} "
         f"| {_percent(metrics.get('student_test_accuracy'))} |",
         f"| seconds per answer | {f'{teacher_latency:.2f}' if teacher_latency else 'not measured'} "
         f"| {f'{student_latency:.3f}' if student_latency else 'not measured'} |",
-        f"| peak memory | {format_bytes(teacher_stats['peak_memory']) if teacher_stats.get('peak_memory') else 'see events.jsonl'} "
+        f"| peak memory | {format_bytes(teacher_stats['peak_memory_bytes']) if teacher_stats.get('peak_memory_bytes') else '-'} "
         f"| {format_bytes(train['train_peak_memory']) if train.get('train_peak_memory') else '?'} |",
-        "",
-        f"Size{ratio}.",
     ]
+    if ratio:
+        lines += ["", ratio + "."]
     if teacher_stats:
-        lines += ["", "## Teacher rationales", "", "| " + " | ".join(teacher_stats) + " |",
-                  "|" + "---|" * len(teacher_stats), "| " + " | ".join(str(v) for v in teacher_stats.values()) + " |"]
+        done = teacher_stats.get("done") or 0
+        accepted = teacher_stats.get("accepted") or 0
+        rate = f" ({accepted / done * 100:.0f}%)" if done else ""
+        lines += [
+            "",
+            "## Teacher rationales",
+            "",
+            f"{accepted} of {done} training questions kept{rate} under the `{config.teacher.filter}` filter; "
+            f"{teacher_stats.get('parse_failures', 0)} answers did not parse. Generation: "
+            f"{teacher_stats.get('generation_tps', 0):.1f} tokens/s, prompts {teacher_stats.get('prompt_tps', 0):.0f} "
+            f"tokens/s, {teacher_stats.get('seconds', 0):.0f} s in all.",
+        ]
     if train:
         best = train.get("best_validation_accuracy")
         lines += ["", "## Training", "", f"Best validation accuracy: {_percent(best)}; steps: {train.get('steps', '?')}."]

@@ -202,3 +202,17 @@ def test_unwritable_run_folder(tmp_path, tiny_models):
     message = _one_line_error(_run("run", str(path)))
     assert "cannot write to run folder" in message and "runs-file" in message
     assert blocker.read_text() == "not a folder"
+
+
+def test_baselines_are_trained_on_the_same_data_and_reported(tmp_path, tiny_models):
+    path = _config(tmp_path, tiny_models, teacher={"enabled": False},
+                   train={"max_steps": 4, "eval_every": 4, "baselines": ["finetune"]})
+    result = _run("run", str(path))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "run"
+    assert (run / "baselines" / "finetune" / "student" / "config.json").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["baselines"]["finetune"]["steps"] == 4
+    report = (run / "report.md").read_text()
+    assert "## Baselines" in report and "| finetune |" in report
+    assert json.loads((run / "state.json").read_text())["stages"]["teacher"]["detail"] == "teacher disabled in the config"

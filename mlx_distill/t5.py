@@ -142,6 +142,18 @@ def exp_nonpositive(x: mx.array) -> mx.array:
     return p * mx.view(mx.left_shift(n.astype(mx.int32) + 127, 23), mx.float32)
 
 
+@mx.custom_function
+def softmax_last_axis(x: mx.array) -> mx.array:
+    """``mx.softmax(x, axis=-1)`` for float32 through `exp_nonpositive`; the VJP uses the output."""
+    e = exp_nonpositive(x - mx.stop_gradient(x.max(axis=-1, keepdims=True)))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@softmax_last_axis.vjp
+def _softmax_last_axis_vjp(primals, cotangent, output):
+    return (output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True)),)
+
+
 def _neg_inf(dtype: mx.Dtype) -> float:
     return -6.0e4 if dtype == mx.float16 else -1.0e9
 
@@ -214,13 +226,15 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         B, T, _ = x.shape
         q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
-        if self.training and self.dropout_rate > 0:
-            # fast SDPA has no dropout on the attention weights, which T5 trains with.
+        cpu_float32 = _on_cpu() and q.dtype == mx.float32
+        if self.training and (self.dropout_rate > 0 or cpu_float32):
+            # fast SDPA has no dropout on the attention weights, which T5 trains with; on the CPU
+            # it is also slower to train through than this with the fused-exp softmax.
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias
-            probs = self.dropout(mx.softmax(scores, axis=-1).astype(values.dtype))
-            out = probs @ values
+            probs = softmax_last_axis(scores) if cpu_float32 else mx.softmax(scores, axis=-1)
+            out = self.dropout(probs.astype(values.dtype)) @ values
         else:
             out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
         return self.o(out.transpose(0, 2, 1, 3).reshape(B, T, -1))

@@ -48,3 +48,22 @@ def test_token_cross_entropy_is_stable_for_large_logits():
     targets = mx.array([0, 1])
     loss = token_cross_entropy(logits, targets)
     assert np.allclose(np.array(loss), [0.0, np.log(2.0)], atol=1e-6)
+
+
+def test_softmax_last_axis_matches_mlx_softmax_and_gradient():
+    from mlx_distill.t5 import softmax_last_axis
+
+    mx.random.seed(4)
+    scores = mx.random.normal((2, 3, 7, 9)) * 5
+    scores = mx.where(mx.arange(9) > 6, -1e9, scores)  # masked keys, as the decoder's causal bias
+    weights = mx.random.normal((2, 3, 7, 9))
+
+    def loss(fn):
+        return lambda s: (fn(s) * weights).sum()
+
+    want_value, want_grad = mx.value_and_grad(loss(lambda s: mx.softmax(s, axis=-1)))(scores)
+    for fn in (mx.value_and_grad(loss(softmax_last_axis)), mx.compile(mx.value_and_grad(loss(softmax_last_axis)))):
+        value, grad = fn(scores)
+        assert abs(value.item() - want_value.item()) < 1e-5
+        assert mx.allclose(grad, want_grad, atol=1e-6).item()
+    assert mx.all(softmax_last_axis(scores)[..., 7:] == 0).item()

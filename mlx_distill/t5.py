@@ -496,44 +496,35 @@ class Model(nn.Module):
         return weights
 
 
-# (Hugging Face pattern, our template). Group 1 is the stack, group 2 the layer index.
-_NAME_MAP = [
-    (r"(encoder|decoder)\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.weight",
-     r"\1.relative_attention_bias.embeddings.weight"),
-    (r"(encoder)\.block\.(\d+)\.layer\.0\.SelfAttention\.(q|k|v|o)\.weight", r"\1.layers.\2.attention.\3.weight"),
-    (r"(encoder)\.block\.(\d+)\.layer\.0\.layer_norm\.weight", r"\1.layers.\2.attention_norm.weight"),
-    (r"(encoder)\.block\.(\d+)\.layer\.1\.DenseReluDense\.(wi|wi_0|wi_1|wo)\.weight", r"\1.layers.\2.mlp.\3.weight"),
-    (r"(encoder)\.block\.(\d+)\.layer\.1\.layer_norm\.weight", r"\1.layers.\2.mlp_norm.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.0\.SelfAttention\.(q|k|v|o)\.weight",
-     r"\1.layers.\2.self_attention.\3.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.0\.layer_norm\.weight", r"\1.layers.\2.self_attention_norm.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.1\.EncDecAttention\.(q|k|v|o)\.weight",
-     r"\1.layers.\2.cross_attention.\3.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.1\.layer_norm\.weight", r"\1.layers.\2.cross_attention_norm.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.2\.DenseReluDense\.(wi|wi_0|wi_1|wo)\.weight", r"\1.layers.\2.mlp.\3.weight"),
-    (r"(decoder)\.block\.(\d+)\.layer\.2\.layer_norm\.weight", r"\1.layers.\2.mlp_norm.weight"),
-    (r"(encoder|decoder)\.final_layer_norm\.weight", r"\1.final_norm.weight"),
-    (r"(shared|lm_head)\.weight", r"\1.weight"),
+# (Hugging Face name, our name), one table for both directions; {fields} are filled from _FIELDS.
+_NAMES = [
+    ("{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+     "{stack}.relative_attention_bias.embeddings.weight"),
+    ("encoder.block.{i}.layer.0.SelfAttention.{proj}.weight", "encoder.layers.{i}.attention.{proj}.weight"),
+    ("encoder.block.{i}.layer.0.layer_norm.weight", "encoder.layers.{i}.attention_norm.weight"),
+    ("encoder.block.{i}.layer.1.DenseReluDense.{ff}.weight", "encoder.layers.{i}.mlp.{ff}.weight"),
+    ("encoder.block.{i}.layer.1.layer_norm.weight", "encoder.layers.{i}.mlp_norm.weight"),
+    ("decoder.block.{i}.layer.0.SelfAttention.{proj}.weight", "decoder.layers.{i}.self_attention.{proj}.weight"),
+    ("decoder.block.{i}.layer.0.layer_norm.weight", "decoder.layers.{i}.self_attention_norm.weight"),
+    ("decoder.block.{i}.layer.1.EncDecAttention.{proj}.weight", "decoder.layers.{i}.cross_attention.{proj}.weight"),
+    ("decoder.block.{i}.layer.1.layer_norm.weight", "decoder.layers.{i}.cross_attention_norm.weight"),
+    ("decoder.block.{i}.layer.2.DenseReluDense.{ff}.weight", "decoder.layers.{i}.mlp.{ff}.weight"),
+    ("decoder.block.{i}.layer.2.layer_norm.weight", "decoder.layers.{i}.mlp_norm.weight"),
+    ("{stack}.final_layer_norm.weight", "{stack}.final_norm.weight"),
+    ("{head}.weight", "{head}.weight"),
 ]
-_INVERSE_MAP = [
-    (r"(encoder|decoder)\.relative_attention_bias\.embeddings\.weight",
-     r"\1.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
-    (r"(encoder)\.layers\.(\d+)\.attention\.(q|k|v|o)\.weight", r"\1.block.\2.layer.0.SelfAttention.\3.weight"),
-    (r"(encoder)\.layers\.(\d+)\.attention_norm\.weight", r"\1.block.\2.layer.0.layer_norm.weight"),
-    (r"(encoder)\.layers\.(\d+)\.mlp\.(wi|wi_0|wi_1|wo)\.weight", r"\1.block.\2.layer.1.DenseReluDense.\3.weight"),
-    (r"(encoder)\.layers\.(\d+)\.mlp_norm\.weight", r"\1.block.\2.layer.1.layer_norm.weight"),
-    (r"(decoder)\.layers\.(\d+)\.self_attention\.(q|k|v|o)\.weight", r"\1.block.\2.layer.0.SelfAttention.\3.weight"),
-    (r"(decoder)\.layers\.(\d+)\.self_attention_norm\.weight", r"\1.block.\2.layer.0.layer_norm.weight"),
-    (r"(decoder)\.layers\.(\d+)\.cross_attention\.(q|k|v|o)\.weight",
-     r"\1.block.\2.layer.1.EncDecAttention.\3.weight"),
-    (r"(decoder)\.layers\.(\d+)\.cross_attention_norm\.weight", r"\1.block.\2.layer.1.layer_norm.weight"),
-    (r"(decoder)\.layers\.(\d+)\.mlp\.(wi|wi_0|wi_1|wo)\.weight", r"\1.block.\2.layer.2.DenseReluDense.\3.weight"),
-    (r"(decoder)\.layers\.(\d+)\.mlp_norm\.weight", r"\1.block.\2.layer.2.layer_norm.weight"),
-    (r"(encoder|decoder)\.final_norm\.weight", r"\1.final_layer_norm.weight"),
-    (r"(shared|lm_head)\.weight", r"\1.weight"),
-]
-_NAME_MAP = [(re.compile(p), t) for p, t in _NAME_MAP]
-_INVERSE_MAP = [(re.compile(p), t) for p, t in _INVERSE_MAP]
+_FIELDS = {"stack": "encoder|decoder", "i": r"\d+", "proj": "q|k|v|o", "ff": "wi|wi_0|wi_1|wo",
+           "head": "shared|lm_head"}
+
+
+def _pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
+    regex = "".join(re.escape(p) if n % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for n, p in enumerate(parts))
+    return re.compile(regex)
+
+
+_NAME_MAP = [(_pattern(hf), ours) for hf, ours in _NAMES]
+_INVERSE_MAP = [(_pattern(ours), hf) for hf, ours in _NAMES]
 
 
 # Tied copies of `shared`, and a bias transformers itself ignores on load.
@@ -542,16 +533,21 @@ _DROPPED = re.compile(
 )
 
 
-def hf_to_mlx_name(name: str) -> str | None:
-    """Our parameter name for a Hugging Face T5 tensor name, or None if it is not a T5 tensor."""
-    for pattern, template in _NAME_MAP:
-        if pattern.fullmatch(name):
-            return pattern.sub(template, name)
+def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+    for pattern, template in table:
+        match = pattern.fullmatch(name)
+        if match:
+            return template.format(**match.groupdict())
     return None
 
 
+def hf_to_mlx_name(name: str) -> str | None:
+    """Our parameter name for a Hugging Face T5 tensor name, or None if it is not a T5 tensor."""
+    return _rename(name, _NAME_MAP)
+
+
 def mlx_to_hf_name(name: str) -> str:
-    for pattern, template in _INVERSE_MAP:
-        if pattern.fullmatch(name):
-            return pattern.sub(template, name)
+    renamed = _rename(name, _INVERSE_MAP)
+    if renamed is not None:
+        return renamed
     raise KeyError(f"no Hugging Face name for parameter {name!r}")

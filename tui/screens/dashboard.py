@@ -119,11 +119,7 @@ class DashboardScreen(Screen):
         self.query_one("#memory", Static).update(state.memory_text())
 
         teacher = state.teacher
-        bar = self.query_one("#teacher-bar", ProgressBar)
-        if teacher is not None:
-            bar.update(total=max(teacher.total, 1), progress=teacher.done)
-        elif state.stages.get("teacher") in ("done", "skipped"):
-            bar.update(total=1, progress=1)
+        self._fill_bar("#teacher-bar", (teacher.done, teacher.total) if teacher else None, state.stages.get("teacher"))
         self.query_one("#teacher-stats", Static).update(state.teacher_text(show_eta))
         latest = self.query_one("#latest", Static)
         shown = state.latest_text()
@@ -135,14 +131,18 @@ class DashboardScreen(Screen):
             latest.update(f"{verdict} [b]Q:[/b] {escape(_clip(question))}\n[b]A:[/b] {escape(_clip(rationale))}")
 
         step = state.train
-        train_bar = self.query_one("#train-bar", ProgressBar)
-        if step is not None:
-            train_bar.update(total=max(step.total_steps, 1), progress=step.step)
-        elif state.stages.get("train") in ("done", "skipped"):
-            train_bar.update(total=1, progress=1)
+        self._fill_bar("#train-bar", (step.step, step.total_steps) if step else None, state.stages.get("train"))
         self.query_one("#train-stats", Static).update(state.train_text(show_eta))
         self.query_one("#accuracy", Static).update(state.accuracy_text())
         self._plot()
+
+    def _fill_bar(self, selector: str, progress: tuple[int, int] | None, stage_state: str | None) -> None:
+        """Show (done, total) on a bar; a stage finished before we saw its progress shows full."""
+        bar = self.query_one(selector, ProgressBar)
+        if progress is not None:
+            bar.update(total=max(progress[1], 1), progress=progress[0])
+        elif stage_state in ("done", "skipped"):
+            bar.update(total=1, progress=1)
 
     def _plot(self) -> None:
         state = self.state

@@ -188,6 +188,9 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
 
+    Threads: it may run in any thread; a thread that is about to end should then call
+    ``mx.clear_streams()`` (as ``mlx_distill.engine`` does), or MLX may abort the process at exit.
+
     Returns:
         A ``RationaleSummary``.
 

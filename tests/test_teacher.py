@@ -387,8 +387,14 @@ def test_stage_in_a_worker_thread_exits_cleanly(llama, tmp_path):
         "from mlx_distill.teacher import generate_rationales\n"
         "ex = [Example(id=str(i), input=f'Sam has {i} pens.', label='1') for i in range(4)]\n"
         "result = []\n"
-        f"t = threading.Thread(target=lambda: result.append(generate_rationales(ex, 'svamp', {str(llama)!r}, "
-        f"{str(tmp_path / 'r.jsonl')!r}, max_tokens=4)))\n"
+        "import mlx.core as mx\n"
+        "def work():\n"
+        f"    result.append(generate_rationales(ex, 'svamp', {str(llama)!r}, {str(tmp_path / 'r.jsonl')!r}, "
+        "max_tokens=4))\n"
+        # The thread that owns MLX work ends it by clearing its streams (as mlx-lm's own thread test
+        # and our chat engine do); without it MLX 0.32 aborts the process at exit now and then.
+        "    mx.clear_streams()\n"
+        "t = threading.Thread(target=work)\n"
         "t.start(); t.join()\n"
         "assert result and result[0].done == 4\n"
     )

@@ -1,6 +1,6 @@
 """Two ranks vs one on this machine: teacher generation and data-parallel training throughput.
 
-Both stages run through ``python -m mlx_distill.distributed_check``, once as a single process and
+Both stages run through ``python -m mlx_distill.testing.distributed_check``, once as a single process and
 once as two ring ranks on loopback (``mlx.launch --backend ring -n 2``), with the same work: the
 same examples for the teacher, the same global batch and steps for training. Models are tiny and
 random, built here (no downloads).
@@ -44,7 +44,7 @@ def _task(folder: Path, n: int) -> Path:
 
 
 def _run(ranks: int, args: list[str], result: Path) -> dict:
-    command = [sys.executable, "-m", "mlx_distill.distributed_check", *args, "--result", str(result)]
+    command = [sys.executable, "-m", "mlx_distill.testing.distributed_check", *args, "--result", str(result)]
     if ranks > 1:
         launcher = str(Path(sys.executable).with_name("mlx.launch"))
         command = [launcher, "--backend", "ring", "-n", str(ranks), "--", *command]
@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="global training batch")
     options = parser.parse_args()
 
-    from mlx_distill.tiny_llm import build_tiny_llm
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

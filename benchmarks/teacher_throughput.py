@@ -2,7 +2,7 @@
 against a plain one-at-a-time ``mlx_lm.generate`` loop on the same model in the same run.
 
 The model is a random Qwen2.5-0.5B-shaped qwen2 (24 layers, hidden 896, 14/2 heads, vocab 151936,
-float32) built in-process with ``mlx_distill.tiny_llm.build_tiny_llm``; its text is noise, which
+float32) built in-process with ``mlx_distill.testing.tiny_llm.build_tiny_llm``; its text is noise, which
 is fine for speed: it rarely emits EOS, so every answer runs to ``--max-tokens`` in both loops.
 
 The stage figure is generated tokens / wall time from TeacherLoaded to TeacherReleased, so prompt
@@ -49,7 +49,7 @@ def _baseline(model_dir: Path, examples, max_tokens: int) -> tuple[float, int, f
     import mlx.core as mx
     from mlx_lm import load, stream_generate
 
-    from mlx_distill.prompting import load_prompt, render_prompt
+    from mlx_distill.teacher.prompt import load_prompt, render_prompt
 
     model, tokenizer = load(str(model_dir))
     template = load_prompt("svamp")
@@ -72,7 +72,7 @@ def _baseline(model_dir: Path, examples, max_tokens: int) -> tuple[float, int, f
 
 def _stage(model_dir: Path, examples, batch_size: int, max_tokens: int, prefix_cache: bool, work: Path):
     from mlx_distill.events import TeacherLoaded, TeacherReleased
-    from mlx_distill.teacher import generate_rationales
+    from mlx_distill.teacher.generate import generate_rationales
 
     marks = {}
 
@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlx_distill.platform import blas_status, device_name
-    from mlx_distill.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
 
     work = Path(tempfile.mkdtemp(prefix="teacher-bench-"))
     model_dir = Path(args.model_dir) if args.model_dir else work / "model"

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from mlx_distill.tui.app import DistillApp
-from mlx_distill.tui.fakes import T0, EchoBackend, ScriptedLauncher, make_run
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, make_run
 
 DOCS = Path(__file__).resolve().parent
 

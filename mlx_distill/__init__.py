@@ -1,7 +1,13 @@
 """mlx-distill: distilling step-by-step from a local MLX teacher LLM into an MLX T5 student.
 
-Public names: ``load_student``, ``save_student``, ``generate``, ``stream_generate``.
-They are imported on first use so that ``import mlx_distill`` stays light for the CLI.
+The package is one folder per stage, in the order data flows: ``data`` → ``teacher`` → ``train``
+(which uses ``student``) → ``pipeline`` (the stages wired in one run folder); ``distributed``
+spreads them over several Macs, ``commands`` is the CLI, ``testing`` builds tiny models for tests
+and the demo, and the terminal UI ships as ``mlx_distill.tui``. Each stage's ``__init__`` lists
+its public names.
+
+Shortcuts for the student's API (``mlx_distill.student``): ``load_student``, ``save_student``,
+``generate``, ``stream_generate``, imported on first use so that the CLI starts without MLX.
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ Every key is documented in examples/svamp.toml. An unknown key is an error that 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +20,33 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from mlx_distill.catalog import load_catalog
+from mlx_distill.data import TASKS
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import (
+    ANSWER_MAX_TOKENS,
+    COT_MAX_TOKENS,
+    DEFAULT_METHOD,
+    FILTERS,
+    LABEL_SOURCES,
+    METHODS,
+    RATIONALE_METHODS,
+    RATIONALE_SOURCES,
+    answer_max_tokens,
+)
 
 FORMAT_VERSION = 1
-METHODS = ("step-by-step", "finetune", "distill", "cot")
-RATIONALE_SOURCES = ("teacher", "human", "none")
-FILTERS = ("gold", "all", "teacher")
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("linear", "cosine", "constant")
+DTYPES = ("float32", "bfloat16")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": text}, **kw)
 
 
 @dataclass
-class TaskSection:
+class TaskConfig:
     name: str = ""
     data: str = ""
     subsample: float = 1.0
@@ -39,7 +57,7 @@ class TaskSection:
 
 
 @dataclass
-class TeacherSection:
+class TeacherConfig:
     enabled: bool = True
     model: str = ""
     batch_size: int = 16
@@ -54,27 +72,113 @@ class TeacherSection:
 
 
 @dataclass
+class TrainConfig:
+    """Everything that decides what a training run computes (run state lives in checkpoints)."""
+
+    method: str = _help("step-by-step | finetune (gold labels) | distill (teacher labels) | cot (rationale then answer)", DEFAULT_METHOD)
+    alpha: float = _help("weight of the label loss; the rationale loss gets 1 - alpha (step-by-step)", 0.5)
+    label_source: str = _help("gold | teacher: where step-by-step labels come from", "gold")
+    human_rationales: bool = _help("take rationales from the dataset (Example.rationale) even when a rationale file is given", False)
+    optimizer: str = _help("adamw | adafactor", "adamw")
+    lr: float = _help("peak learning rate (5e-5 for pretrained T5; about 1e-3 for a tiny model from scratch)", 5e-5)
+    weight_decay: float = _help("decoupled weight decay", 0.0)
+    schedule: str = _help("linear | cosine | constant decay after warm-up", "linear")
+    warmup_steps: int = _help("steps of linear warm-up from 0", 0)
+    batch_size: int = _help("examples per micro-batch (each gives a predict row and an explain row)", 16)
+    grad_accum: int = _help("micro-batches per optimizer step", 1)
+    max_steps: int = _help("optimizer steps", 1000)
+    eval_every: int = _help("evaluate on validation every N steps (0: only at the end)", 250)
+    save_every: int = _help("write a resumable checkpoint every N steps (0: same as eval_every)", 0)
+    log_every: int = _help("report the training loss every N steps", 10)
+    max_input_tokens: int = _help("inputs are truncated to this many tokens", 512)
+    max_target_tokens: int = _help("labels and rationales are truncated to this many tokens", COT_MAX_TOKENS)
+    max_tokens_per_batch: int = _help("cap on padded tokens per micro-batch; larger batches are split (0: no cap)", 0)
+    eval_batch_size: int = _help("prompts generated together during evaluation", 32)
+    eval_max_tokens: int = _help("answer length limit at evaluation (cot uses max_target_tokens)", ANSWER_MAX_TOKENS)
+    max_eval_examples: int = _help("validation examples scored per evaluation (0: all)", 0)
+    clip_grad_norm: float = _help("clip the global gradient norm to this (0: off)", 1.0)
+    dtype: str = _help("float32 | bfloat16 weights (losses are always float32)", "float32")
+    seed: int = _help("seed for the data order, dropout and initialisation", 0)
+    compile: bool = _help("compile the training step with mx.compile", True)
+
+    @property
+    def answer_max_tokens(self) -> int:
+        """Answer length limit when scoring (a cot answer carries its rationale)."""
+        return answer_max_tokens(self.method, self.max_target_tokens, self.eval_max_tokens)
+
+    def validate(self, where: str = "") -> None:
+        """Raise DistillError naming the first bad value (``where`` prefixes key names, e.g. "train.")."""
+        for item in dataclasses.fields(self):
+            check_type(f"{where}{item.name}", getattr(self, item.name), item.type)
+        choices = {"method": METHODS, "label_source": LABEL_SOURCES, "optimizer": OPTIMIZERS,
+                   "schedule": SCHEDULES, "dtype": DTYPES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DistillError(f"{where}{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise DistillError(f"{where}alpha {self.alpha} must be between 0 and 1")
+        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "max_input_tokens", "max_target_tokens",
+                     "eval_batch_size", "eval_max_tokens"):
+            if getattr(self, name) < 1:
+                raise DistillError(f"{where}{name} {getattr(self, name)} must be at least 1")
+        for name in ("warmup_steps", "eval_every", "save_every", "max_tokens_per_batch", "max_eval_examples",
+                     "weight_decay", "clip_grad_norm"):
+            if getattr(self, name) < 0:
+                raise DistillError(f"{where}{name} {getattr(self, name)} must not be negative")
+        if not math.isfinite(self.lr) or self.lr <= 0 or self.lr > 1:
+            raise DistillError(f"{where}lr {self.lr} must be a positive learning rate of at most 1")
+        for name in ("weight_decay", "clip_grad_norm", "alpha"):
+            if not math.isfinite(getattr(self, name)):
+                raise DistillError(f"{where}{name} {getattr(self, name)} must be a finite number")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """From a saved ``train_config.json`` (keys this version does not know are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# [train] keys that belong to the pipeline, not to the trainer.
+@dataclass
 class TrainSection:
     student: str = ""
-    method: str = "step-by-step"
     rationale_source: str = "teacher"
     baselines: list[str] = field(default_factory=list)
-    # Everything else in [train] goes to mlx_distill.train.TrainConfig by name.
-    options: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def method(self) -> str:
+        return self.trainer.method
+
+    def for_method(self, method: str | None = None) -> TrainConfig:
+        """The trainer's config for this run's method, or for a baseline ``method``."""
+        return dataclasses.replace(self.trainer, method=method or self.trainer.method)
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether training reads the teacher's records (rationales or labels)."""
+        return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
+
+
+# Trainer keys the TOML does not take: derived from other keys.
+_DERIVED_TRAIN_KEYS = {"human_rationales"}
 
 
 @dataclass
 class RunConfig:
     name: str
-    task: TaskSection
-    teacher: TeacherSection
+    task: TaskConfig
+    teacher: TeacherConfig
     train: TrainSection
     runs_dir: str = "runs"
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "options"}
-        train.update(self.train.options)
+        train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "trainer"}
+        train.update({k: v for k, v in self.train.trainer.to_dict().items() if k not in _DERIVED_TRAIN_KEYS})
         return {
             "format_version": self.format_version,
             "name": self.name,
@@ -88,23 +192,38 @@ class RunConfig:
         return tomli_w.dumps(self.to_dict())
 
 
-def _train_config_fields() -> dict[str, dataclasses.Field]:
-    from mlx_distill.train import TrainConfig
-
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "list[str]": "a list of strings", "dict[str, str]": "a table of strings"}
 
 
-def _section(cls, data: dict[str, Any], where: str, source: str):
+def check_type(key: str, value: Any, annotation: Any) -> None:
+    """Raise DistillError when ``value`` is not of the declared type (an int is a float; a bool is
+    neither an int nor a float)."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    ok = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+        "dict[str, str]": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
+    }.get(kind)
+    if ok is not None and not ok(value):
+        raise DistillError(f"{key} = {value!r} must be {_TYPE_NAMES[kind]}")
+
+
+def _section(cls, data: Any, where: str, source: str, skip: frozenset[str] = frozenset()):
     if not isinstance(data, dict):
         raise DistillError(f"{source}: [{where}] must be a table of keys")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     values = {}
     for key, value in data.items():
         if key not in known:
             raise DistillError(
                 f"{source}: unknown key '{where}.{key}'; known keys: {', '.join(sorted(known))}"
             )
-        values[key] = value
+        check_type(f"{source}: {where}.{key}", value, known[key].type)
+        values[key] = float(value) if known[key].type == "float" else value
     return cls(**values)
 
 
@@ -133,37 +252,40 @@ def _resolve_model(value: str, base: Path) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> RunConfig:
-    """Check and type a config dict (from TOML). Relative paths resolve against ``base_dir``."""
-    from mlx_distill.catalog import load_catalog
+    """Check and type a config dict (from TOML). Relative paths resolve against ``base_dir``.
 
+    Every key is checked here, before any stage runs: its name, its type and its range.
+    """
     base = base_dir or Path.cwd()
     top_keys = {"format_version", "name", "runs_dir", "task", "teacher", "train"}
     for key in data:
         if key not in top_keys:
             raise DistillError(f"{source}: unknown key '{key}'; known keys: {', '.join(sorted(top_keys))}")
-    version = int(data.get("format_version", FORMAT_VERSION))
+    version = data.get("format_version", FORMAT_VERSION)
+    check_type(f"{source}: format_version", version, "int")
     if version > FORMAT_VERSION:
         raise DistillError(
             f"{source}: format_version {version} is newer than this mlx-distill understands "
             f"({FORMAT_VERSION}); upgrade mlx-distill"
         )
-    task = _section(TaskSection, data.get("task", {}), "task", source)
-    teacher = _section(TeacherSection, data.get("teacher", {}), "teacher", source)
+    task = _section(TaskConfig, data.get("task", {}), "task", source)
+    teacher = _section(TeacherConfig, data.get("teacher", {}), "teacher", source)
 
-    train_data = dict(data.get("train", {}))
-    pipeline_keys = {f.name for f in dataclasses.fields(TrainSection)} - {"options"}
-    options = {k: train_data.pop(k) for k in list(train_data) if k not in pipeline_keys}
-    train = _section(TrainSection, train_data, "train", source)
-    allowed = _train_config_fields()
-    for key in options:
-        if key not in allowed:
+    train_data = dict(data.get("train", {})) if isinstance(data.get("train", {}), dict) else data["train"]
+    if not isinstance(train_data, dict):
+        raise DistillError(f"{source}: [train] must be a table of keys")
+    section_keys = {f.name for f in dataclasses.fields(TrainSection)} - {"trainer"}
+    trainer_keys = {f.name for f in dataclasses.fields(TrainConfig)} - _DERIVED_TRAIN_KEYS
+    for key in train_data:
+        if key not in section_keys | trainer_keys:
             raise DistillError(
-                f"{source}: unknown key 'train.{key}'; known keys: "
-                f"{', '.join(sorted(set(allowed) | pipeline_keys - {'method'}))}"
+                f"{source}: unknown key 'train.{key}'; known keys: {', '.join(sorted(section_keys | trainer_keys))}"
             )
-    train.options = options
-
-    from mlx_distill.data import TASKS
+    train = _section(TrainSection, {k: v for k, v in train_data.items() if k in section_keys}, "train", source)
+    trainer_values = {k: v for k, v in train_data.items() if k in trainer_keys}
+    trainer_values.setdefault("seed", task.seed)
+    train.trainer = _section(TrainConfig, trainer_values, "train", source)
+    train.trainer.human_rationales = train.rationale_source == "human"
 
     if not task.name:
         raise DistillError(f"{source}: missing 'task.name'; one of: {', '.join(TASKS)}")
@@ -173,8 +295,17 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
         raise DistillError(f"{source}: missing 'task.data': the path of the {task.name} data file or folder")
     if not 0 < task.subsample <= 1:
         raise DistillError(f"{source}: task.subsample must be in (0, 1], got {task.subsample}")
+    if not 0 <= task.validation_fraction < 1:
+        raise DistillError(f"{source}: task.validation_fraction must be in [0, 1), got {task.validation_fraction}")
     if teacher.filter not in FILTERS:
         raise DistillError(f"{source}: teacher.filter must be one of {', '.join(FILTERS)}, got '{teacher.filter}'")
+    for key in ("batch_size", "max_tokens", "samples"):
+        if getattr(teacher, key) < 1:
+            raise DistillError(f"{source}: teacher.{key} must be at least 1, got {getattr(teacher, key)}")
+    if teacher.limit < 0:
+        raise DistillError(f"{source}: teacher.limit must be 0 (all) or a positive count, got {teacher.limit}")
+    if teacher.quantize not in (0, 4, 8):
+        raise DistillError(f"{source}: teacher.quantize must be 0, 4 or 8, got {teacher.quantize}")
     if train.method not in METHODS:
         raise DistillError(f"{source}: unknown train.method '{train.method}'; one of {', '.join(METHODS)}")
     for baseline in train.baselines:
@@ -185,11 +316,12 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
             f"{source}: train.rationale_source must be one of {', '.join(RATIONALE_SOURCES)}, "
             f"got '{train.rationale_source}'"
         )
-    if train.rationale_source == "teacher" and not teacher.enabled and train.method in ("step-by-step", "cot"):
+    if train.rationale_source == "teacher" and not teacher.enabled and train.method in RATIONALE_METHODS:
         raise DistillError(
             f"{source}: train.rationale_source is 'teacher' but teacher.enabled is false; "
             "enable the teacher or set rationale_source = \"human\" or \"none\""
         )
+    train.trainer.validate(where=f"{source}: train.")
 
     catalog = load_catalog()
     teacher.model = teacher.model or catalog.default_teacher
@@ -200,11 +332,13 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     teacher.model = _resolve_model(teacher.model, base)
     train.student = _resolve_model(train.student, base)
 
-    name = str(data.get("name") or f"{task.name}-{train.method}")
-    if not name or "/" in name or name.startswith("."):
+    name = data.get("name") or f"{task.name}-{train.method}"
+    check_type(f"{source}: name", name, "str")
+    if "/" in name or name.startswith("."):
         raise DistillError(f"{source}: name '{name}' must be a plain folder name (no '/')")
-    runs_dir = _resolve_path(str(data.get("runs_dir", "runs")), base)
-    return RunConfig(name=name, task=task, teacher=teacher, train=train, runs_dir=runs_dir,
+    runs_dir = data.get("runs_dir", "runs")
+    check_type(f"{source}: runs_dir", runs_dir, "str")
+    return RunConfig(name=name, task=task, teacher=teacher, train=train, runs_dir=_resolve_path(runs_dir, base),
                      format_version=FORMAT_VERSION)
 
 
@@ -222,18 +356,3 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as error:
         raise DistillError(f"{path}: not valid TOML: {error}") from None
     return parse_config(data, source=str(path), base_dir=path.resolve().parent)
-
-
-def train_config_from(config: RunConfig, method: str | None = None):
-    """The trainer's `TrainConfig` for this run (``method`` overrides, for baselines)."""
-    from mlx_distill.train import TrainConfig
-
-    options = dict(config.train.options)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if "method" in names:
-        options["method"] = method or config.train.method
-    if "seed" in names and "seed" not in options:
-        options["seed"] = config.task.seed
-    if "human_rationales" in names:
-        options["human_rationales"] = config.train.rationale_source == "human"
-    return TrainConfig(**options)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_distill.config import TaskSection, TeacherSection, load_config, parse_config
+from mlx_distill.config import TaskConfig, TeacherConfig, TrainConfig, load_config, parse_config
 from mlx_distill.errors import DistillError
-from mlx_distill.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +22,7 @@ def test_examples_parse_and_show_every_key(name):
     config = load_config(EXAMPLES / name)
     assert config.teacher.model and config.train.student
     data = tomllib.loads((EXAMPLES / name).read_text())
-    for section, cls in (("task", TaskSection), ("teacher", TeacherSection)):
+    for section, cls in (("task", TaskConfig), ("teacher", TeacherConfig)):
         assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "human_rationales"}
     assert train_keys <= set(data["train"]), train_keys - set(data["train"])
@@ -60,4 +59,4 @@ def test_resolved_config_round_trips(tmp_path):
     assert config.task.data == str(tmp_path / "x.jsonl")
     again = parse_config(tomllib.loads(config.to_toml()))
     assert again.to_dict() == config.to_dict()
-    assert again.train.options == {"alpha": 0.3, "max_steps": 7}
+    assert (again.train.trainer.alpha, again.train.trainer.max_steps) == (0.3, 7)

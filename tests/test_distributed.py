@@ -19,8 +19,7 @@ import pytest
 from mlx_distill import distributed
 from mlx_distill.events import event_from_json
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import build_model, write_task  # noqa: E402
+from mlx_distill.testing.synthetic_task import build_model, write_task
 
 LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 PORT = 33000 + (os.getpid() % 200) * 4  # a port block of our own, so parallel runs do not collide
@@ -28,14 +27,14 @@ PORT = 33000 + (os.getpid() % 200) * 4  # a port block of our own, so parallel r
 
 def _launch(*args: str, ranks: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
     command = [LAUNCH, "--backend", "ring", "-n", str(ranks), "-p", str(PORT), "--", sys.executable,
-               "-m", "mlx_distill.distributed_check", *args]
+               "-m", "mlx_distill.testing.distributed_check", *args]
     result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def _single(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "mlx_distill.distributed_check", *args], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "mlx_distill.testing.distributed_check", *args], capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -67,7 +66,7 @@ def test_not_launched_is_one_rank_and_collectives_are_identities():
 
 @pytest.mark.slow
 def test_two_rank_teacher_merges_every_example_once(task, tmp_path):
-    from mlx_distill.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
 
     llm = build_tiny_llm(tmp_path / "llm", arch="llama")
     common = ["--model", str(llm), "--data", str(task), "--max-tokens", "10", "--batch-size", "4"]
@@ -128,7 +127,7 @@ def test_two_rank_training_matches_one_rank(task, tmp_path):
 def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
     import tomli_w
 
-    from mlx_distill.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
 
     llm = build_tiny_llm(tmp_path / "llm", arch="qwen2", seed=1)
     student = build_model(tmp_path / "t5", dropout_rate=0.0)
@@ -159,7 +158,7 @@ def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
 
 def test_dashboard_sums_the_ranks_teacher_progress():
     from mlx_distill.events import StageStarted, TeacherProgress
-    from tui.state import RunState
+    from mlx_distill.tui.state import RunState
 
     state = RunState()
     state.apply(StageStarted(stage="teacher"))

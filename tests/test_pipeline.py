@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from mlx_distill.tiny_llm import build_tiny_llm
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     root = tmp_path_factory.mktemp("models")
     corpus = _demo_corpus(demo_data_dir())

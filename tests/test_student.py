@@ -21,8 +21,8 @@ from mlx_distill.student import (
     save_student,
     stream_generate,
 )
-from mlx_distill.tiny_t5 import build_tiny_t5
-from t5_fixtures import CORPUS, PROMPTS, batch, build
+from mlx_distill.testing.tiny_t5 import build_tiny_t5
+from mlx_distill.testing.t5_reference import CORPUS, PROMPTS, batch, build
 
 
 @pytest.fixture(scope="module")

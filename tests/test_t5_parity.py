@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mlx_distill.student import generate_batch, generate_tokens, load_student, save_student
-from mlx_distill.t5 import ModelArgs
-from t5_fixtures import PROMPTS, VARIANTS, batch, build, torch_generate, torch_model
+from mlx_distill.student.t5 import ModelArgs
+from mlx_distill.testing.t5_reference import PROMPTS, VARIANTS, batch, build, torch_generate, torch_model
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -212,7 +212,7 @@ def test_training_mode_dropout_and_compiled_overfit(tmp_path, seed):
 def test_relative_position_buckets_match_transformers(bidirectional, num_buckets, max_distance):
     from transformers.models.t5.modeling_t5 import T5Attention
 
-    from mlx_distill.t5 import RelativePositionBias
+    from mlx_distill.student.t5 import RelativePositionBias
 
     rel = torch.arange(-3 * max_distance, 3 * max_distance + 1)
     expected = T5Attention._relative_position_bucket(rel, bidirectional, num_buckets, max_distance).numpy()

@@ -16,8 +16,8 @@ import pytest
 from mlx_distill.data import Example, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import TeacherLoaded, TeacherProgress, TeacherReleased
-from mlx_distill.teacher import generate_rationales
-from mlx_distill.tiny_llm import build_tiny_llm
+from mlx_distill.teacher.generate import generate_rationales
+from mlx_distill.testing.tiny_llm import build_tiny_llm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_matches_plain_mlx_lm_generate(llama, tmp_path):
     """The batched, prefix-cached text equals mlx_lm.generate on the full prompt."""
     from mlx_lm import generate, load
 
-    from mlx_distill.prompting import load_prompt, render_prompt
+    from mlx_distill.teacher.prompt import load_prompt, render_prompt
 
     examples = _examples(4)
     out = tmp_path / "r.jsonl"
@@ -132,7 +132,7 @@ def test_events_memory_and_release(llama, tmp_path):
     assert progress[-1].generation_tps > 0 and progress[-1].prompt_tps > 0
     assert progress[-1].latest_id
     assert summary.peak_memory_bytes > 0 and summary.generated_tokens == 6 * 8
-    from mlx_distill.teacher_model import current_teacher
+    from mlx_distill.teacher.model import current_teacher
 
     assert current_teacher() is None
 
@@ -188,7 +188,7 @@ def test_completion_prompt_without_chat_template(tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     from mlx_lm import load
 
-    from mlx_distill.prompting import load_prompt, render_prompt
+    from mlx_distill.teacher.prompt import load_prompt, render_prompt
 
     _, tokenizer = load(str(folder))
     assert not tokenizer.has_chat_template
@@ -201,7 +201,7 @@ def test_completion_prompt_without_chat_template(tmp_path):
 def test_quantize_on_load(llama):
     import mlx.nn as nn
 
-    from mlx_distill.teacher_model import load_teacher, release_teacher
+    from mlx_distill.teacher.model import load_teacher, release_teacher
 
     native = load_teacher(str(llama), quantize=4, precision="native")
     assert isinstance(native.model.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
@@ -384,7 +384,7 @@ def test_stage_in_a_worker_thread_exits_cleanly(llama, tmp_path):
     code = (
         "import threading, sys\n"
         "from mlx_distill.data import Example\n"
-        "from mlx_distill.teacher import generate_rationales\n"
+        "from mlx_distill.teacher.generate import generate_rationales\n"
         "ex = [Example(id=str(i), input=f'Sam has {i} pens.', label='1') for i in range(4)]\n"
         "result = []\n"
         "import mlx.core as mx\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlx_distill.errors import DistillError
-from mlx_distill.parsing import parse_output
-from mlx_distill.prompting import (
+from mlx_distill.teacher.parse import parse_output
+from mlx_distill.teacher.prompt import (
     build_completion,
     build_messages,
     build_query,

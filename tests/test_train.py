@@ -10,44 +10,28 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from _train_fixtures import build_model, write_task
 from mlx.utils import tree_flatten
 
-from mlx_distill.batching import (
+from mlx_distill.train.batches import (
     BatchOrder,
     DataPosition,
     build_texts,
     make_micro_batch,
-    parse_cot_answer,
     split_micro_batches,
     tokenize_rows,
 )
-from mlx_distill.checkpoint import latest_checkpoint, read_state
+from mlx_distill.train.checkpoint import latest_checkpoint, read_state
 from mlx_distill.data import Example, RationaleRecord, TaskData, load_task
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import parse_cot_answer
 from mlx_distill.events import TrainStep
 from mlx_distill.student import load_student
 from mlx_distill.train import TrainConfig, train
-from mlx_distill.train_step import make_loss
+from mlx_distill.train.step import make_loss
 
 
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory) -> Path:
-    return write_task(tmp_path_factory.mktemp("task"), train=64, validation=8, test=8)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_model(tmp_path_factory.mktemp("tiny"), dropout_rate=0.1)
-
-
-@pytest.fixture(scope="module")
-def tiny_without_dropout(tmp_path_factory) -> Path:
-    return build_model(tmp_path_factory.mktemp("tiny0"), dropout_rate=0.0)
-
-
-def _no_eval(task_dir: Path):
-    data = load_task("jsonl", task_dir)
+def _no_eval(small_synthetic_task: Path):
+    data = load_task("jsonl", small_synthetic_task)
     return dataclasses.replace(data, validation=[], test=[])
 
 
@@ -65,10 +49,10 @@ def _numpy_mean_ce(logits: np.ndarray, targets: list[np.ndarray]) -> tuple[float
     return total, count
 
 
-def test_loss_is_the_alpha_weighted_sum_of_token_means(tiny, task_dir):
-    model, tokenizer = load_student(tiny)
+def test_loss_is_the_alpha_weighted_sum_of_token_means(tiny_student, small_synthetic_task):
+    model, tokenizer = load_student(tiny_student)
     model.eval()  # no dropout: the two computations must see the same network
-    examples = load_task("jsonl", task_dir).train[:4]
+    examples = load_task("jsonl", small_synthetic_task).train[:4]
     # The third example has no rationale: it must count in the label loss only.
     examples[2] = dataclasses.replace(examples[2], rationale=None)
     texts, stats = build_texts(examples, "step-by-step", use_human_rationales=True)
@@ -104,7 +88,7 @@ def _weights(out_dir: Path) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in mx.load(str(folder / "model.safetensors")).items()}
 
 
-def _run(tiny, data, out_dir, **overrides):
+def _run(tiny_student, data, out_dir, **overrides):
     settings = dict(lr=1e-3, batch_size=8, max_steps=6, log_every=1, eval_every=0, warmup_steps=2)
     settings.update(overrides)
     losses = []
@@ -113,34 +97,34 @@ def _run(tiny, data, out_dir, **overrides):
         if isinstance(event, TrainStep):
             losses.append(event.loss)
 
-    result = train(tiny, data, None, TrainConfig(**settings), out_dir, on_event=on_event)
+    result = train(tiny_student, data, None, TrainConfig(**settings), out_dir, on_event=on_event)
     return result, losses
 
 
-def test_alpha_one_equals_finetune(tiny, task_dir, tmp_path):
-    data = _no_eval(task_dir)
-    sbs, sbs_losses = _run(tiny, data, tmp_path / "sbs", method="step-by-step", alpha=1.0)
-    ft, ft_losses = _run(tiny, data, tmp_path / "ft", method="finetune")
+def test_alpha_one_equals_finetune(tiny_student, small_synthetic_task, tmp_path):
+    data = _no_eval(small_synthetic_task)
+    sbs, sbs_losses = _run(tiny_student, data, tmp_path / "sbs", method="step-by-step", alpha=1.0)
+    ft, ft_losses = _run(tiny_student, data, tmp_path / "ft", method="finetune")
     assert sbs_losses == ft_losses
     a, b = _weights(tmp_path / "sbs"), _weights(tmp_path / "ft")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     # And alpha < 1 really trains something else.
-    other, other_losses = _run(tiny, data, tmp_path / "half", method="step-by-step", alpha=0.5)
+    other, other_losses = _run(tiny_student, data, tmp_path / "half", method="step-by-step", alpha=0.5)
     assert other_losses != ft_losses
 
 
-def test_micro_batches_give_the_same_step_as_one_batch(tiny_without_dropout, task_dir, tmp_path):
+def test_micro_batches_give_the_same_step_as_one_batch(tiny_student_without_dropout, small_synthetic_task, tmp_path):
     # Without dropout (micro-batches draw other dropout masks) the split step is the same step.
-    data = _no_eval(task_dir)
-    whole, whole_losses = _run(tiny_without_dropout, data, tmp_path / "whole", max_steps=3)
-    split, split_losses = _run(tiny_without_dropout, data, tmp_path / "split", max_steps=3, max_tokens_per_batch=300)
+    data = _no_eval(small_synthetic_task)
+    whole, whole_losses = _run(tiny_student_without_dropout, data, tmp_path / "whole", max_steps=3)
+    split, split_losses = _run(tiny_student_without_dropout, data, tmp_path / "split", max_steps=3, max_tokens_per_batch=300)
     assert len(list((tmp_path / "split").glob("checkpoints/step-*"))) == 1
     np.testing.assert_allclose(split_losses, whole_losses, rtol=1e-5)
 
 
-def test_one_row_over_the_token_cap_is_a_clear_error(tiny, task_dir):
-    _, tokenizer = load_student(tiny)
-    texts, _ = build_texts(load_task("jsonl", task_dir).train[:2], "finetune")
+def test_one_row_over_the_token_cap_is_a_clear_error(tiny_student, small_synthetic_task):
+    _, tokenizer = load_student(tiny_student)
+    texts, _ = build_texts(load_task("jsonl", small_synthetic_task).train[:2], "finetune")
     rows = tokenize_rows(tokenizer, texts, max_input_tokens=64, max_target_tokens=64)
     pieces = split_micro_batches(rows, np.array([0, 1]), pad_id=0, decoder_start_id=0, max_tokens=40)
     assert [len(p.label.input_ids) for p in pieces] == [1, 1]
@@ -148,10 +132,10 @@ def test_one_row_over_the_token_cap_is_a_clear_error(tiny, task_dir):
         split_micro_batches(rows, np.array([0, 1]), pad_id=0, decoder_start_id=0, max_tokens=10)
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tiny, task_dir, tmp_path):
-    data = _no_eval(task_dir)
+def test_resume_ends_where_an_uninterrupted_run_ends(tiny_student, small_synthetic_task, tmp_path):
+    data = _no_eval(small_synthetic_task)
     steps = 8
-    straight, straight_losses = _run(tiny, data, tmp_path / "straight", max_steps=steps, save_every=2)
+    straight, straight_losses = _run(tiny_student, data, tmp_path / "straight", max_steps=steps, save_every=2)
 
     seen = []
 
@@ -159,29 +143,29 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny, task_dir, tmp_path):
         return len(seen) >= steps // 2
 
     config = TrainConfig(lr=1e-3, batch_size=8, max_steps=steps, log_every=1, eval_every=0, warmup_steps=2, save_every=2)
-    first = train(tiny, data, None, config, tmp_path / "resumed",
+    first = train(tiny_student, data, None, config, tmp_path / "resumed",
                   on_event=lambda e: seen.append(e.loss) if isinstance(e, TrainStep) else None,
                   should_stop=stop_half_way)
     assert first.stopped and first.steps == steps // 2 and "resume" in first.resume_hint
     assert read_state(latest_checkpoint(tmp_path / "resumed" / "checkpoints")).step == steps // 2
     with pytest.raises(DistillError, match="--resume"):
-        train(tiny, data, None, config, tmp_path / "resumed")
+        train(tiny_student, data, None, config, tmp_path / "resumed")
     rest = []
-    second = train(tiny, data, None, config, tmp_path / "resumed", resume=True,
+    second = train(tiny_student, data, None, config, tmp_path / "resumed", resume=True,
                    on_event=lambda e: rest.append(e.loss) if isinstance(e, TrainStep) else None)
     assert second.steps == steps and not second.stopped
     assert abs(second.final_loss - straight.final_loss) < 1e-5
     np.testing.assert_allclose(seen + rest, straight_losses, rtol=0, atol=1e-5)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
-    assert load_student(tiny)[0].args.dropout_rate > 0  # dropout was on in these runs
+    assert load_student(tiny_student)[0].args.dropout_rate > 0  # dropout was on in these runs
 
 
-def test_resume_refuses_other_settings(tiny, task_dir, tmp_path):
-    data = _no_eval(task_dir)
-    _run(tiny, data, tmp_path / "run", max_steps=2)
+def test_resume_refuses_other_settings(tiny_student, small_synthetic_task, tmp_path):
+    data = _no_eval(small_synthetic_task)
+    _run(tiny_student, data, tmp_path / "run", max_steps=2)
     with pytest.raises(DistillError, match="lr: 0.001 -> 0.002"):
-        train(tiny, data, None, TrainConfig(lr=2e-3, batch_size=8, max_steps=2, eval_every=0, warmup_steps=2),
+        train(tiny_student, data, None, TrainConfig(lr=2e-3, batch_size=8, max_steps=2, eval_every=0, warmup_steps=2),
               tmp_path / "run", resume=True)
 
 
@@ -224,15 +208,16 @@ def test_batch_order_is_seeded_and_resumable():
     assert set(np.concatenate([np.array(b) for b in seen[: len(order)]])) == set(range(7))
 
 
-def test_cot_in_bfloat16_trains_and_scores_answers_after_the_phrase(tiny, task_dir, tmp_path):
-    data = load_task("jsonl", task_dir)
+def test_cot_in_bfloat16_trains_and_scores_answers_after_the_phrase(tiny_student, small_synthetic_task, tmp_path):
+    data = load_task("jsonl", small_synthetic_task)
     data = dataclasses.replace(data, validation=data.validation[:4], test=data.test[:4])
-    result, losses = _run(tiny, data, tmp_path / "cot", method="cot", dtype="bfloat16", max_steps=2,
+    result, losses = _run(tiny_student, data, tmp_path / "cot", method="cot", dtype="bfloat16", max_steps=2,
                           max_target_tokens=32)
     assert len(losses) == 2 and all(np.isfinite(losses))
-    assert result.test_accuracy is not None and result.best_validation_accuracy is not None
+    assert result.best_validation_accuracy is not None
     meta = (tmp_path / "cot" / "student" / "mlx_distill.json").read_text()
     assert '"method": "cot"' in meta
-    for line in (tmp_path / "cot" / "predictions_test.jsonl").read_text().splitlines():
+    assert not (tmp_path / "cot" / "predictions_test.jsonl").exists()  # training never scores the test split
+    for line in (tmp_path / "cot" / "predictions_validation.jsonl").read_text().splitlines():
         record = json.loads(line)
         assert record["prediction"] == parse_cot_answer(record["generated"])

@@ -1,4 +1,4 @@
-"""`mlx-distill train` / `eval` end to end in subprocesses: a tiny T5 learns a synthetic task;
+"""`mlx-distill train` / `eval` end to end in subprocesses: a tiny_student_without_dropout T5 learns a synthetic task;
 SIGKILL mid-run and resume; Ctrl-C writes a checkpoint and says how to resume."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from _train_fixtures import build_model, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
@@ -29,30 +28,19 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlx_distill", *args]
 
 
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory) -> Path:
-    return write_task(tmp_path_factory.mktemp("task"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    # No dropout: at this width it slows learning more than the test can wait for.
-    return build_model(tmp_path_factory.mktemp("tiny"), dropout_rate=0.0)
-
-
-def _train_args(task_dir: Path, tiny: Path, out: Path, *extra: str) -> list[str]:
+def _train_args(synthetic_task: Path, tiny_student_without_dropout: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "train", "--task", "jsonl", "--data", str(task_dir), "--student", str(tiny), "--out", str(out),
+        "train", "--task", "jsonl", "--data", str(synthetic_task), "--student", str(tiny_student_without_dropout), "--out", str(out),
         "--human-rationales", "--lr", "3e-3", "--batch-size", "16", "--warmup-steps", "10", *extra,
     ]
 
 
 @pytest.mark.slow
-def test_tiny_student_learns_the_task_through_the_cli(task_dir, tiny, tmp_path):
+def test_tiny_student_learns_the_task_through_the_cli(synthetic_task, tiny_student_without_dropout, tmp_path):
     out = tmp_path / "run"
     started = time.monotonic()
     done = subprocess.run(
-        _command(*_train_args(task_dir, tiny, out, "--max-steps", "250", "--eval-every", "50")),
+        _command(*_train_args(synthetic_task, tiny_student_without_dropout, out, "--max-steps", "250", "--eval-every", "50")),
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -67,7 +55,7 @@ def test_tiny_student_learns_the_task_through_the_cli(task_dir, tiny, tmp_path):
 
     predictions = tmp_path / "eval.jsonl"
     scored = subprocess.run(
-        _command("eval", "--task", "jsonl", "--data", str(task_dir), "--student", str(out / "student"),
+        _command("eval", "--task", "jsonl", "--data", str(synthetic_task), "--student", str(out / "student"),
                  "--split", "validation", "--out", str(predictions)),
         env=_env(), capture_output=True, text=True, timeout=120,
     )
@@ -95,9 +83,9 @@ def _wait_for_checkpoint(process: subprocess.Popen, out: Path, step: int, timeou
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_finishes(task_dir, tiny, tmp_path):
+def test_sigkill_then_resume_finishes(synthetic_task, tiny_student_without_dropout, tmp_path):
     out = tmp_path / "run"
-    args = _train_args(task_dir, tiny, out, "--max-steps", "120", "--save-every", "5", "--eval-every", "0",
+    args = _train_args(synthetic_task, tiny_student_without_dropout, out, "--max-steps", "120", "--save-every", "5", "--eval-every", "0",
                        "--max-eval-examples", "8")
     process = subprocess.Popen(_command(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(process, out, 10)
@@ -114,9 +102,9 @@ def test_sigkill_then_resume_finishes(task_dir, tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(task_dir, tiny, tmp_path):
+def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(synthetic_task, tiny_student_without_dropout, tmp_path):
     out = tmp_path / "run"
-    args = _train_args(task_dir, tiny, out, "--max-steps", "5000", "--save-every", "5", "--eval-every", "0")
+    args = _train_args(synthetic_task, tiny_student_without_dropout, out, "--max-steps", "5000", "--save-every", "5", "--eval-every", "0")
     process = subprocess.Popen(_command(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(process, out, 5)
     process.send_signal(signal.SIGINT)

@@ -15,10 +15,10 @@ import pytest
 from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, Switch
 
 from mlx_distill import events as ev
-from mlx_distill import runs
+from mlx_distill.tui import runs
 from mlx_distill.tui.app import DistillApp
-from mlx_distill.tui.catalog import ModelChoice
-from mlx_distill.tui.fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
+from mlx_distill.tui.model_choices import ModelChoice
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
 from mlx_distill.tui.screens.chat import ChatScreen, Exchange, Reply
 from mlx_distill.tui.screens.dashboard import DashboardScreen
 from mlx_distill.tui.screens.modals import ConfirmScreen, MessageScreen

@@ -1,4 +1,4 @@
-"""The UI's plain-Python parts: run folders (runs.py), the event fold (tui.state), the New run
+"""The UI's plain-Python parts: run folders (runs.py), the event fold (mlx_distill.tui.state), the New run
 form checks (tui.newrun) and the chat engine thread (engine.py). No Textual here."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from mlx_distill import events as ev
-from mlx_distill import runs
-from mlx_distill.engine import ChatDone, ChatFailed, ChatRequest, ChatToken, Engine, ModelLoading
+from mlx_distill.tui import runs
+from mlx_distill.tui.engine import ChatDone, ChatFailed, ChatRequest, ChatToken, Engine, ModelLoading
 from mlx_distill.errors import DistillError
-from mlx_distill.tui.catalog import ModelChoice
-from mlx_distill.tui.fakes import T0, EchoBackend, make_run, sample_events
-from mlx_distill.tui.newrun import RunForm, build_config, check_config, check_form
+from mlx_distill.tui.model_choices import ModelChoice
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, make_run, sample_events
+from mlx_distill.tui.run_form import RunForm, build_config, check_config, check_form
 from mlx_distill.tui.state import DONE, FAILED, RUNNING, STOPPED, RunState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_write_config_round_trips_through_the_pipelines_config_parser(tmp_path):
     assert (parsed.name, parsed.task.name, parsed.task.data, parsed.task.subsample) == (
         "mine", "jsonl", str(data_file), 0.5)
     assert parsed.teacher.model == "mlx-community/Qwen2.5-1.5B-Instruct-4bit"
-    assert (parsed.train.student, parsed.train.method, parsed.train.options["alpha"]) == (
+    assert (parsed.train.student, parsed.train.method, parsed.train.trainer.alpha) == (
         "google/flan-t5-small", "step-by-step", 0.3)
 
 
@@ -111,7 +111,7 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
 
 
 def test_student_source_prefers_the_export_then_the_best_checkpoint(tmp_path):
-    from mlx_distill.tui.fakes import fake_student
+    from mlx_distill.testing.ui_fakes import fake_student
 
     run = make_run(tmp_path, "r", with_student=False, student="google/flan-t5-small")
     assert runs.student_source(run) is None
@@ -332,7 +332,7 @@ def test_engine_reports_a_model_that_fails_to_load_and_keeps_serving():
 
 def test_engine_with_a_real_tiny_student(tmp_path):
     """The default MLX backend on a tiny random T5 in the real on-disk format."""
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     folder = build_tiny_t5(tmp_path / "student", corpus=["how many pens are left", "8 - 3 = 5"] * 20)
     seen: list[ev.Event] = []
@@ -355,9 +355,9 @@ def test_engine_loads_a_training_checkpoint_into_the_base_student(tmp_path):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from mlx_distill.engine import MlxBackend
+    from mlx_distill.tui.engine import MlxBackend
     from mlx_distill.student import load_student
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     folder = build_tiny_t5(tmp_path / "student", corpus=["how many pens are left", "8 - 3 = 5"] * 20)
     model, _ = load_student(folder)

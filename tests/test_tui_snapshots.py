@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mlx_distill.tui.app import DistillApp
-from mlx_distill.tui.catalog import ModelChoice
-from mlx_distill.tui.fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
+from mlx_distill.tui.model_choices import ModelChoice
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
 
 CHOICES = [
     ModelChoice("mlx-community/Qwen2.5-1.5B-Instruct-4bit", "teacher", 3_000_000_000, "1.5B", downloaded=True),

@@ -2,7 +2,7 @@
 
 The app owns the current run (a run folder), follows its ``events.jsonl`` on a timer and feeds
 the dashboard; it starts and stops pipeline *processes* through a launcher, so closing the UI
-never stops a run; chat goes through one MLX engine thread (``mlx_distill.engine``).
+never stops a run; chat goes through one MLX engine thread (``mlx_distill.tui.engine``).
 Everything a test needs to replace is a constructor argument.
 """
 
@@ -16,12 +16,12 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.screen import Screen
 
-from mlx_distill import runs
-from mlx_distill.engine import ChatBackend, ChatRequest, Engine
+from mlx_distill.tui import runs
+from mlx_distill.tui.engine import ChatBackend, ChatRequest, Engine
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Event, Failed, Finished, Log
 from mlx_distill.platform import format_bytes
-from mlx_distill.tui.catalog import ModelChoice, find_choice, is_downloaded, load_choices
+from mlx_distill.tui.model_choices import ModelChoice, find_choice, is_downloaded, load_choices
 from mlx_distill.tui.messages import EngineEvent
 from mlx_distill.tui.screens.chat import ChatScreen
 from mlx_distill.tui.screens.dashboard import DashboardScreen

@@ -49,8 +49,8 @@ def prepare_demo(runs_dir: Path, name: str) -> Path:
     """Build the tiny teacher and student (once) and write the demo's run config; return its path."""
     import tomli_w
 
-    from mlx_distill.tiny_llm import build_tiny_llm
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_llm import build_tiny_llm
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     data_dir = demo_data_dir()
     models_dir = runs_dir / f"{name}-models"

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mlx_distill.methods import DEFAULT_METHOD, METHODS, answer_max_tokens
+
 HELP = "Score a trained student on a task split by generation; write per-example predictions."
 
 
@@ -14,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="the dataset file or folder")
     parser.add_argument("--student", required=True, help="the trained student folder (e.g. OUT/student)")
     parser.add_argument("--split", default="test", choices=("test", "validation", "train"))
-    parser.add_argument("--out", default=None, help="predictions JSONL (default: predictions_<split>.jsonl here)")
-    parser.add_argument("--method", default=None, choices=("step-by-step", "finetune", "distill", "cot"),
+    parser.add_argument("--out", default=None,
+                        help="predictions JSONL (default: predictions_<split>.jsonl beside the student folder)")
+    parser.add_argument("--method", default=None, choices=METHODS,
                         help="how answers are read (default: as recorded in the student folder)")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts generated together")
     parser.add_argument("--max-tokens", type=int, default=None,
@@ -27,26 +30,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _recorded_method(student: Path) -> str:
-    meta = student / "mlx_distill.json"
+    from mlx_distill.train import STUDENT_META
+
+    meta = student / STUDENT_META
     if meta.exists():
-        return json.loads(meta.read_text(encoding="utf-8")).get("method") or "step-by-step"
-    return "step-by-step"
+        return json.loads(meta.read_text(encoding="utf-8")).get("method") or DEFAULT_METHOD
+    return DEFAULT_METHOD
 
 
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task
     from mlx_distill.errors import DistillError
-    from mlx_distill.evaluate import evaluate
+    from mlx_distill.train import evaluate
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.student import load_student
 
+    for flag in ("batch_size", "max_tokens", "limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise DistillError(f"--{flag.replace('_', '-')} {value} must be at least 1")
     data = load_task(args.task, args.data, seed=args.seed)
     examples = list(getattr(data, args.split))[: args.limit]
     if not examples:
         raise DistillError(f"the {args.split} split of {args.data} is empty; choose another --split")
     method = args.method or _recorded_method(Path(args.student))
-    max_tokens = args.max_tokens or (256 if method == "cot" else 64)
-    out = Path(args.out) if args.out else Path(f"predictions_{args.split}.jsonl")
+    max_tokens = args.max_tokens or answer_max_tokens(method)
+    out = Path(args.out) if args.out else Path(args.student).resolve().parent / f"predictions_{args.split}.jsonl"
     model, tokenizer = load_student(args.student, dtype=args.dtype)
     printer = ProgressPrinter(quiet=args.quiet)
     try:

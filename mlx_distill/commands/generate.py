@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.teacher import generate_rationales
+    from mlx_distill.teacher.generate import generate_rationales
 
     data = load_task(args.task, args.data)
     examples = getattr(data, args.split)

@@ -29,11 +29,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _launch_on_hosts(args: argparse.Namespace, config) -> int:
-    """Start this same command on every host through mlx.launch (see mlx_distill.launcher)."""
+    """Start this same command on every host through mlx.launch (see mlx_distill.distributed.launch)."""
     from pathlib import Path
 
-    from mlx_distill.launcher import launch_command, run_launched
-    from mlx_distill.pipeline import run_folder_for
+    from mlx_distill.distributed.launch import launch_command, run_launched
+    from mlx_distill.pipeline.run import run_folder_for
 
     folder = run_folder_for(config, args.run_dir)
     run_args = [str(Path(args.config).resolve()), "--run-dir", str(folder.path.resolve())]
@@ -52,7 +52,7 @@ def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
     import os
 
     from mlx_distill import distributed
-    from mlx_distill.pipeline import run_folder_for, run_pipeline
+    from mlx_distill.pipeline.run import run_folder_for, run_pipeline
     from mlx_distill.progress import ProgressPrinter
 
     stop = threading.Event()

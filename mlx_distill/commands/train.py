@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from pathlib import Path
 
 HELP = "Train a T5 student with distilling step-by-step (or a baseline) and export the best one."
 
@@ -15,7 +16,7 @@ def _flag(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mlx_distill.train import TrainConfig
+    from mlx_distill.config import TrainConfig
 
     parser.add_argument("--task", required=True, help="svamp, cqa, esnli, anli, or jsonl/csv for your own data")
     parser.add_argument("--data", required=True, help="the dataset file or folder")
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig: given flags over the dataclass defaults."""
-    from mlx_distill.train import TrainConfig
+    from mlx_distill.config import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     return TrainConfig(**given)
@@ -55,12 +56,13 @@ def resume_command(argv: list[str]) -> str:
 def main(args: argparse.Namespace) -> int:
     import dataclasses as dc
 
+    from mlx_distill.commands.stopping import stop_on_signals
     from mlx_distill.data import load_rationales, load_task
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.train import train
+    from mlx_distill.train import evaluate, train
 
     config = config_from_args(args)
-    config.validate()
+    config.validate(where="--")
     task_data = load_task(args.task, args.data, seed=config.seed, validation_fraction=args.validation_fraction,
                           subsample=args.subsample)
     rationales = load_rationales(args.rationales) if args.rationales else None
@@ -69,7 +71,18 @@ def main(args: argparse.Namespace) -> int:
         task_data = dc.replace(task_data, train=[dc.replace(e, rationale=None) for e in task_data.train])
     printer = ProgressPrinter(quiet=args.quiet)
     try:
-        result = train(args.student, task_data, rationales, config, args.out, resume=args.resume, on_event=printer)
+        with stop_on_signals() as should_stop:
+            result = train(args.student, task_data, rationales, config, args.out, resume=args.resume,
+                           on_event=printer, should_stop=should_stop)
+            test = None
+            if not result.stopped and task_data.test:
+                from mlx_distill.student import load_student
+
+                model, tokenizer = load_student(result.student_dir)
+                test = evaluate(model, tokenizer, task_data.task, task_data.test, batch_size=config.eval_batch_size,
+                                max_tokens=config.answer_max_tokens,
+                                predictions_path=Path(args.out) / "predictions_test.jsonl", method=config.method,
+                                split="test", on_event=printer)
     finally:
         printer.close()
     if result.stopped:
@@ -77,8 +90,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
         return 130
     best = result.best_validation_accuracy
-    test = result.test_accuracy
     print(f"trained {result.steps} steps; best validation accuracy "
           f"{'-' if best is None else f'{best * 100:.1f}%'} (step {result.best_step}); test accuracy "
-          f"{'-' if test is None else f'{test * 100:.1f}%'}; student saved to {result.student_dir}")
+          f"{'-' if test is None else f'{test.accuracy * 100:.1f}%'}; student saved to {result.student_dir}")
     return 0

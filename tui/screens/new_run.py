@@ -11,7 +11,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from mlx_distill.errors import DistillError
-from mlx_distill.tui.newrun import METHODS, TASKS, RunForm, build_config, check_config, check_form
+from mlx_distill.tui.run_form import METHODS, TASKS, RunForm, build_config, check_config, check_form
 
 
 def _row(label: str, *widgets, row_id: str | None = None) -> Horizontal:

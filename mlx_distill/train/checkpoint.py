@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
+from mlx_distill.files import publish_dir, write_json_atomic
 
 
 @dataclass
@@ -52,32 +52,6 @@ class RunState:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _publish_dir(tmp: Path, final: Path) -> None:
-    if final.exists():  # the same step written again (e.g. after a resume): move the old one aside
-        trash = final.with_name(f".{final.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def _write_dir(root: Path, name: str, files: dict[str, dict[str, mx.array]], state: RunState) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
@@ -86,7 +60,7 @@ def _write_dir(root: Path, name: str, files: dict[str, dict[str, mx.array]], sta
             mx.save_safetensors(str(tmp / filename), arrays)
         write_json_atomic(tmp / "state.json", state.to_dict())
         final = root / name
-        _publish_dir(tmp, final)
+        publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

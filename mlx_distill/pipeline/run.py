@@ -25,9 +25,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from mlx_distill import distributed
-from mlx_distill.config import RunConfig, train_config_from
-from mlx_distill.distributed_pipeline import agree_on_stage, any_stop, runs_here, share_rationales
+from mlx_distill.config import RunConfig, TrainConfig
+from mlx_distill.pipeline.ranks import agree_on_stage, any_stop, runs_here, share_rationales
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import predict_prompt
 from mlx_distill.events import (
     STAGES,
     Failed,
@@ -42,7 +43,7 @@ from mlx_distill.events import (
     ignore_event,
     never_stop,
 )
-from mlx_distill.runfolder import EventLog, RunFolder, write_atomic
+from mlx_distill.pipeline.runfolder import EventLog, RunFolder, write_atomic
 
 
 # Marks an exception whose Failed event a stage already sent.
@@ -73,10 +74,11 @@ def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
     task = dataclasses.asdict(config.task)
     data = {"task": task, "files": _files_signature(config.task.data)}
     teacher = {k: v for k, v in dataclasses.asdict(config.teacher).items() if k != "evaluate_test"}
-    train = config.to_dict()["train"]
-    uses_teacher = config.teacher.enabled and (
-        config.train.rationale_source == "teacher" or train.get("label_source") == "teacher"
-    )
+    defaults = TrainConfig().to_dict()
+    # Trainer keys left at their defaults are left out, so adding a setting to TrainConfig does not
+    # make every earlier run look changed.
+    train = {k: v for k, v in config.to_dict()["train"].items() if k not in defaults or v != defaults[k]}
+    uses_teacher = config.teacher.enabled and config.train.uses_teacher
     inputs = {
         "data": data,
         "teacher": {"data": data, "teacher": teacher},
@@ -216,7 +218,7 @@ def run_pipeline(
 
 def _run_as_worker(config, run_dir, task_data, on_event: OnEvent, should_stop: ShouldStop) -> dict[str, Any]:
     """A rank > 0: the teacher and train stages with rank 0, writing nothing of the run folder."""
-    from mlx_distill.distributed_pipeline import worker_events, worker_folder
+    from mlx_distill.pipeline.ranks import worker_events, worker_folder
 
     try:
         return _run_stages(config, worker_folder(run_folder_for(config, run_dir).path), task_data,
@@ -332,7 +334,7 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
         return "teacher disabled in the config"
     from mlx_distill.catalog import resolve_model
     # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
-    from mlx_distill.sharded_teacher import generate_rationales_sharded as generate_rationales
+    from mlx_distill.teacher.sharded import generate_rationales_sharded as generate_rationales
 
     teacher_id = resolve_model(config.teacher.model)
     summary = generate_rationales(
@@ -409,7 +411,7 @@ def _report_memory(stage: str, emit: OnEvent) -> None:
 
 
 def _load_rationales_for_training(config: RunConfig, folder: RunFolder, task_data):
-    if config.train.rationale_source == "teacher" or config.train.options.get("label_source") == "teacher":
+    if config.train.uses_teacher:
         from mlx_distill.data import load_rationales
 
         if folder.rationales_path.exists():
@@ -432,7 +434,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         student,
         data,
         rationales if config.train.rationale_source == "teacher" else None,
-        train_config_from(config),
+        config.train.for_method(),
         folder.train_dir,
         resume=True,
         on_event=emit,
@@ -451,7 +453,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
             student,
             _with_rationale_source(task_data, config.train.rationale_source),
             rationales,
-            train_config_from(config, method=method),
+            config.train.for_method(method),
             folder.path / "baselines" / method,
             resume=True,
             on_event=emit,
@@ -489,14 +491,13 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
 
     model, tokenizer = load_student(_trained_student_dir(folder))
     model.eval()
-    options = config.train.options
     summary = evaluate(
         model,
         tokenizer,
         config.task.name,
         task_data.test,
-        batch_size=int(options.get("eval_batch_size", 32)),
-        max_tokens=_eval_max_tokens(config),
+        batch_size=config.train.trainer.eval_batch_size,
+        max_tokens=config.train.trainer.answer_max_tokens,
         predictions_path=folder.path / "predictions_test.jsonl",
         method=config.train.method,
         split="test",
@@ -508,7 +509,7 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
     latencies = []
     for example in task_data.test[:16]:
         start = time.perf_counter()
-        generate(model, tokenizer, [f"predict: {example.input}"], max_tokens=_eval_max_tokens(config))
+        generate(model, tokenizer, [predict_prompt(example.input)], max_tokens=config.train.trainer.answer_max_tokens)
         latencies.append(time.perf_counter() - start)
     folder.update_metrics(
         student_test_accuracy=accuracy,
@@ -517,13 +518,6 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
         student_seconds_per_answer=statistics.median(latencies) if latencies else None,
     )
     return f"test accuracy {accuracy * 100:.1f}%" if isinstance(accuracy, float) else "evaluated"
-
-
-def _eval_max_tokens(config: RunConfig) -> int:
-    options = config.train.options
-    if config.train.method == "cot":
-        return int(options.get("max_target_tokens", 256))
-    return int(options.get("eval_max_tokens", 64))
 
 
 def _flat_parameters(model):

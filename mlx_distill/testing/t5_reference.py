@@ -30,7 +30,7 @@ VARIANTS = {
 
 
 def build(folder: Path, name: str, **overrides) -> Path:
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     return build_tiny_t5(folder, corpus=CORPUS, **{**VARIANTS[name], **overrides})
 

@@ -94,7 +94,7 @@ def generate_rationales_sharded(examples: list, task: str, teacher: str, out_pat
     Raises:
         DistillError: as ``generate_rationales`` (bad options, a file from another teacher/prompt).
     """
-    from mlx_distill.teacher import generate_rationales
+    from mlx_distill.teacher.generate import generate_rationales
 
     rank, size = distributed.rank(), distributed.size()
     if size == 1:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mlx_distill import events as ev
-from mlx_distill import runs
+from mlx_distill.tui import runs
 
 T0 = 1_790_000_000.0  # a fixed clock for reproducible files and screenshots
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mlx_distill.prompting import NLI_TASKS, cut_at_stop
+from mlx_distill.teacher.prompt import NLI_TASKS, cut_at_stop
 
 ANSWER_PHRASE = re.compile(
     r"(?:(?:so|therefore|thus|hence)[,:]?\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s+is\b\s*:?\s*",

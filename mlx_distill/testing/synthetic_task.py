@@ -74,7 +74,7 @@ def corpus() -> list[str]:
 
 
 def build_model(folder: Path, **overrides) -> Path:
-    from mlx_distill.tiny_t5 import build_tiny_t5
+    from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
     settings = dict(vocab_size=160, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, dropout_rate=0.1)
     settings.update(overrides)

@@ -111,7 +111,7 @@ def load_prompt(task: str, prompt_file: str | Path | None = None) -> PromptTempl
             raise DistillError(f"cannot read prompt file {path}: {error.strerror or error}") from error
         return parse_prompt_text(text, str(path))
     if task in BUILTIN_TASKS:
-        text = resources.files("mlx_distill.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
+        text = resources.files("mlx_distill.teacher.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
         return parse_prompt_text(text, f"built-in {task}.txt")
     return parse_prompt_text(GENERIC_TEMPLATE, "built-in generic prompt")
 

@@ -10,11 +10,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
+from mlx_distill import distributed
+from mlx_distill.config import OPTIMIZERS, SCHEDULES
 from mlx_distill.errors import DistillError
-from mlx_distill.t5 import exp_nonpositive
-
-OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULES = ("linear", "cosine", "constant")
+from mlx_distill.platform import total_memory_bytes
+from mlx_distill.student.t5 import exp_nonpositive
 
 TaskBatch = tuple[mx.array, mx.array, mx.array, mx.array, mx.array]
 
@@ -112,8 +112,6 @@ def _keep_freed_buffers() -> None:
     """
     if mx.default_device().type != mx.DeviceType.cpu:
         return
-    from mlx_distill.platform import total_memory_bytes
-
     limit = total_memory_bytes() // 4
     previous = mx.set_cache_limit(limit)
     if previous > limit:
@@ -132,8 +130,6 @@ def build_step(model: Any, optimizer: optim.Optimizer, alpha: float, clip_norm: 
     step, optimizer update included, is one compiled graph whose state is the model, the
     optimizer state and the MLX random key (dropout), so build it after any checkpoint restore.
     """
-    from mlx_distill import distributed
-
     _keep_freed_buffers()
     loss_and_grad = nn.value_and_grad(model, make_loss(alpha))
     # Data-parallel: each rank's norms are the GLOBAL token counts divided by the number of ranks,

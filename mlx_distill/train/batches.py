@@ -15,12 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mlx_distill.errors import DistillError
-from mlx_distill.train import LABEL_SOURCES, METHODS
-
-PREDICT_PREFIX = "predict: "
-EXPLAIN_PREFIX = "explain: "
-# arXiv 2212.08410 trains on "<rationale> So the answer is <label>" and reads the answer after it.
-COT_ANSWER_PHRASE = "So the answer is"
+from mlx_distill.methods import LABEL_SOURCES, METHODS, cot_target, explain_prompt, predict_prompt
 
 # Padded lengths; a sequence is padded to the smallest bucket that holds it.
 BUCKETS = (8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)
@@ -65,21 +60,6 @@ def teacher_answer(record: Any) -> str | None:
         return None
     text = (_field(record, "answer") or "").strip()
     return text or None
-
-
-def cot_target(rationale: str | None, label: str) -> str:
-    if rationale:
-        return f"{rationale.strip()} {COT_ANSWER_PHRASE} {label}"
-    return f"{COT_ANSWER_PHRASE} {label}"
-
-
-def parse_cot_answer(text: str) -> str:
-    """The answer after the last "So the answer is" in a chain-of-thought output (whole text if absent)."""
-    index = text.rfind(COT_ANSWER_PHRASE)
-    if index < 0:
-        return text.strip()
-    answer = text[index + len(COT_ANSWER_PHRASE) :].strip()
-    return answer[:-1].strip() if answer.endswith(".") else answer
 
 
 def build_texts(
@@ -182,10 +162,10 @@ def tokenize_rows(
     tokenizer: Any, rows: Sequence[TrainText], *, max_input_tokens: int, max_target_tokens: int
 ) -> TokenizedRows:
     """Tokenize every row once (the tokenizer appends EOS; long texts are truncated)."""
-    predict = _encode(tokenizer, [PREDICT_PREFIX + r.input for r in rows], max_input_tokens)
+    predict = _encode(tokenizer, [predict_prompt(r.input) for r in rows], max_input_tokens)
     target = _encode(tokenizer, [r.target for r in rows], max_target_tokens)
     with_r = [i for i, r in enumerate(rows) if r.rationale is not None]
-    explain_ids = _encode(tokenizer, [EXPLAIN_PREFIX + rows[i].input for i in with_r], max_input_tokens)
+    explain_ids = _encode(tokenizer, [explain_prompt(rows[i].input) for i in with_r], max_input_tokens)
     rationale_ids = _encode(tokenizer, [rows[i].rationale for i in with_r], max_target_tokens)
     explain: list[np.ndarray | None] = [None] * len(rows)
     rationale: list[np.ndarray | None] = [None] * len(rows)

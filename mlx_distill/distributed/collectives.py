@@ -92,11 +92,6 @@ def all_sum(values: Sequence[float]) -> list[float]:
     return [summed[i] * 4096 + summed[n + i] for i in range(n)]
 
 
-def barrier() -> None:
-    """Wait until every rank gets here."""
-    all_sum([1.0])
-
-
 def any_rank(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on any rank (a collective stop decision)."""
     return all_sum([1.0 if flag else 0.0])[0] > 0

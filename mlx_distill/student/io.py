@@ -23,7 +23,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
-from mlx_distill.t5 import T5_MODEL_TYPES, DecoderCache, Model, ModelArgs
+from mlx_distill.student.t5 import T5_MODEL_TYPES, DecoderCache, Model, ModelArgs
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 

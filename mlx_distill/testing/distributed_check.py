@@ -1,8 +1,8 @@
-"""One stage on every rank, for tests and benchmarks: ``mlx.launch ... -m mlx_distill.distributed_check``.
+"""One stage on every rank, for tests and benchmarks: ``mlx.launch ... -m mlx_distill.testing.distributed_check``.
 
-    mlx.launch --backend ring -n 2 -- python -m mlx_distill.distributed_check teacher \\
+    mlx.launch --backend ring -n 2 -- python -m mlx_distill.testing.distributed_check teacher \\
         --model TINY_LLM --data TASK_DIR --out OUT/rationales.jsonl --result OUT/teacher.json
-    mlx.launch --backend ring -n 2 -- python -m mlx_distill.distributed_check train \\
+    mlx.launch --backend ring -n 2 -- python -m mlx_distill.testing.distributed_check train \\
         --model TINY_T5 --data TASK_DIR --out OUT/train --result OUT/train.json --steps 6
 
 Rank 0 writes ``--result``: the stage's figures (seconds, tokens, losses per step, ranks). The
@@ -20,7 +20,7 @@ from pathlib import Path
 
 def _teacher(args: argparse.Namespace) -> dict:
     from mlx_distill.data import load_task
-    from mlx_distill.sharded_teacher import generate_rationales_sharded
+    from mlx_distill.teacher.sharded import generate_rationales_sharded
 
     data = load_task("jsonl", args.data, seed=0)
     start = time.perf_counter()
@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from mlx_distill import distributed
 
-    parser = argparse.ArgumentParser(prog="python -m mlx_distill.distributed_check")
+    parser = argparse.ArgumentParser(prog="python -m mlx_distill.testing.distributed_check")
     parser.add_argument("stage", choices=("teacher", "train"))
     parser.add_argument("--model", required=True, help="a tiny LLM (teacher) or T5 (train) folder")
     parser.add_argument("--data", required=True, help="a jsonl task folder")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlx_distill.distributed import RELAY_ENV, RELAY_PREFIX
+from mlx_distill.distributed.collectives import RELAY_ENV, RELAY_PREFIX
 from mlx_distill.errors import DistillError
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mlx_distill.batching import PREDICT_PREFIX, parse_cot_answer
+from mlx_distill.files import write_jsonl_atomic
+from mlx_distill.methods import answer_of, predict_prompt
+from mlx_distill.metrics import is_correct
+from mlx_distill.student import generate
 from mlx_distill.events import EvalResult, OnEvent, ShouldStop, ignore_event, never_stop
 
 
@@ -22,11 +23,6 @@ class EvalSummary:
     seconds: float
     predictions_path: str | None = None
     stopped: bool = False
-
-
-def answer_of(method: str, generated: str) -> str:
-    """The answer part of a generated text (``cot`` outputs end with "So the answer is …")."""
-    return parse_cot_answer(generated) if method == "cot" else generated.strip()
 
 
 def evaluate(
@@ -64,9 +60,6 @@ def evaluate(
     Returns:
         The accuracy and counts.
     """
-    from mlx_distill.metrics import is_correct
-    from mlx_distill.student import generate
-
     started = time.perf_counter()
     model.eval()
     records: list[dict[str, Any]] = []
@@ -78,7 +71,7 @@ def evaluate(
             break
         chunk = examples[start : start + batch_size]
         outputs = generate(
-            model, tokenizer, [PREDICT_PREFIX + e.input for e in chunk], max_tokens=max_tokens, batch_size=batch_size
+            model, tokenizer, [predict_prompt(e.input) for e in chunk], max_tokens=max_tokens, batch_size=batch_size
         )
         for example, generated in zip(chunk, outputs):
             prediction = answer_of(method, generated)
@@ -99,11 +92,7 @@ def evaluate(
     if predictions_path is not None:
         path = Path(predictions_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_jsonl_atomic(path, records)
     summary = EvalSummary(
         split=split,
         accuracy=correct / total if total else 0.0,

@@ -1,8 +1,15 @@
-"""The training loop behind ``mlx_distill.train.train`` (one run, one object)."""
+"""Train an MLX T5 student: Distilling step-by-step (arXiv 2305.02301) and its baselines.
+
+``train()`` is the loop: compiled steps over length-bucketed batches, evaluation by generation
+on the validation split, the best weights kept, resumable checkpoints, progress as events. The
+rows each method trains on are built in ``batches``, the loss and step in ``step``, the files in
+``checkpoint`` and the scoring in ``evaluate``.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,22 +17,13 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_map
 
-from mlx_distill import checkpoint as ckpt
 from mlx_distill import distributed
-from mlx_distill.batching import (
-    BatchOrder,
-    DataPosition,
-    MicroBatch,
-    build_texts,
-    split_micro_batches,
-    tokenize_rows,
-)
+from mlx_distill.config import TrainConfig
 from mlx_distill.errors import DistillError
-from mlx_distill.platform import total_memory_bytes
-from mlx_distill.evaluate import evaluate
 from mlx_distill.events import (
     CheckpointSaved,
     EvalResult,
+    Failed,
     Finished,
     Log,
     MemoryReport,
@@ -33,12 +31,97 @@ from mlx_distill.events import (
     ShouldStop,
     TrainStep,
     ignore_event,
+    never_stop,
 )
-from mlx_distill.train import TrainConfig, TrainResult, check_resumable, write_config
-from mlx_distill.train_step import build_step, make_optimizer, make_schedule
+from mlx_distill.files import write_json_atomic
+from mlx_distill.platform import total_memory_bytes
+from mlx_distill.student import load_student, save_student
+from mlx_distill.train import checkpoint as ckpt
+from mlx_distill.train.batches import (
+    BatchOrder,
+    DataPosition,
+    MicroBatch,
+    build_texts,
+    split_micro_batches,
+    tokenize_rows,
+)
+from mlx_distill.train.evaluate import evaluate
+from mlx_distill.train.step import build_step, make_optimizer, make_schedule
 
 RESUME_HINT = "continue with resume=True (CLI: the same command with --resume)"
 STUDENT_META = "mlx_distill.json"
+
+# Settings that may change between a run and its resume without changing what is computed.
+RESUMABLE_CHANGES = frozenset(
+    {"eval_every", "save_every", "log_every", "eval_batch_size", "max_eval_examples", "max_tokens_per_batch"}
+)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: str
+    student_dir: str | None  # None when stopped before the end
+    steps: int
+    final_loss: float | None
+    best_step: int | None
+    best_validation_accuracy: float | None
+    stopped: bool = False
+    checkpoint: str | None = None
+    resume_hint: str = ""
+
+
+def train(
+    student: str | Path,
+    task_data: Any,
+    rationales: Mapping[str, Any] | None,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_event: OnEvent = ignore_event,
+    should_stop: ShouldStop = never_stop,
+) -> TrainResult:
+    """Train a student on ``task_data`` and export the best one to ``out_dir/student``.
+
+    Args:
+        student: a student folder or hub id for ``mlx_distill.student.io.load_student``.
+        task_data: ``mlx_distill.data.TaskData`` (train, validation, test examples).
+        rationales: teacher records by example id (``mlx_distill.data.load_rationales``), or
+            None to use the examples' own (human) rationales.
+        config: the training settings.
+        out_dir: checkpoints go to ``out_dir/checkpoints``, the best student to ``out_dir/student``,
+            the last validation predictions to ``out_dir/predictions_validation.jsonl``.
+        resume: continue from the latest checkpoint in ``out_dir`` (a fresh start if there is none).
+        on_event: receives TrainStep, EvalResult, CheckpointSaved, Log, Finished and Failed events.
+        should_stop: polled every step; when true a checkpoint is written and the result has
+            ``stopped=True`` (the CLI turns Ctrl-C into it).
+
+    Returns:
+        Steps done, the final loss and the best validation accuracy. The test split is never
+        scored here: ``evaluate`` does that, once, on the exported student.
+
+    Raises:
+        DistillError: bad settings, an unusable dataset, a checkpoint from other settings.
+    """
+    config.validate()
+    try:
+        return Trainer(student, task_data, rationales, config, Path(out_dir), resume, on_event, should_stop).run()
+    except Exception as error:  # reported, then raised unchanged
+        on_event(Failed(stage="train", error=str(error) if isinstance(error, DistillError) else repr(error)))
+        raise
+
+
+def check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Raise DistillError if a checkpoint was written with settings that change the result."""
+    current = config.to_dict()
+    changed = sorted(k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise DistillError(
+            f"the checkpoint was written with other settings ({details}); use the same settings "
+            "to resume, or a new --out folder to start again"
+        )
+
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -114,8 +197,6 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        from mlx_distill.student import load_student
-
         config = self.config
         if config.batch_size < self.size:
             raise DistillError(
@@ -166,7 +247,8 @@ class Trainer:
         if self.size > 1:
             self._share_rank0_state()
         if self.rank == 0:
-            write_config(self.out_dir / "train_config.json", config, {"student": str(self.student)})
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out_dir / "train_config.json", {**config.to_dict(), "student": str(self.student)})
         self.model.train()
         self.step_fn = build_step(
             self.model, self.optimizer, config.alpha, config.clip_grad_norm or None, compile=config.compile
@@ -255,9 +337,6 @@ class Trainer:
                 )
 
     # -- evaluation and checkpoints -------------------------------------------------------
-    def _max_answer_tokens(self) -> int:
-        return self.config.max_target_tokens if self.config.method == "cot" else self.config.eval_max_tokens
-
     def _evaluate_validation(self) -> bool:
         """Score the validation split; keep the weights if best. False when stopped meanwhile.
 
@@ -276,7 +355,7 @@ class Trainer:
             self.task_data.task,
             self.validation,
             batch_size=self.config.eval_batch_size,
-            max_tokens=self._max_answer_tokens(),
+            max_tokens=self.config.answer_max_tokens,
             predictions_path=self.out_dir / "predictions_validation.jsonl",
             method=self.config.method,
             split="validation",
@@ -360,14 +439,14 @@ class Trainer:
         if stopped:
             folder = self._ensure_saved()
             self.emit(Finished(stage="train", stopped=True, summary={"step": self.state.step}, resume_hint=RESUME_HINT))
-            return self._result(final_value, None, None, stopped=True, checkpoint=folder)
+            return self._result(final_value, None, stopped=True, checkpoint=folder)
         missing_best = self.rank == 0 and ckpt.best_checkpoint(self.ckpt_root) is None
         if self.size > 1:
             missing_best = distributed.any_rank(missing_best)
         if self.validation and missing_best:
             self._evaluate_validation()
-        if self.rank != 0:  # rank 0 alone exports the student and scores the test split
-            return self._result(final_value, None, None, stopped=False, checkpoint=None)
+        if self.rank != 0:  # rank 0 alone exports the student
+            return self._result(final_value, None, stopped=False, checkpoint=None)
         return self._finish(final_value, self._ensure_saved())
 
     def _global(self, loss: mx.array, *sums: mx.array) -> tuple[mx.array, ...]:
@@ -398,9 +477,6 @@ class Trainer:
         )
 
     def _finish(self, final_loss: float | None, folder: Path) -> TrainResult:
-        from mlx_distill.checkpoint import write_json_atomic
-        from mlx_distill.student import save_student
-
         best = ckpt.best_checkpoint(self.ckpt_root)
         if best is not None:
             ckpt.load_weights(self.model, best)
@@ -411,34 +487,16 @@ class Trainer:
             {
                 "task": self.task_data.task,
                 "method": self.config.method,
-                "predict_prefix": "predict: ",
-                "explain_prefix": "explain: " if self.config.method == "step-by-step" else None,
                 "best_step": self.state.best_step,
                 "best_validation_accuracy": self.state.best_accuracy,
             },
         )
-        test_accuracy = None
-        if self.task_data.test:
-            summary = evaluate(
-                self.model,
-                self.tokenizer,
-                self.task_data.task,
-                self.task_data.test,
-                batch_size=self.config.eval_batch_size,
-                max_tokens=self._max_answer_tokens(),
-                predictions_path=self.out_dir / "predictions_test.jsonl",
-                method=self.config.method,
-                split="test",
-                step=self.state.step,
-                on_event=self.emit,
-            )
-            test_accuracy = summary.accuracy
         self.emit(
             MemoryReport(
                 stage="train", active=mx.get_active_memory(), peak=mx.get_peak_memory(), total=total_memory_bytes()
             )
         )
-        result = self._result(final_loss, student_dir, test_accuracy, stopped=False, checkpoint=folder)
+        result = self._result(final_loss, student_dir, stopped=False, checkpoint=folder)
         self.emit(
             Finished(
                 stage="train",
@@ -447,14 +505,13 @@ class Trainer:
                     "final_loss": final_loss,
                     "best_step": result.best_step,
                     "best_validation_accuracy": result.best_validation_accuracy,
-                    "test_accuracy": test_accuracy,
                     "student": str(student_dir),
                 },
             )
         )
         return result
 
-    def _result(self, final_loss, student_dir, test_accuracy, *, stopped: bool, checkpoint: Path | None) -> TrainResult:
+    def _result(self, final_loss, student_dir, *, stopped: bool, checkpoint: Path | None) -> TrainResult:
         return TrainResult(
             out_dir=str(self.out_dir),
             student_dir=str(student_dir) if student_dir else None,
@@ -462,7 +519,6 @@ class Trainer:
             final_loss=final_loss,
             best_step=self.state.best_step,
             best_validation_accuracy=self.state.best_accuracy,
-            test_accuracy=test_accuracy,
             stopped=stopped,
             checkpoint=str(checkpoint) if checkpoint else None,
             resume_hint=RESUME_HINT if stopped else "",

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from mlx_distill.errors import DistillError
 from mlx_distill.platform import format_bytes
-from mlx_distill.tui.catalog import ModelChoice, find_choice
+from mlx_distill.tui.model_choices import ModelChoice, find_choice
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
 FILE_TASKS = ("jsonl", "csv")

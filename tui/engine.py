@@ -84,7 +84,7 @@ class ChatBackend(Protocol):
 
 
 class MlxBackend:
-    """The real backend: the student through ``mlx_distill.student``, the teacher through mlx-lm."""
+    """The real backend: the student through ``mlx_distill.student.io``, the teacher through mlx-lm."""
 
     def __init__(self) -> None:
         self._used = False
@@ -95,7 +95,7 @@ class MlxBackend:
         self._used = True
         model, tokenizer = load_student(path)
         if weights is not None:
-            from mlx_distill.checkpoint import load_weights
+            from mlx_distill.train.checkpoint import load_weights
 
             load_weights(model, weights)
         return model, tokenizer

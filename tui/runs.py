@@ -22,7 +22,7 @@ from typing import Any
 from mlx_distill.config import FORMAT_VERSION
 from mlx_distill.errors import DistillError
 from mlx_distill.events import STAGES, Event, event_from_json
-from mlx_distill.runfolder import (
+from mlx_distill.pipeline.runfolder import (
     CONFIG_FILE,
     EVENTS_FILE,
     METRICS_FILE,

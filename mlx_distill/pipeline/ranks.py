@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from mlx_distill import distributed
 from mlx_distill.events import Event, Finished, OnEvent, ShouldStop, StageFinished, StageStarted
-from mlx_distill.runfolder import RunFolder
+from mlx_distill.pipeline.runfolder import RunFolder
 
 # Stages every rank takes part in; the others run on rank 0 while the rest wait for its decision.
 SHARED_STAGES = ("teacher", "train")

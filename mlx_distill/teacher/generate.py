@@ -1,8 +1,8 @@
 """The teacher stage: a local LLM writes a rationale and an answer for every training example.
 
-``generate_rationales`` loads the teacher (``mlx_distill.teacher_model``), renders few-shot
-prompts (``mlx_distill.prompting``), runs them through mlx-lm's continuous-batching
-``BatchGenerator``, parses each output (``mlx_distill.parsing``), applies the filter policy and
+``generate_rationales`` loads the teacher (``mlx_distill.teacher.model``), renders few-shot
+prompts (``mlx_distill.teacher.prompt``), runs them through mlx-lm's continuous-batching
+``BatchGenerator``, parses each output (``mlx_distill.teacher.parse``), applies the filter policy and
 appends one JSONL record per example to the output file.
 
 Throughput: prompts are sorted by length (longest first, so a memory problem shows at once), the
@@ -30,9 +30,9 @@ from typing import Any, Iterable
 
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
-from mlx_distill.parsing import ParsedOutput, parse_output
-from mlx_distill.prompting import STOP_STRINGS, load_prompt, render_prompt, stop_token_ids
-from mlx_distill.teacher_model import load_teacher, memory_report, release_teacher, teacher_identity
+from mlx_distill.teacher.parse import ParsedOutput, parse_output
+from mlx_distill.teacher.prompt import STOP_STRINGS, load_prompt, render_prompt, stop_token_ids
+from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
 
 FILTERS = ("gold", "all", "teacher")
 SAMPLE_TEMPERATURE = 0.7
@@ -178,7 +178,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         filter: ``gold`` (accept when the answer agrees with the gold label), ``all``, or
             ``teacher`` (accept any parsed answer; for unlabeled data). Default: ``gold``.
         limit: Only the first ``limit`` examples.
-        prompt_file: A prompt file (format in ``mlx_distill.prompting``) instead of the built-in one.
+        prompt_file: A prompt file (format in ``mlx_distill.teacher.prompt``) instead of the built-in one.
         rationalize: Put the gold answer in the prompt as a hint; the teacher explains it.
         samples: Answers per example; more than 1 samples at temperature 0.7 and keeps the majority
             answer (self-consistency). Default: ``1`` (greedy).
@@ -189,7 +189,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         should_stop: Polled every generation step; finished records are kept.
 
     Threads: it may run in any thread; a thread that is about to end should then call
-    ``mx.clear_streams()`` (as ``mlx_distill.engine`` does), or MLX may abort the process at exit.
+    ``mx.clear_streams()`` (as ``mlx_distill.tui.engine`` does), or MLX may abort the process at exit.
 
     Returns:
         A ``RationaleSummary``.

@@ -1,0 +1,233 @@
+"""Writing files so that a crash or a kill never leaves half of one, and one writer at a time.
+
+- ``write_text_atomic`` / ``write_json_atomic``: a temp file in the same folder, fsync, rename,
+  fsync of the folder. A reader sees the old content or the new, never a mix.
+- ``publish_dir``: put a finished folder in place of an old one (the old one is gone only after).
+- ``append_jsonl`` / ``JsonlWriter``: append-only JSONL. A torn last line (a writer killed
+  mid-line) is healed before the next record, so it never glues to it.
+- ``read_jsonl_lines``: the whole lines of a JSONL file; a torn tail is left out.
+- ``exclusive_lock``: an OS lock (``fcntl.flock``) on a lock file, released by the kernel when the
+  process dies; a second writer gets a one-line error naming the pid that holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from mlx_distill.errors import DistillError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a whole file: readers see the old or the new content, never half of it."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2, sort_keys: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """A whole JSONL file at once (one object a line)."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def publish_dir(temp: Path, final: Path) -> None:
+    """Move a finished folder ``temp`` to ``final``, replacing what was there.
+
+    The old folder is first renamed aside and deleted only after the new one is in place, so a
+    kill at any moment leaves either the old folder or the new one under ``final`` (or, for a
+    moment, the old one beside it as ``.<name>.old``, which the next publish removes).
+    """
+    temp, final = Path(temp), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _heal_torn_tail(handle) -> None:
+    """If the file does not end in a newline (a killed writer), end that line first."""
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    handle.seek(size - 1)
+    if handle.read(1) != b"\n":
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n")
+
+
+class JsonlWriter:
+    """Appends JSON records to a file, one a line; ``durable`` fsyncs after each ``write``."""
+
+    def __init__(self, path: str | Path, *, durable: bool = False) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self.handle = open(self.path, "a+b")
+        _heal_torn_tail(self.handle)
+        self.handle.seek(0, os.SEEK_END)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append already-encoded JSON lines (without their newlines)."""
+        if not lines:
+            return
+        self.handle.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        self.handle.flush()
+        if self.durable:
+            os.fsync(self.handle.fileno())
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.write_lines([json.dumps(record, ensure_ascii=False)])
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record (healing a torn last line first)."""
+    with JsonlWriter(path) as writer:
+        writer.write(record)
+
+
+def complete_lines(data: bytes) -> bytes:
+    """The whole lines of a JSONL file's bytes (a torn last line cut off)."""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each whole, non-blank line; a torn last line is left out.
+
+    A missing file has no lines. Callers parse the lines and decide what a bad one means.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return
+    for number, line in enumerate(complete_lines(data).decode("utf-8", errors="replace").split("\n"), start=1):
+        if line.strip():
+            yield number, line
+
+
+def read_jsonl_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every whole line that is a JSON object (others skipped): for logs a crash may have cut."""
+    records = []
+    for _, line in read_jsonl_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def lock_holder(lock_path: str | Path) -> int | None:
+    """The pid of the live process holding ``lock_path``'s lock, or None when it is free."""
+    lock_path = Path(lock_path)
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(lock_path) or -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``lock_path`` while writing ``what``.
+
+    The kernel releases the lock when the process dies, so a killed writer never blocks the next
+    one. The lock file holds the owner's pid, as information only.
+
+    Raises:
+        DistillError: another live process holds the lock (its pid is named).
+    """
+    lock_path = Path(lock_path)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise DistillError(f"cannot create lock file {lock_path}: {reason}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(lock_path)
+            holder = f"pid {pid}" if pid else "another process"
+            stop = f"; wait for it or stop it with kill -INT {pid}" if pid else "; wait for it to finish"
+            raise DistillError(f"{what} is already being written by {holder}{stop}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_path_for(path: str | Path) -> Path:
+    """The lock file that guards an output file or folder: ``.<name>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")

@@ -1,0 +1,12 @@
+"""Train a T5 student: Distilling step-by-step (one T5, ``predict:`` and ``explain:`` tasks,
+loss = alpha * label + (1 - alpha) * rationale) and the baselines, resumable, reporting events.
+
+``train`` runs the loop and exports the best student; ``evaluate`` scores a student by generation
+(the pipeline's evaluate stage scores the test split with it, once).
+"""
+
+from mlx_distill.config import TrainConfig
+from mlx_distill.train.evaluate import EvalSummary, evaluate
+from mlx_distill.train.loop import STUDENT_META, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "EvalSummary", "STUDENT_META"]

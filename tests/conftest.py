@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny real-format models and the synthetic task, built once per session.
+
+No model reaches these machines from a hub; every checkpoint here is written in the real on-disk
+format by ``mlx_distill.testing``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
+from mlx_distill.testing.synthetic_task import build_model, write_task
+from mlx_distill.testing.tiny_llm import build_tiny_llm
+from mlx_distill.testing.tiny_t5 import build_tiny_t5
+
+
+@pytest.fixture(scope="session")
+def synthetic_task(tmp_path_factory) -> Path:
+    """The synthetic kinds task (train 240 / validation 48 / test 48)."""
+    return write_task(tmp_path_factory.mktemp("task"))
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_task(tmp_path_factory) -> Path:
+    """The synthetic kinds task, small (train 64 / validation 8 / test 8)."""
+    return write_task(tmp_path_factory.mktemp("small-task"), train=64, validation=8, test=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A tiny T5 for the synthetic task, dropout 0.1."""
+    return build_model(tmp_path_factory.mktemp("tiny"), dropout_rate=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_without_dropout(tmp_path_factory) -> Path:
+    """A tiny T5 for the synthetic task without dropout (learns faster at this width)."""
+    return build_model(tmp_path_factory.mktemp("tiny0"), dropout_rate=0.0)
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> dict[str, Path]:
+    """The demo's tiny teacher (qwen2 layout) and student, trained tokenizers on the demo corpus."""
+    root = tmp_path_factory.mktemp("demo-models")
+    corpus = _demo_corpus(demo_data_dir())
+    return {
+        "teacher": build_tiny_llm(root / "teacher", arch="qwen2", corpus=corpus, seed=0),
+        "student": build_tiny_t5(root / "student", corpus=corpus, **DEMO_STUDENT),
+    }

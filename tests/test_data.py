@@ -235,6 +235,17 @@ def test_broken_json_line_names_file_and_line(tmp_path):
         load_task("jsonl", path)
 
 
+def test_users_last_line_without_newline_is_read_or_named_never_dropped(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [json.dumps({"id": f"x{i}", "input": f"q{i}", "label": "b"}) for i in range(20)]
+    path.write_text("\n".join(rows))  # an editor that does not end the file with a newline
+    data = load_task("jsonl", path)
+    assert "x19" in all_ids(data) and len(all_ids(data)) == 20
+    path.write_text("\n".join(rows) + '\n{"id": "x20", "input": "q20", "lab')
+    with pytest.raises(DistillError, match=r"train\.jsonl:21: broken JSON line"):
+        load_task("jsonl", path)
+
+
 def test_missing_field_names_field_line_and_fix(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "label": "b"}, {"input": "c", "answer": "d"}])
     with pytest.raises(DistillError, match=r"d\.jsonl:2: missing field 'label'; .*columns="):
@@ -290,6 +301,8 @@ def test_load_rationales_tolerates_torn_last_line_and_later_wins(tmp_path):
     records = load_rationales(path)
     assert set(records) == {"1", "2"}
     assert records["1"].rationale == "second" and records["1"].generated_tokens == 5
+    path.write_text("\n".join(lines))  # a whole last record without its newline is kept
+    assert set(load_rationales(path)) == {"1", "2"} and load_rationales(path)["1"].rationale == "second"
     path.write_text(json.dumps({"id": 7, "rationale": None, "answer": "x"}) + "\n")
     minimal = load_rationales(path)["7"]
     assert minimal.rationale == "" and minimal.accepted and minimal.agrees is None

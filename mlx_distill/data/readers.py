@@ -12,6 +12,7 @@ import numpy as np
 
 from mlx_distill.data.records import Row
 from mlx_distill.errors import DistillError
+from mlx_distill.files import complete_lines
 
 # File-name stems accepted for each split, in order of preference.
 SPLIT_NAMES = {
@@ -24,29 +25,44 @@ SPLIT_NAMES = {
 def read_jsonl(path: Path, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line of a JSONL file.
 
-    With ``tolerate_torn_tail``, a last line without a newline that does not parse (a writer was
-    killed mid-line) is skipped; a bad line anywhere else is always an error.
+    A bad line is an error naming ``file:line``. With ``tolerate_torn_tail`` (a rationale cache,
+    never a user's data file), a last line without a newline that does not parse (a writer was
+    killed mid-line) is skipped instead.
     """
     try:
-        data = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        whole = complete_lines(data)  # a last line without its newline is handled below
+        lines = whole.decode("utf-8").split("\n")[:-1]
+        tail = data[len(whole):].decode("utf-8", errors="replace" if tolerate_torn_tail else "strict")
     except (OSError, UnicodeDecodeError) as exc:
         raise DistillError(f"{path}: cannot read ({exc})") from None
-    lines = data.split("\n")
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            is_torn_tail = index == len(lines) - 1 and not data.endswith("\n")
-            if tolerate_torn_tail and is_torn_tail:
-                return
-            hint = " (a JSON array? write one object per line)" if line.lstrip().startswith("[") else ""
-            raise DistillError(f"{path}:{index + 1}: broken JSON line ({exc.msg}){hint}; "
-                               "fix or remove the line") from None
-        if not isinstance(row, dict):
-            raise DistillError(f"{path}:{index + 1}: expected a JSON object per line, got {type(row).__name__}")
-        yield index + 1, row
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, _parse_json_line(path, number, line)
+    if tail.strip():
+        if tolerate_torn_tail and not _is_json(tail):
+            return  # the torn last line of a killed writer
+        yield len(lines) + 1, _parse_json_line(path, len(lines) + 1, tail)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _parse_json_line(path: Path, number: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        hint = " (a JSON array? write one object per line)" if line.lstrip().startswith("[") else ""
+        raise DistillError(f"{path}:{number}: broken JSON line ({exc.msg}){hint}; "
+                           "fix or remove the line") from None
+    if not isinstance(row, dict):
+        raise DistillError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+    return row
 
 
 def read_json_array(path: Path) -> Iterator[tuple[int, dict]]:

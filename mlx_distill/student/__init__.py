@@ -1,18 +1,20 @@
 """The student: an MLX T5 (one file for the architecture), loaded from and saved to the Hugging
-Face layout, and generation (batched greedy, beam, sampling, streaming)."""
+Face layout, and generation on mlx-lm's sampler and streaming detokenizer (batched greedy, beam,
+sampling, streaming)."""
 
-from mlx_distill.student.io import (
+from mlx_distill.student.generate import (
+    MAX_INPUT_TOKENS,
     StudentResponse,
+    encode_prompts,
     generate,
     generate_batch,
     generate_tokens,
-    init_student,
-    load_student,
-    load_tokenizer,
-    save_student,
     stream_generate,
 )
+from mlx_distill.student.io import count_parameters, init_student, load_student, load_tokenizer, save_student
+from mlx_distill.student.ops import exp_nonpositive, softmax_last_axis
 from mlx_distill.student.t5 import Model, ModelArgs
 
-__all__ = ["StudentResponse", "Model", "ModelArgs", "load_student", "save_student", "init_student", "load_tokenizer", "generate",
-           "generate_batch", "generate_tokens", "stream_generate"]
+__all__ = ["MAX_INPUT_TOKENS", "Model", "ModelArgs", "StudentResponse", "count_parameters", "encode_prompts",
+           "exp_nonpositive", "generate", "generate_batch", "generate_tokens", "init_student", "load_student",
+           "load_tokenizer", "save_student", "softmax_last_axis", "stream_generate"]

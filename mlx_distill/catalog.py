@@ -15,6 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from mlx_distill.errors import DistillError
+from mlx_distill.platform import is_apple_gpu, total_memory_bytes
 
 GB = 1_000_000_000
 # Affine quantization stores a scale and a bias (16 bits each) per group of 64 weights.
@@ -117,15 +118,11 @@ def resolve_model(name: str) -> str:
 
 
 def usable_memory_bytes() -> int:
-    from mlx_distill.platform import total_memory_bytes
-
     return int(total_memory_bytes() * (1 - SYSTEM_RESERVE_FRACTION))
 
 
 def fits_in_memory(model: CatalogModel, memory_bytes: int | None = None) -> bool:
     """Whether the model's stage fits this machine (or ``memory_bytes``), as it would run here."""
-    from mlx_distill.platform import is_apple_gpu
-
     need = model.runtime_memory_bytes(apple_gpu=is_apple_gpu())
     return need <= (usable_memory_bytes() if memory_bytes is None else memory_bytes)
 

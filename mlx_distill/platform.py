@@ -54,7 +54,8 @@ def blas_status() -> BlasStatus:
     import mlx.core  # noqa: F401  (loads libmlx and its bundled BLAS)
 
     libraries = _loaded_libraries()
-    openblas = [lib for lib in libraries if "openblas" in lib]
+    # numpy's wheel bundles its own OpenBLAS (numpy.libs/libscipy_openblas*): MLX does not use it.
+    openblas = [lib for lib in libraries if "openblas" in lib and "numpy.libs" not in lib]
     if openblas:
         return BlasStatus(True, openblas[0], "OpenBLAS preloaded")
     bundled = [lib for lib in libraries if "mlx_cpu.libs" in lib and "libblas" in lib]

@@ -60,3 +60,52 @@ def test_resolved_config_round_trips(tmp_path):
     again = parse_config(tomllib.loads(config.to_toml()))
     assert again.to_dict() == config.to_dict()
     assert (again.train.trainer.alpha, again.train.trainer.max_steps) == (0.3, 7)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, words",
+    [
+        ("train", "max_steps", "6", ["train.max_steps", "'6'", "an integer"]),
+        ("train", "max_steps", 6.5, ["train.max_steps", "6.5", "an integer"]),
+        ("train", "max_steps", True, ["train.max_steps", "True", "an integer"]),
+        ("train", "lr", "fast", ["train.lr", "'fast'", "a number"]),
+        ("train", "alpha", "half", ["train.alpha", "a number"]),
+        ("train", "seed", "zero", ["train.seed", "an integer"]),
+        ("train", "compile", "yes", ["train.compile", "true or false"]),
+        ("train", "baselines", "finetune", ["train.baselines", "a list of strings"]),
+        ("teacher", "enabled", "yes", ["teacher.enabled", "true or false"]),
+        ("teacher", "limit", -5, ["teacher.limit", "-5"]),
+        ("teacher", "batch_size", 0, ["teacher.batch_size", "at least 1"]),
+        ("task", "columns", {"input": 3}, ["task.columns", "a table of strings"]),
+        ("train", "eval_batch_size", 0, ["eval_batch_size", "at least 1"]),
+        ("train", "clip_grad_norm", -1.0, ["clip_grad_norm", "negative"]),
+        ("train", "eval_every", -1, ["eval_every", "negative"]),
+        ("train", "warmup_steps", -1, ["warmup_steps", "negative"]),
+        ("train", "lr", float("nan"), ["lr", "nan"]),
+        ("train", "lr", float("inf"), ["lr", "inf"]),
+        ("train", "lr", 1e30, ["lr", "1e+30"]),
+        ("train", "alpha", 1.5, ["alpha", "between 0 and 1"]),
+        ("train", "optimizer", "sgd", ["optimizer", "'sgd'", "adamw"]),
+    ],
+)
+def test_each_key_has_one_type_and_a_range(section, key, value, words):
+    data = _base()
+    data.setdefault(section, {})[key] = value
+    with pytest.raises(DistillError) as error:
+        parse_config(data, source="c.toml")
+    message = str(error.value)
+    assert message.startswith("c.toml: ") and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_an_integer_is_a_valid_float_and_is_kept_as_one():
+    config = parse_config({**_base(), "train": {"lr": 1, "alpha": 0}})
+    assert config.train.trainer.lr == 1.0 and isinstance(config.train.trainer.lr, float)
+    assert config.train.trainer.alpha == 0.0
+
+
+def test_train_seed_defaults_to_the_task_seed():
+    config = parse_config({"task": {"name": "jsonl", "data": "x.jsonl", "seed": 7}})
+    assert config.train.trainer.seed == 7
+    assert parse_config({**_base(), "train": {"seed": 3}}).train.trainer.seed == 3

@@ -1,4 +1,4 @@
-"""`mlx-distill train` / `eval` end to end in subprocesses: a tiny_student_without_dropout T5 learns a synthetic task;
+"""`mlx-distill train` / `eval` end to end in subprocesses: a tiny T5 learns a synthetic task;
 SIGKILL mid-run and resume; Ctrl-C writes a checkpoint and says how to resume."""
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlx_distill", *args]
 
 
-def _train_args(synthetic_task: Path, tiny_student_without_dropout: Path, out: Path, *extra: str) -> list[str]:
+def _train_args(task_dir: Path, student: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "train", "--task", "jsonl", "--data", str(synthetic_task), "--student", str(tiny_student_without_dropout), "--out", str(out),
+        "train", "--task", "jsonl", "--data", str(task_dir), "--student", str(student), "--out", str(out),
         "--human-rationales", "--lr", "3e-3", "--batch-size", "16", "--warmup-steps", "10", *extra,
     ]
 

@@ -17,11 +17,14 @@ import json
 import time
 from pathlib import Path
 
+from mlx_distill import distributed
+from mlx_distill.data import load_task
+from mlx_distill.events import TrainStep
+from mlx_distill.teacher import generate_rationales_sharded
+from mlx_distill.train import TrainConfig, train
+
 
 def _teacher(args: argparse.Namespace) -> dict:
-    from mlx_distill.data import load_task
-    from mlx_distill.teacher.sharded import generate_rationales_sharded
-
     data = load_task("jsonl", args.data, seed=0)
     start = time.perf_counter()
     summary = generate_rationales_sharded(data.train, "jsonl", args.model, args.out, batch_size=args.batch_size,
@@ -31,10 +34,6 @@ def _teacher(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from mlx_distill.data import load_task
-    from mlx_distill.events import TrainStep
-    from mlx_distill.train import TrainConfig, train
-
     data = load_task("jsonl", args.data, seed=0)
     data = dataclasses.replace(data, validation=data.validation[: args.validation], test=[])
     config = TrainConfig(method="step-by-step", lr=3e-3, batch_size=args.batch_size, max_steps=args.steps,
@@ -50,8 +49,6 @@ def _train(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlx_distill import distributed
-
     parser = argparse.ArgumentParser(prog="python -m mlx_distill.testing.distributed_check")
     parser.add_argument("stage", choices=("teacher", "train"))
     parser.add_argument("--model", required=True, help="a tiny LLM (teacher) or T5 (train) folder")

@@ -11,6 +11,8 @@ import json
 import random
 from pathlib import Path
 
+from mlx_distill.testing.tiny_t5 import build_tiny_t5
+
 KINDS = {
     "animal": ["cat", "dog", "horse", "sheep", "tiger", "mouse"],
     "fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango"],
@@ -74,8 +76,6 @@ def corpus() -> list[str]:
 
 
 def build_model(folder: Path, **overrides) -> Path:
-    from mlx_distill.testing.tiny_t5 import build_tiny_t5
-
     settings = dict(vocab_size=160, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, dropout_rate=0.1)
     settings.update(overrides)
     return build_tiny_t5(folder, corpus=corpus(), **settings)

@@ -16,7 +16,9 @@ import pytest
 from mlx_distill.data import Example, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import TeacherLoaded, TeacherProgress, TeacherReleased
-from mlx_distill.teacher.generate import generate_rationales
+from mlx_distill.files import lock_holder, lock_path_for
+from mlx_distill.teacher import (current_teacher, generate_rationales, load_prompt, load_teacher, release_teacher,
+                                 render_prompt)
 from mlx_distill.testing.tiny_llm import build_tiny_llm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +108,6 @@ def test_matches_plain_mlx_lm_generate(llama, tmp_path):
     """The batched, prefix-cached text equals mlx_lm.generate on the full prompt."""
     from mlx_lm import generate, load
 
-    from mlx_distill.teacher.prompt import load_prompt, render_prompt
-
     examples = _examples(4)
     out = tmp_path / "r.jsonl"
     generate_rationales(examples, "svamp", str(llama), out, batch_size=4, max_tokens=16, filter="all")
@@ -132,8 +132,6 @@ def test_events_memory_and_release(llama, tmp_path):
     assert progress[-1].generation_tps > 0 and progress[-1].prompt_tps > 0
     assert progress[-1].latest_id
     assert summary.peak_memory_bytes > 0 and summary.generated_tokens == 6 * 8
-    from mlx_distill.teacher.model import current_teacher
-
     assert current_teacher() is None
 
 
@@ -188,8 +186,6 @@ def test_completion_prompt_without_chat_template(tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     from mlx_lm import load
 
-    from mlx_distill.teacher.prompt import load_prompt, render_prompt
-
     _, tokenizer = load(str(folder))
     assert not tokenizer.has_chat_template
     tokens = render_prompt(tokenizer, load_prompt("svamp"), "svamp", "Sam has 2 pens.")
@@ -200,8 +196,6 @@ def test_completion_prompt_without_chat_template(tmp_path):
 
 def test_quantize_on_load(llama):
     import mlx.nn as nn
-
-    from mlx_distill.teacher.model import load_teacher, release_teacher
 
     native = load_teacher(str(llama), quantize=4, precision="native")
     assert isinstance(native.model.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
@@ -259,6 +253,38 @@ def test_cli_sigkill_then_rerun_gives_one_record_per_example(llama, tmp_path):
     assert set(ids) == expected
 
 
+def test_cli_second_writer_of_the_same_file_fails_at_once(llama, tmp_path):
+    """Two `generate` runs with one --out: the second is refused before it loads a model, naming the
+    first's pid; the first writes each example once."""
+    data = _demo_data(tmp_path, 200)
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "--task", "jsonl", "--data", str(data), "--teacher", str(llama), "--out", str(out),
+            "--max-tokens", "48", "--batch-size", "4", "--quiet"]
+    first = subprocess.Popen([sys.executable, "-m", "mlx_distill", *args], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while lock_holder(lock_path_for(out)) != first.pid and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lock_holder(lock_path_for(out)) == first.pid, "the first run never held the lock"
+        start = time.monotonic()
+        second = _cli(*args)
+        seconds = time.monotonic() - start
+        assert first.poll() is None, "the first run ended before the second started; give it more work"
+        line = _assert_one_line_error(second)
+        assert f"rationale file {out} is already being written by pid {first.pid}" in line
+        # Refused at the lock, before mlx_lm is imported and a model loaded (that alone takes seconds).
+        assert "loaded" not in second.stderr and seconds < 2.5, (seconds, second.stderr)
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    ids = [r["id"] for r in _records(out)]
+    assert len(ids) == len(set(ids)) and set(ids) == {e.id for e in load_task("jsonl", data).train}
+
+
 def test_cli_unknown_model_offline(tmp_path):
     data = _demo_data(tmp_path, 5)
     # No network and an empty cache: the hub is never reached.
@@ -297,7 +323,8 @@ def test_cli_model_too_large_for_memory(tmp_path):
     data = _demo_data(tmp_path, 5)
     folder = build_tiny_llm(tmp_path / "huge", arch="llama")
     # A sparse safetensors file whose header declares 80 GB of float32 weights: the memory check
-    # reads the header and refuses before anything is loaded.
+    # reads the header and refuses before anything is loaded. The KV cache of this tiny config is
+    # a few kB, so it is the weights alone that do not fit: a smaller batch would not help.
     header = json.dumps({"model.embed_tokens.weight": {"dtype": "F32", "shape": [2_000_000, 10_000],
                                                        "data_offsets": [0, 80_000_000_000]}}).encode()
     weights = folder / "model.safetensors"
@@ -306,7 +333,16 @@ def test_cli_model_too_large_for_memory(tmp_path):
         handle.truncate(8 + len(header) + 80_000_000_000)
     line = _assert_one_line_error(_cli("generate", "--task", "jsonl", "--data", str(data), "--teacher",
                                        str(folder), "--out", str(tmp_path / "r.jsonl")))
-    assert "needs about" in line and "available" in line and ("smaller teacher" in line or "--batch-size" in line)
+    assert "needs about" in line and "available" in line
+    assert "pick a smaller teacher" in line and "--batch-size" not in line
+
+
+def test_unreadable_safetensors_header_is_one_line_naming_the_file(tmp_path):
+    folder = build_tiny_llm(tmp_path / "torn", arch="llama")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a download cut short inside the header
+    with pytest.raises(DistillError, match=r"model\.safetensors: cannot read the safetensors header .*re-download"):
+        load_teacher(str(folder))
 
 
 def _scripted_llm(folder: Path, script: str) -> Path:
@@ -380,20 +416,20 @@ def test_scripted_teacher_stops_at_an_invented_next_exemplar(tmp_path):
 
 
 def test_stage_in_a_worker_thread_exits_cleanly(llama, tmp_path):
-    """MLX streams are thread-local: the stage must run in a non-main thread and the process exit 0."""
+    """MLX streams are thread-local: the stage runs from a non-main thread and the process exits 0.
+
+    The caller does not clear MLX streams: the stage does its MLX work in a thread of its own that
+    clears them (without that, MLX 0.32 aborts the process at exit now and then).
+    """
     code = (
         "import threading, sys\n"
         "from mlx_distill.data import Example\n"
-        "from mlx_distill.teacher.generate import generate_rationales\n"
+        "from mlx_distill.teacher import generate_rationales\n"
         "ex = [Example(id=str(i), input=f'Sam has {i} pens.', label='1') for i in range(4)]\n"
         "result = []\n"
-        "import mlx.core as mx\n"
         "def work():\n"
         f"    result.append(generate_rationales(ex, 'svamp', {str(llama)!r}, {str(tmp_path / 'r.jsonl')!r}, "
         "max_tokens=4))\n"
-        # The thread that owns MLX work ends it by clearing its streams (as mlx-lm's own thread test
-        # and our chat engine do); without it MLX 0.32 aborts the process at exit now and then.
-        "    mx.clear_streams()\n"
         "t = threading.Thread(target=work)\n"
         "t.start(); t.join()\n"
         "assert result and result[0].done == 4\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlx_distill.methods import FILTERS
+
 HELP = "Have a teacher LLM write step-by-step rationales for a task (resumable JSONL)."
 
 
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=256, help="generated tokens per answer at most")
-    parser.add_argument("--filter", default="gold", choices=("gold", "all", "teacher"),
+    parser.add_argument("--filter", default="gold", choices=FILTERS,
                         help="gold: keep answers that agree with the label; all: keep all; "
                              "teacher: trust the teacher (unlabeled data)")
     parser.add_argument("--prompt-file", default=None, help="your few-shot prompt file with {input}")
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.teacher.generate import generate_rationales
+    from mlx_distill.teacher import generate_rationales
 
     data = load_task(args.task, args.data)
     examples = getattr(data, args.split)

@@ -12,29 +12,36 @@ text that starts an invented next exemplar.
 
 Resume: the file is flushed and fsynced after every ``batch_size`` finished examples; a rerun
 skips the ids already in it. A file written by another teacher or another prompt is refused
-(``DistillError`` naming it) rather than mixed: choose a new ``--out``.
+(``DistillError`` naming it) rather than mixed: choose a new ``--out``. One writer at a time: the
+stage holds an OS lock beside the file (``mlx_distill.files.exclusive_lock``) from before the
+teacher is loaded until the last record is written; a second writer fails at once, naming the first.
 
-Threads: MLX streams are thread-local, so the generation stream is created here, in the thread
-that calls ``generate_rationales``, and used only by it.
+Threads: MLX streams are thread-local and MLX 0.32 may abort at exit when a thread that made one
+ended without ``mx.clear_streams()``. So the stage does its MLX work (load, generate, release) in a
+short-lived thread of its own that clears its streams before it ends; any thread may call it.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
+
+import mlx.core as mx
 
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
-from mlx_distill.teacher.parse import ParsedOutput, parse_output
-from mlx_distill.teacher.prompt import STOP_STRINGS, load_prompt, render_prompt, stop_token_ids
+from mlx_distill.files import JsonlWriter, complete_lines, exclusive_lock, lock_path_for, read_jsonl_lines
+from mlx_distill.methods import FILTERS
+from mlx_distill.metrics import is_correct, normalize_label
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
+from mlx_distill.teacher.parse import ParsedOutput, parse_output
+from mlx_distill.teacher.prompt import STOP_STRINGS, PromptTemplate, load_prompt, render_prompt, stop_token_ids
 
-FILTERS = ("gold", "all", "teacher")
 SAMPLE_TEMPERATURE = 0.7
 SAMPLE_TOP_P = 0.95
 # Shared prefixes shorter than this are not worth a separate prefill.
@@ -74,21 +81,26 @@ class _Job:
     samples: list[tuple[str, int, float]] = field(default_factory=list)  # (text, generated, seconds)
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Drop the half line a killed writer left, so the next record starts a clean line.
+
+    (``JsonlWriter`` would end that line instead, which leaves a bad line that ``load_rationales``
+    refuses; a rationale file may only lose its torn tail.)
+    """
+    with open(path, "r+b") as handle:
+        data = handle.read()
+        whole = len(complete_lines(data))
+        if whole < len(data):
+            handle.truncate(whole)
+
+
 def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict]:
     """Records already in ``path``; cuts a torn last line; refuses a file from another teacher/prompt."""
     if not path.exists():
         return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        # A killed writer left half a line: drop it so the next append starts a clean line.
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as handle:
-            handle.truncate(cut)
-        data = data[:cut]
+    _cut_torn_tail(path)
     finished: dict[str, dict] = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in read_jsonl_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -100,6 +112,25 @@ def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict
                 f"prompt {record.get('prompt_hash')}); choose a new --out to keep both")
         finished[str(record["id"])] = record
     return finished
+
+
+def _prompt_and_hash(task: str, prompt_file: str | Path | None, rationalize: bool,
+                     samples: int) -> tuple[PromptTemplate, str]:
+    template = load_prompt(task, prompt_file)
+    return template, template.hash(rationalize=rationalize, extra=f"samples={samples}")
+
+
+def finished_records(out_path: str | Path, task: str, teacher: str, *, prompt_file: str | Path | None = None,
+                     rationalize: bool = False, samples: int = 1, quantize: int | None = None) -> dict[str, dict]:
+    """The records already in a rationale file, by id (a torn last line is cut off).
+
+    For a caller that holds the file's lock (``lock_path_for(out_path)``); loads no model.
+
+    Raises:
+        DistillError: the file holds a bad line or records of another teacher or prompt.
+    """
+    _, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples)
+    return _read_finished(Path(out_path).expanduser(), teacher_identity(teacher, quantize), prompt_hash)
 
 
 def _longest_common_prefix(sequences: Iterable[list[int]]) -> int:
@@ -118,8 +149,7 @@ def _longest_common_prefix(sequences: Iterable[list[int]]) -> int:
 
 def _prefill_prefix(model, tokens: list[int], stream, step: int = 2048) -> list:
     """The KV cache of the shared prompt prefix, computed once."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.models.cache import make_prompt_cache  # mlx_lm imports transformers (seconds): lazy
 
     cache = make_prompt_cache(model)
     with mx.stream(stream):
@@ -131,8 +161,6 @@ def _prefill_prefix(model, tokens: list[int], stream, step: int = 2048) -> list:
 
 def _judge(task: str, example, parsed: ParsedOutput, policy: str) -> tuple[bool | None, bool]:
     """(agrees with gold or None without a gold label, accepted under the filter policy)."""
-    from mlx_distill.metrics import is_correct
-
     agrees = None
     if example.label:
         agrees = parsed.parse_ok and is_correct(task, parsed.answer, example.label)
@@ -146,8 +174,6 @@ def _judge(task: str, example, parsed: ParsedOutput, policy: str) -> tuple[bool 
 
 def _vote(task: str, example, samples: list[tuple[str, int, float]]) -> tuple[str, ParsedOutput]:
     """Self-consistency: the first sample whose answer is the most common parsed answer."""
-    from mlx_distill.metrics import normalize_label
-
     parsed = [parse_output(task, text, example.choices) for text, _, _ in samples]
     votes = Counter(normalize_label(task, p.answer) for p in parsed if p.parse_ok)
     if votes:
@@ -183,20 +209,20 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         samples: Answers per example; more than 1 samples at temperature 0.7 and keeps the majority
             answer (self-consistency). Default: ``1`` (greedy).
         quantize: 4 or 8: quantize an unquantized teacher on load.
-        precision: ``auto``/``float32``/``native`` (see ``teacher_model.load_teacher``).
+        precision: ``auto``/``float32``/``native`` (see ``load_teacher``).
         prefix_cache: Reuse the shared few-shot prefix's KV cache. Default: ``True``.
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
 
-    Threads: it may run in any thread; a thread that is about to end should then call
-    ``mx.clear_streams()`` (as ``mlx_distill.tui.engine`` does), or MLX may abort the process at exit.
+    Threads: any thread may call it; the MLX work runs in a short-lived thread of the stage's own
+    (``on_event`` and ``should_stop`` are called from that thread while the caller waits).
 
     Returns:
         A ``RationaleSummary``.
 
     Raises:
-        DistillError: Bad option, prompt file, teacher, memory, or an output file from another
-            teacher or prompt.
+        DistillError: Bad option, prompt file, teacher, memory, an output file from another
+            teacher or prompt, or another process writing ``out_path`` (its pid is named).
     """
     if filter not in FILTERS:
         raise DistillError(f"filter {filter!r} is not one of {', '.join(FILTERS)}")
@@ -204,48 +230,83 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         raise DistillError("batch size, max tokens and samples must each be at least 1")
     if limit is not None:
         examples = examples[:max(limit, 0)]
-    template = load_prompt(task, prompt_file)
-    prompt_hash = template.hash(rationalize=rationalize, extra=f"samples={samples}")
+    template, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples)
     out = Path(out_path).expanduser()
     identity = teacher_identity(teacher, quantize)
-    finished = _read_finished(out, identity, prompt_hash)
-    wanted = {e.id for e in examples}
-    pending = [e for e in examples if e.id not in finished]
-    skipped = len(wanted & set(finished))
-    if skipped:
-        on_event(Log(f"resuming {out}: {skipped} of {len(examples)} examples already done"))
-    accepted = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted"))
-    failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
-    start = time.perf_counter()
-    if not pending:
-        on_event(TeacherProgress(done=skipped, total=len(examples), accepted=accepted, parse_failures=failures,
-                                 generated_tokens=0, generation_tps=0.0, prompt_tps=0.0, eta_seconds=0.0))
-        return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
-                                0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
-
-    import mlx.core as mx
-
-    mx.reset_peak_memory()
-    loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size,
-                          prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
-                          on_event=on_event)
-    try:
-        jobs = [_Job(e, render_prompt(loaded.tokenizer, template, task, e.input, e.label, rationalize))
-                for e in pending]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Taken before the teacher loads, so a second writer of the same file fails at once.
+    with exclusive_lock(lock_path_for(out), f"rationale file {out}"):
+        finished = _read_finished(out, identity, prompt_hash)
+        wanted = {e.id for e in examples}
+        pending = [e for e in examples if e.id not in finished]
+        skipped = len(wanted & set(finished))
+        if skipped:
+            on_event(Log(f"resuming {out}: {skipped} of {len(examples)} examples already done"))
+        accepted = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted"))
+        failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
         state = _Progress(len(examples), skipped, accepted, failures)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a", encoding="utf-8") as handle:
-            stopped = _generate(loaded, jobs, task, filter, samples, batch_size, max_tokens, prefix_cache,
-                                prompt_hash, handle, state, on_event, should_stop)
-        on_event(memory_report())
-    finally:
-        peak = int(mx.get_peak_memory())
-        release_teacher(on_event)
-    seconds = time.perf_counter() - start
-    return RationaleSummary(
-        str(out), len(examples), state.done, skipped, state.accepted, state.failures,
-        state.generated_tokens, state.prompt_tokens, seconds, state.generation_tps, state.prompt_tps,
-        peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash)
+        if not pending:
+            on_event(TeacherProgress(done=skipped, total=len(examples), accepted=accepted,
+                                     parse_failures=failures, generated_tokens=0, generation_tps=0.0,
+                                     prompt_tps=0.0, eta_seconds=0.0))
+            return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
+                                    0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
+
+        def run(stop: ShouldStop) -> RationaleSummary:
+            start = time.perf_counter()
+            mx.reset_peak_memory()
+            loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size,
+                                  prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
+                                  on_event=on_event)
+            try:
+                jobs = [_Job(e, render_prompt(loaded.tokenizer, template, task, e.input, e.label, rationalize))
+                        for e in pending]
+                with JsonlWriter(out, durable=True) as writer:
+                    stopped = _generate(loaded, jobs, task, filter, samples, batch_size, max_tokens,
+                                        prefix_cache, prompt_hash, writer, state, on_event, stop)
+                on_event(memory_report())
+            finally:
+                peak = int(mx.get_peak_memory())
+                release_teacher(on_event)
+            return RationaleSummary(
+                str(out), len(examples), state.done, skipped, state.accepted, state.failures,
+                state.generated_tokens, state.prompt_tokens, time.perf_counter() - start, state.generation_tps,
+                state.prompt_tps, peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash)
+
+        return _in_own_thread(run, should_stop)
+
+
+_T = TypeVar("_T")
+
+
+def _in_own_thread(work: Callable[[ShouldStop], _T], should_stop: ShouldStop) -> _T:
+    """``work(stop)`` in a new thread that clears its MLX streams before it ends.
+
+    An interrupt of the waiting caller (Ctrl-C) asks ``work`` to stop, waits for it to save what
+    is finished, then goes on up.
+    """
+    interrupted = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work(lambda: interrupted.is_set() or should_stop())
+        except BaseException as error:  # handed to the caller's thread below
+            outcome["error"] = error
+        finally:
+            mx.clear_streams()
+
+    thread = threading.Thread(target=target, name="mlx-distill-teacher")
+    thread.start()
+    try:
+        thread.join()
+    except BaseException:
+        interrupted.set()
+        thread.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _rough_prompt_tokens(template, examples) -> int:
@@ -269,10 +330,10 @@ class _Progress:
 
 
 def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, batch_size: int,
-              max_tokens: int, use_prefix: bool, prompt_hash: str, handle, state: _Progress,
+              max_tokens: int, use_prefix: bool, prompt_hash: str, writer: JsonlWriter, state: _Progress,
               on_event: OnEvent, should_stop: ShouldStop) -> bool:
     """Run every job through one BatchGenerator; write records as examples finish. True if stopped."""
-    import mlx.core as mx
+    # mlx_lm imports transformers (seconds): only once a teacher runs.
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.generate_utils import BatchStats
     from mlx_lm.sample_utils import make_sampler
@@ -340,12 +401,12 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
                     generator.remove([uid])
                     finish(uid)
             if len(written) >= batch_size or (written and not unfinished):
-                _flush(handle, written)
+                _flush(writer, written)
                 _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, now - stage_start, on_event)
                 reported = state.done
     finally:
         if written:
-            _flush(handle, written)
+            _flush(writer, written)
         generator.close()
     if reported != state.done or stopped:
         _report(state, stats, len(jobs) * samples, len(unfinished), prefix_len, time.perf_counter() - stage_start,
@@ -373,10 +434,8 @@ def _record(job: _Job, task: str, policy: str, teacher: str, prompt_hash: str, s
     return json.dumps(record, ensure_ascii=False)
 
 
-def _flush(handle, lines: list[str]) -> None:
-    handle.write("".join(line + "\n" for line in lines))
-    handle.flush()
-    os.fsync(handle.fileno())
+def _flush(writer: JsonlWriter, lines: list[str]) -> None:
+    writer.write_lines(lines)  # flushed and fsynced (durable): a crash loses at most the next batch
     lines.clear()
 
 

@@ -11,14 +11,19 @@ import contextlib
 import gc
 import io
 import json
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
+from mlx.utils import tree_flatten
+from safetensors import SafetensorError, safe_open
+
+from mlx_distill.catalog import resolve_model
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
+from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)
@@ -59,8 +64,6 @@ class MemoryEstimate:
 def teacher_identity(teacher: str, quantize: int | None = None) -> str:
     """The name recorded in rationale files: a hub id as given, a local folder as its absolute
     path (so reruns from another folder match), with ``@q4``/``@q8`` when quantized on load."""
-    from mlx_distill.catalog import resolve_model
-
     local = Path(teacher).expanduser()
     name = str(local.resolve()) if local.exists() else resolve_model(teacher)
     return f"{name}@q{quantize}" if quantize else name
@@ -69,8 +72,6 @@ def teacher_identity(teacher: str, quantize: int | None = None) -> str:
 def resolve_teacher_path(teacher: str) -> Path:
     """A local folder as is; a hub id (or catalog name) fetched (config and weights) through the
     Hugging Face cache, as ``mlx_lm.load`` would."""
-    from mlx_distill.catalog import resolve_model
-
     local = Path(teacher).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -78,6 +79,7 @@ def resolve_teacher_path(teacher: str) -> Path:
                                "model.safetensors) or a Hugging Face hub id")
         return local
     repo = resolve_model(teacher)
+    # Only for a hub id (mlx_lm imports transformers, which takes seconds).
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
     from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
@@ -109,7 +111,7 @@ def check_causal_lm(path: Path) -> dict:
     if not model_type or config.get("is_encoder_decoder") or "ConditionalGeneration" in architectures:
         raise DistillError(f"{path} is not a causal LM (model_type {model_type!r}); the teacher must be "
                            "a decoder LLM such as Qwen2.5 or Llama, not an encoder-decoder like T5")
-    from mlx_lm.utils import _get_classes
+    from mlx_lm.utils import _get_classes  # mlx_lm imports transformers (seconds): only once a teacher loads
 
     try:
         _get_classes(config)
@@ -121,14 +123,19 @@ def check_causal_lm(path: Path) -> dict:
     return config
 
 
-def _safetensors_tensors(path: Path) -> dict[str, dict]:
-    tensors: dict[str, dict] = {}
+def _safetensors_tensors(path: Path) -> dict[str, tuple[list[int], str]]:
+    """(shape, dtype) of every weight in the folder's safetensors files, read from their headers."""
+    tensors: dict[str, tuple[list[int], str]] = {}
     for file in sorted(path.glob("model*.safetensors")):
-        with open(file, "rb") as handle:
-            (size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(size))
-        header.pop("__metadata__", None)
-        tensors.update(header)
+        try:
+            with safe_open(file, "np") as weights:
+                for name in weights.keys():
+                    piece = weights.get_slice(name)
+                    tensors[name] = (piece.get_shape(), piece.get_dtype())
+        except (SafetensorError, OSError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DistillError(f"{file}: cannot read the safetensors header ({reason}); "
+                               "re-download the model") from None
     return tensors
 
 
@@ -138,20 +145,20 @@ def runtime_weight_bytes(path: Path, config: dict, *, to_float32: bool, quantize
     quantization = config.get("quantization") or config.get("quantization_config") or {}
     bits = quantization.get("bits") if isinstance(quantization, dict) else None
     total = 0
-    for name, info in tensors.items():
+    for name, (shape, dtype) in tensors.items():
         count = 1
-        for dim in info["shape"]:
+        for dim in shape:
             count *= dim
-        stored = count * _DTYPE_BYTES.get(info["dtype"], 4)
+        stored = count * _DTYPE_BYTES.get(dtype, 4)
         if name.endswith((".scales", ".biases")) and bits:
             if not to_float32:
                 total += stored
             continue
-        if info["dtype"] == "U32" and bits:
+        if dtype == "U32" and bits:
             count = count * 32 // bits  # packed quantized weight -> its real element count
         if to_float32:
             total += count * 4
-        elif quantize and len(info["shape"]) == 2:
+        elif quantize and len(shape) == 2:
             total += int(count * (quantize + 32 / QUANT_GROUP_SIZE) / 8)
         else:
             total += stored
@@ -171,8 +178,6 @@ def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens:
                     to_float32: bool, quantize: int | None = None,
                     available_bytes: int | None = None) -> MemoryEstimate:
     """Weights + KV cache for ``batch_size`` sequences of ``prompt_tokens + max_tokens``."""
-    from mlx_distill.platform import available_memory_bytes
-
     weights = runtime_weight_bytes(path, config, to_float32=to_float32, quantize=quantize)
     element_bytes = 4 if to_float32 else 2
     kv = kv_cache_bytes(config, batch_size * (prompt_tokens + max_tokens), element_bytes)
@@ -182,8 +187,6 @@ def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens:
 
 
 def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens: int) -> str:
-    from mlx_distill.platform import format_bytes
-
     need = (f"teacher {teacher} needs about {format_bytes(estimate.total_bytes)} (weights "
             f"{format_bytes(estimate.weight_bytes)} + KV cache {format_bytes(estimate.kv_cache_bytes)} "
             f"for batch {batch_size} x {tokens} tokens) but only {format_bytes(estimate.available_bytes)} "
@@ -198,10 +201,6 @@ def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens
 
 
 def memory_report(stage: str = "teacher") -> MemoryReport:
-    import mlx.core as mx
-
-    from mlx_distill.platform import total_memory_bytes
-
     return MemoryReport(stage=stage, active=int(mx.get_active_memory()), peak=int(mx.get_peak_memory()),
                         total=int(total_memory_bytes()))
 
@@ -226,10 +225,6 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
         DistillError: Unknown model, not a causal LM, bad option, or not enough memory.
     """
     global _current
-    import mlx.core as mx
-
-    from mlx_distill.platform import is_apple_gpu
-
     if quantize is not None and quantize not in QUANTIZE_BITS:
         raise DistillError(f"--quantize {quantize} is not supported; use 4 or 8")
     if precision not in PRECISIONS:
@@ -248,7 +243,7 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     if not estimate.fits:
         raise DistillError(_fit_message(teacher, estimate, batch_size, prompt_tokens + max_tokens))
 
-    from mlx_lm import load
+    from mlx_lm import load  # mlx_lm imports transformers (seconds): only once a teacher loads
     from mlx_lm.utils import dequantize_model, quantize_model
 
     try:
@@ -267,8 +262,6 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     mx.eval(model.parameters())
     model.eval()
 
-    from mlx.utils import tree_flatten
-
     params = tree_flatten(model.parameters())
     weight_bytes = sum(v.nbytes for _, v in params)
     dtypes = sorted({str(v.dtype).replace("mlx.core.", "") for _, v in params if mx.issubdtype(v.dtype, mx.floating)})
@@ -284,8 +277,6 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
 def release_teacher(on_event: OnEvent = ignore_event) -> None:
     """Drop the current teacher, free MLX's buffer cache and report the stage's peak memory."""
     global _current
-    import mlx.core as mx
-
     if _current is None:
         return
     peak = int(mx.get_peak_memory())

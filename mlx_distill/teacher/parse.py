@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mlx_distill.metrics import safe_arithmetic
 from mlx_distill.teacher.prompt import NLI_TASKS, cut_at_stop
 
 ANSWER_PHRASE = re.compile(
@@ -73,8 +74,6 @@ def parse_cqa(answer: str, choices: tuple[str, ...]) -> str | None:
 
 
 def _safe_value(expression: str) -> float | None:
-    from mlx_distill.metrics import safe_arithmetic
-
     try:
         return safe_arithmetic(expression)
     except (ValueError, ZeroDivisionError, SyntaxError, TypeError, OverflowError):

@@ -9,7 +9,7 @@ A prompt file is plain text in blocks separated by lines that hold only ``---``:
   label, for rationalization); its ``A:`` line marks where the teacher writes.
 
 A file with no ``---`` line is one query template (no instruction, no exemplars). The built-in
-files are ``mlx_distill/prompts/<task>.txt``.
+files are ``mlx_distill/teacher/prompts/<task>.txt``.
 
 Rendering: with a chat template, the instruction and the first exemplar's question form the first
 user turn, each exemplar's answer is an assistant turn and the query is the last user turn, so the
@@ -26,10 +26,11 @@ from importlib import resources
 from pathlib import Path
 
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import COT_ANSWER_PHRASE
 
 BUILTIN_TASKS = ("svamp", "cqa", "esnli", "anli")
 # Prompt file for the generic tasks (jsonl/csv) when the user gives none.
-GENERIC_TEMPLATE = "Answer the question. Explain your reasoning, then end with: So the answer is ...\n---\nQ: {input}\nA:"
+GENERIC_TEMPLATE = f"Answer the question. Explain your reasoning, then end with: {COT_ANSWER_PHRASE} ...\n---\nQ: {{input}}\nA:"
 
 BLOCK_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 ANSWER_LINE = re.compile(r"^A:[ \t]?", re.MULTILINE)

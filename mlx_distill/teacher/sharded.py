@@ -7,50 +7,39 @@ batch it had not flushed. When every rank is done (or stopped), the parts travel
 ``mx.distributed`` (no shared disk needed) and rank 0 merges them into the rationale file: records
 already in it first, then the new ones in example order, each id once. The part files are then
 removed, since the merged file holds them all. With one process this is ``generate_rationales``.
+
+Rank 0 holds the rationale file's lock (``mlx_distill.files.exclusive_lock``) from its first look
+at the file until the merge is written; each rank's ``generate_rationales`` holds its part's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mlx_distill import distributed
+from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.files import complete_lines, exclusive_lock, lock_path_for, read_jsonl_records, write_jsonl_atomic
+from mlx_distill.teacher.generate import RationaleSummary, finished_records, generate_rationales
+
+# The options of generate_rationales that decide whose records a rationale file may hold.
+_IDENTITY_OPTIONS = ("prompt_file", "rationalize", "samples", "quantize")
 
 
 def _read_records(path: Path) -> dict[str, dict]:
     """Records of a rationale JSONL file by id (file order, later duplicates win; a torn line skipped)."""
-    records: dict[str, dict] = {}
-    if not path.exists():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the torn last line of a killed writer
-        if isinstance(record, dict) and "id" in record:
-            records[str(record["id"])] = record
-    return records
+    return {str(r["id"]): r for r in read_jsonl_records(path) if "id" in r}
 
 
 def _complete_lines(path: Path) -> bytes:
-    if not path.exists():
+    try:
+        return complete_lines(path.read_bytes())
+    except FileNotFoundError:
         return b""
-    data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1]
-
-
-def _write_merged(out: Path, merged: dict[str, dict]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.merge")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, out)
 
 
 def merge_parts(out_path: str | Path, parts: list[bytes], example_ids: list[str]) -> dict[str, dict]:
@@ -73,13 +62,14 @@ def merge_parts(out_path: str | Path, parts: list[bytes], example_ids: list[str]
     position = {rid: i for i, rid in enumerate(example_ids)}
     for rid in sorted(new, key=lambda i: position.get(i, len(position))):
         merged[rid] = new[rid]
-    _write_merged(out, merged)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out, list(merged.values()))
     return merged
 
 
 def generate_rationales_sharded(examples: list, task: str, teacher: str, out_path: str | Path, *,
                                 limit: int | None = None, on_event: OnEvent = ignore_event,
-                                should_stop: ShouldStop = never_stop, **options: Any):
+                                should_stop: ShouldStop = never_stop, **options: Any) -> RationaleSummary:
     """``teacher.generate_rationales`` with the examples split over every rank of the group.
 
     Call it on every rank with the same arguments. Takes the keyword options of
@@ -92,10 +82,9 @@ def generate_rationales_sharded(examples: list, task: str, teacher: str, out_pat
         rank stopped.
 
     Raises:
-        DistillError: as ``generate_rationales`` (bad options, a file from another teacher/prompt).
+        DistillError: as ``generate_rationales`` (bad options, a file from another teacher/prompt,
+            another process writing the file), on every rank.
     """
-    from mlx_distill.teacher.generate import generate_rationales
-
     rank, size = distributed.rank(), distributed.size()
     if size == 1:
         return generate_rationales(examples, task, teacher, out_path, limit=limit, on_event=on_event,
@@ -103,13 +92,28 @@ def generate_rationales_sharded(examples: list, task: str, teacher: str, out_pat
     if limit is not None:
         examples = examples[:max(limit, 0)]
     out = Path(out_path).expanduser()
-    done_ids: list[str] = []
-    if rank == 0 and out.exists():
-        # With no examples this only checks that the file is this teacher's and prompt's (and cuts
-        # a torn line); it loads no model.
-        generate_rationales([], task, teacher, out, **options)
-        done_ids = list(_read_records(out))
-    done = set(distributed.broadcast_json(done_ids))
+    with contextlib.ExitStack() as held:
+        done_ids: list[str] | None = None
+        error = None
+        if rank == 0:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                held.enter_context(exclusive_lock(lock_path_for(out), f"rationale file {out}"))
+                # Checks that the file is this teacher's and prompt's (and cuts a torn line); no model.
+                identity = {k: options[k] for k in _IDENTITY_OPTIONS if k in options}
+                done_ids = list(finished_records(out, task, teacher, **identity))
+            except DistillError as refused:
+                error = str(refused)
+        # Every rank learns rank 0's answer, so a refusal stops them all instead of leaving them waiting.
+        answer = distributed.broadcast_json({"done": done_ids, "error": error})
+        if answer["error"] is not None:
+            raise DistillError(answer["error"])
+        return _generate_shards(examples, task, teacher, out, set(answer["done"]), rank, size, on_event,
+                                should_stop, options)
+
+
+def _generate_shards(examples: list, task: str, teacher: str, out: Path, done: set[str], rank: int, size: int,
+                     on_event: OnEvent, should_stop: ShouldStop, options: dict[str, Any]) -> RationaleSummary:
     pending = [e for e in examples if e.id not in done]
     mine = distributed.shard(pending, rank, size)
     part = distributed.part_path(out, rank, size)

@@ -107,29 +107,37 @@ class TrainConfig:
         return answer_max_tokens(self.method, self.max_target_tokens, self.eval_max_tokens)
 
     def validate(self, where: str = "") -> None:
-        """Raise DistillError naming the first bad value (``where`` prefixes key names, e.g. "train.")."""
+        """Raise DistillError naming the first bad value.
+
+        ``where`` prefixes key names: ``"c.toml: train."`` for a config file, ``"--"`` for command-line
+        flags (then ``max_steps`` is named ``--max-steps``).
+        """
+
+        def key(name: str) -> str:
+            return f"--{name.replace('_', '-')}" if where == "--" else f"{where}{name}"
+
         for item in dataclasses.fields(self):
-            check_type(f"{where}{item.name}", getattr(self, item.name), item.type)
+            check_type(key(item.name), getattr(self, item.name), item.type)
         choices = {"method": METHODS, "label_source": LABEL_SOURCES, "optimizer": OPTIMIZERS,
                    "schedule": SCHEDULES, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise DistillError(f"{where}{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                raise DistillError(f"{key(name)} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise DistillError(f"{where}alpha {self.alpha} must be between 0 and 1")
+            raise DistillError(f"{key('alpha')} {self.alpha} must be between 0 and 1")
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "max_input_tokens", "max_target_tokens",
                      "eval_batch_size", "eval_max_tokens"):
             if getattr(self, name) < 1:
-                raise DistillError(f"{where}{name} {getattr(self, name)} must be at least 1")
+                raise DistillError(f"{key(name)} {getattr(self, name)} must be at least 1")
         for name in ("warmup_steps", "eval_every", "save_every", "max_tokens_per_batch", "max_eval_examples",
                      "weight_decay", "clip_grad_norm"):
             if getattr(self, name) < 0:
-                raise DistillError(f"{where}{name} {getattr(self, name)} must not be negative")
+                raise DistillError(f"{key(name)} {getattr(self, name)} must not be negative")
         if not math.isfinite(self.lr) or self.lr <= 0 or self.lr > 1:
-            raise DistillError(f"{where}lr {self.lr} must be a positive learning rate of at most 1")
+            raise DistillError(f"{key('lr')} {self.lr} must be a positive learning rate of at most 1")
         for name in ("weight_decay", "clip_grad_norm", "alpha"):
             if not math.isfinite(getattr(self, name)):
-                raise DistillError(f"{where}{name} {getattr(self, name)} must be a finite number")
+                raise DistillError(f"{key(name)} {getattr(self, name)} must be a finite number")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

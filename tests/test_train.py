@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import mlx.core as mx
@@ -221,3 +222,21 @@ def test_cot_in_bfloat16_trains_and_scores_answers_after_the_phrase(tiny_student
     for line in (tmp_path / "cot" / "predictions_validation.jsonl").read_text().splitlines():
         record = json.loads(line)
         assert record["prediction"] == parse_cot_answer(record["generated"])
+
+
+def test_a_non_finite_loss_stops_training_and_exports_nothing(tiny_student, small_synthetic_task, tmp_path):
+    # A student whose weights already hold an inf: the first step's loss is not finite. Training
+    # must stop there, name the fix, keep no checkpoint of the bad update and export no student.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_student, broken)
+    weights = mx.load(str(broken / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("wo.weight"))
+    weights[name] = mx.full(weights[name].shape, float("inf"), dtype=weights[name].dtype)
+    mx.save_safetensors(str(broken / "model.safetensors"), weights)
+    data = _no_eval(small_synthetic_task)
+    with pytest.raises(DistillError) as error:
+        _run(broken, data, tmp_path / "out", save_every=1)
+    message = str(error.value)
+    assert "diverged at step 1" in message and "--lr" in message and "no checkpoint" in message
+    assert latest_checkpoint(tmp_path / "out" / "checkpoints") is None
+    assert not (tmp_path / "out" / "student").exists()

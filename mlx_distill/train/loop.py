@@ -8,6 +8,7 @@ rows each method trains on are built in ``batches``, the loss and step in ``step
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 
 from mlx_distill import distributed
 from mlx_distill.config import TrainConfig
@@ -418,6 +419,7 @@ class Trainer:
                 stopped = True
                 break
             loss, label_sum, rationale_sum, counts, position = outcome
+            self._check_finite(loss)
             seconds = time.perf_counter() - tic
             self.state.step += 1
             self.state.epoch, self.state.batch = position.epoch, position.batch
@@ -448,6 +450,20 @@ class Trainer:
         if self.rank != 0:  # rank 0 alone exports the student
             return self._result(final_value, None, stopped=False, checkpoint=None)
         return self._finish(final_value, self._ensure_saved())
+
+    def _check_finite(self, loss: mx.array) -> None:
+        """Stop at the first non-finite loss: the update it made is not saved (the loss is already
+        evaluated, so reading it costs no extra sync)."""
+        diverged = not math.isfinite(loss.item())
+        if self.size > 1:
+            diverged = distributed.any_rank(diverged)
+        if not diverged:
+            return
+        latest = ckpt.latest_checkpoint(self.ckpt_root) if self.rank == 0 else None
+        kept = f"the last good checkpoint ({latest.name}) is kept" if latest else "no checkpoint was written yet"
+        message = (f"training diverged at step {self.state.step + 1}: the loss is not finite; lower --lr "
+                   f"(now {self.config.lr:g}) or check the student's weights; {kept}")
+        raise DistillError(message)
 
     def _global(self, loss: mx.array, *sums: mx.array) -> tuple[mx.array, ...]:
         """Loss and token-loss sums over all ranks (each rank's loss is ``size`` times its share)."""
@@ -481,6 +497,10 @@ class Trainer:
         if best is not None:
             ckpt.load_weights(self.model, best)
         self.model.eval()
+        bad = [name for name, value in tree_flatten(self.model.parameters()) if not mx.all(mx.isfinite(value)).item()]
+        if bad:
+            raise DistillError(f"the trained weights hold non-finite values ({bad[0]}); the student is not exported; "
+                               "lower --lr and train again")
         student_dir = Path(save_student(self.model, self.tokenizer, self.out_dir / "student"))
         write_json_atomic(
             student_dir / STUDENT_META,

@@ -16,9 +16,18 @@ all inside it. Run:
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from pathlib import Path
+
+import mlx.core as mx
+
+from mlx_distill.data import Example
+from mlx_distill.events import TeacherLoaded, TeacherReleased
+from mlx_distill.platform import blas_status, device_name
+from mlx_distill.teacher import generate_rationales, load_prompt, render_prompt
+from mlx_distill.testing.tiny_llm import build_tiny_llm
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
@@ -28,8 +37,6 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 
 
 def _examples(n: int):
-    from mlx_distill.data import Example
-
     things = ["apples", "pencils", "stickers", "marbles", "books", "shells", "cookies", "coins"]
     names = ["Sam", "Lena", "Omar", "Mia", "Ravi", "Jo", "Kim", "Ada"]
     examples = []
@@ -44,12 +51,7 @@ def _examples(n: int):
 
 def _baseline(model_dir: Path, examples, max_tokens: int) -> tuple[float, int, float]:
     """Plain one-at-a-time mlx_lm.stream_generate on the full few-shot prompt; returns (tok/s, tokens, s)."""
-    import gc
-
-    import mlx.core as mx
-    from mlx_lm import load, stream_generate
-
-    from mlx_distill.teacher.prompt import load_prompt, render_prompt
+    from mlx_lm import load, stream_generate  # imports transformers (seconds): not for --help
 
     model, tokenizer = load(str(model_dir))
     template = load_prompt("svamp")
@@ -71,9 +73,6 @@ def _baseline(model_dir: Path, examples, max_tokens: int) -> tuple[float, int, f
 
 
 def _stage(model_dir: Path, examples, batch_size: int, max_tokens: int, prefix_cache: bool, work: Path):
-    from mlx_distill.events import TeacherLoaded, TeacherReleased
-    from mlx_distill.teacher.generate import generate_rationales
-
     marks = {}
 
     def on_event(event):
@@ -98,9 +97,6 @@ def main() -> None:
     parser.add_argument("--shape", choices=("qwen2.5-0.5b", "tiny"), default="qwen2.5-0.5b")
     parser.add_argument("--model-dir", default=None, help="reuse (or build once into) this folder")
     args = parser.parse_args()
-
-    from mlx_distill.platform import blas_status, device_name
-    from mlx_distill.testing.tiny_llm import build_tiny_llm
 
     work = Path(tempfile.mkdtemp(prefix="teacher-bench-"))
     model_dir = Path(args.model_dir) if args.model_dir else work / "model"

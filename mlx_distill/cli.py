@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     ensure_fast_blas(argv)
     parser = build_parser()
     if not argv:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            # The terminal UI needs a terminal: without one it would write escape codes to a file.
+            parser.print_help()
+            print("\nno terminal: give a command (the terminal UI needs one)", file=sys.stderr)
+            return 2
         argv = ["tui"] if "tui" in _command_modules() else ["--help"]
     args = parser.parse_args(argv)
     if getattr(args, "_main", None) is None:

@@ -342,19 +342,44 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
 
     name = data.get("name") or f"{task.name}-{train.method}"
     check_type(f"{source}: name", name, "str")
-    if "/" in name or name.startswith("."):
-        raise DistillError(f"{source}: name '{name}' must be a plain folder name (no '/')")
+    check_run_name(name, f"{source}: name")
     runs_dir = data.get("runs_dir", "runs")
     check_type(f"{source}: runs_dir", runs_dir, "str")
     return RunConfig(name=name, task=task, teacher=teacher, train=train, runs_dir=_resolve_path(runs_dir, base),
                      format_version=FORMAT_VERSION)
 
 
+MAX_RUN_NAME = 100
+
+
+def check_run_name(name: str, where: str = "run name") -> None:
+    """Refuse a run name that is not one plain folder name (it becomes ``<runs_dir>/<name>``)."""
+    problem = ""
+    if not name.strip():
+        problem = "is empty"
+    elif "/" in name or "\\" in name:
+        problem = "holds a path separator"
+    elif name.startswith("."):
+        problem = "starts with '.'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "holds a control character"
+    elif name != name.strip():
+        problem = "starts or ends with a space"
+    elif len(name) > MAX_RUN_NAME:
+        problem = f"is {len(name)} characters long (at most {MAX_RUN_NAME})"
+    if problem:
+        raise DistillError(f"{where} {name[:40]!r} {problem}; use a plain folder name such as 'svamp-run1'")
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read a run config TOML file; relative paths in it are relative to the file's folder."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DistillError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
+    except IsADirectoryError:
+        raise DistillError(f"{path} is a folder; give the config TOML file inside it") from None
     except FileNotFoundError:
         raise DistillError(f"config file {path} not found; see examples/svamp.toml for one") from None
     except OSError as error:

@@ -109,3 +109,29 @@ def test_train_seed_defaults_to_the_task_seed():
     config = parse_config({"task": {"name": "jsonl", "data": "x.jsonl", "seed": 7}})
     assert config.train.trainer.seed == 7
     assert parse_config({**_base(), "train": {"seed": 3}}).train.trainer.seed == 3
+
+
+@pytest.mark.parametrize("name, words", [
+    ("../../etc", ["path separator"]),
+    ("a\nb", ["control character"]),
+    ("   ", ["empty"]),
+    ("a\x00b", ["control character"]),
+    ("x" * 300, ["300 characters"]),
+    (".hidden", ["starts with '.'"]),
+    (" padded", ["space"]),
+])
+def test_run_names_are_plain_folder_names(name, words):
+    with pytest.raises(DistillError) as error:
+        parse_config({**_base(), "name": name}, source="c.toml")
+    message = str(error.value)
+    assert message.startswith("c.toml: name ") and "\n" not in message.replace(repr(name[:40]), "")
+    for word in words:
+        assert word in message
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(DistillError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: not UTF-8 text (byte 11); save the config as UTF-8"

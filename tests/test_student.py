@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 import numpy as np
 import pytest
 
@@ -14,13 +16,17 @@ import mlx_distill
 from mlx_distill.errors import DistillError
 from mlx_distill.student import (
     StudentResponse,
+    count_parameters,
+    encode_prompts,
     generate,
+    generate_batch,
     generate_tokens,
     init_student,
     load_student,
     save_student,
     stream_generate,
 )
+from mlx_distill.student.detokenize import streaming_detokenizer
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
 from mlx_distill.testing.t5_reference import CORPUS, PROMPTS, batch, build
 
@@ -256,15 +262,56 @@ def test_generate_returns_text_in_prompt_order(loaded):
     assert generate(model, tokenizer, [], max_tokens=8) == []
 
 
-def test_stream_pieces_add_up_to_the_generated_text(loaded):
+# Prompts whose answers from the tiny model hold spaces, digits, punctuation and special tokens.
+STREAM_PROMPTS = PROMPTS + ["12 + 7 = 19", "a man has 3 apples and buys 5 more", "explain: 8 apples",
+                            "the lazy dog ?"]
+
+
+def test_stream_pieces_add_up_to_the_generated_text(loaded, monkeypatch):
     model, tokenizer = loaded
-    responses = list(stream_generate(model, tokenizer, PROMPTS[0], max_tokens=10))
-    assert all(isinstance(r, StudentResponse) for r in responses)
-    assert "".join(r.text for r in responses) == generate(model, tokenizer, [PROMPTS[0]], max_tokens=10)[0]
-    assert [r.finish_reason for r in responses[:-1]] == [None] * (len(responses) - 1)
-    assert responses[-1].finish_reason in ("stop", "length")
-    assert [r.generated_tokens for r in responses] == list(range(1, len(responses) + 1))
-    assert responses[-1].tokens_per_second > 0
+    expected = generate(model, tokenizer, STREAM_PROMPTS, max_tokens=30)
+    joined = "".join(expected)
+    assert " " in joined and any(c.isdigit() for c in joined) and {"+", "=", ":"} & set(joined)
+
+    def decode_again(*args, **kwargs):
+        raise AssertionError("the stream decoded the whole answer again")
+
+    monkeypatch.setattr(tokenizer, "decode", decode_again)  # each token is detokenized once
+    for prompt, text in zip(STREAM_PROMPTS, expected):
+        responses = list(stream_generate(model, tokenizer, prompt, max_tokens=30))
+        assert all(isinstance(r, StudentResponse) for r in responses)
+        assert "".join(r.text for r in responses) == text
+        assert [r.finish_reason for r in responses[:-1]] == [None] * (len(responses) - 1)
+        assert responses[-1].finish_reason == ("length" if len(responses) == 30 else "stop")
+        assert [r.generated_tokens for r in responses] == list(range(1, len(responses) + 1))
+        assert responses[-1].tokens_per_second > 0
+        assert responses[0].prompt_tokens == len(tokenizer(prompt)["input_ids"])
+        assert not responses[0].prompt_truncated
+
+
+def test_streaming_detokenizer_equals_decode(loaded):
+    # T5 decodes with Metaspace: only the first token loses its leading space, even when it is a
+    # lone "▁" (mlx-lm's SPM detokenizer alone would also trim the next word then).
+    _, tokenizer = loaded
+    detokenizer = streaming_detokenizer(tokenizer)
+    hidden = set(tokenizer.all_special_ids)
+    lone_space = tokenizer.convert_tokens_to_ids("\u2581")
+    texts = ["A man has 3 apples, so he has 8 apples.", "12 + 7 = 19 (yes)! what?", "  spaced  out  ",
+             "it's \"quoted\"; yes:no"]
+    rng = random.Random(0)
+    sequences = [tokenizer(t)["input_ids"] for t in texts]
+    sequences += [[lone_space, tokenizer.convert_tokens_to_ids("\u2581apples")], [0, lone_space, lone_space, 5]]
+    sequences += [[rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 12))] for _ in range(300)]
+    for ids in sequences:
+        detokenizer.reset()
+        pieces = []
+        for token in ids:
+            if token not in hidden:
+                detokenizer.add_token(token)
+                pieces.append(detokenizer.last_segment)
+        detokenizer.finalize()
+        pieces.append(detokenizer.last_segment)
+        assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True), ids
 
 
 def test_sampling_with_a_tiny_top_p_is_greedy_and_temperature_varies(loaded):
@@ -317,3 +364,63 @@ def test_generation_follows_weight_and_dtype_changes(tiny):
         fresh, tokenizer, PROMPTS, max_tokens=8
     )
     assert model.decoder.layers[0].self_attention.q.weight.dtype == mx.bfloat16
+
+
+# --- long inputs ------------------------------------------------------------------------------
+
+
+def test_long_prompts_are_cut_as_training_cuts_them_and_reported(loaded):
+    model, tokenizer = loaded
+    full = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    limit = sorted(len(ids) for ids in full)[1]  # one prompt shorter, one exactly this long
+    long_rows = [i for i, ids in enumerate(full) if len(ids) > limit]
+    assert 0 < len(long_rows) <= len(PROMPTS) - 2
+    ids, truncated = encode_prompts(tokenizer, PROMPTS, max_input_tokens=limit)
+    assert truncated == long_rows
+    assert ids == tokenizer(PROMPTS, truncation=True, max_length=limit)["input_ids"]
+    assert [len(row) for row in ids] == [min(len(row), limit) for row in full]
+
+    reports = []
+    tokens = generate_tokens(model, tokenizer, PROMPTS, max_tokens=6, max_input_tokens=limit,
+                             on_truncated=reports.append)
+    assert reports == [long_rows]
+    cut_row = long_rows[0]
+    one = np.array([ids[cut_row]], dtype=np.int32)
+    assert tokens[cut_row] == generate_batch(model, one, np.ones_like(one), max_tokens=6)[0]
+    responses = list(stream_generate(model, tokenizer, PROMPTS[cut_row], max_tokens=3, max_input_tokens=limit))
+    assert all(r.prompt_truncated and r.prompt_tokens == limit for r in responses)
+
+
+def test_a_huge_prompt_is_cut_before_it_is_tokenized(loaded):
+    # A 5 MB question takes T5's tokenizer ~10 s and the encoder far more memory than it has.
+    model, tokenizer = loaded
+    huge = "how many apples are left " * 200_000
+    start = time.perf_counter()
+    responses = list(stream_generate(model, tokenizer, huge, max_tokens=4))
+    assert time.perf_counter() - start < 2.0
+    assert responses[0].prompt_truncated and responses[0].prompt_tokens == 512
+    [ids], truncated = encode_prompts(tokenizer, [huge], 16)
+    assert truncated == [0] and ids == tokenizer(huge[:1000], truncation=True, max_length=16)["input_ids"]
+
+
+def test_a_dense_prompt_keeps_the_text_past_the_character_cut(loaded):
+    # Runs of spaces tokenize to nothing: the character cut alone would drop the last words.
+    _, tokenizer = loaded
+    prompt = "apples" + " " * 2000 + "plate fox"
+    expected = tokenizer(prompt)["input_ids"]
+    assert len(expected) * 32 < 2000  # the prompt is longer than the character cut for this limit
+    assert encode_prompts(tokenizer, [prompt], len(expected)) == ([expected], [])
+
+
+def test_bad_max_input_tokens(loaded):
+    model, tokenizer = loaded
+    with pytest.raises(DistillError, match="max_input_tokens must be at least 1, got 0"):
+        generate(model, tokenizer, ["x"], max_input_tokens=0)
+
+
+def test_count_parameters_counts_every_weight_once(loaded, tiny):
+    model, _ = loaded
+    assert count_parameters(model) == sum(v.size for _, v in tree_flatten(model.parameters()))
+    original, _ = load_student(build(tiny.parent / "original", "original"))
+    assert count_parameters(original) == sum(v.size for _, v in tree_flatten(original.parameters()))
+    assert count_parameters(original) < count_parameters(model)  # tied head: no lm_head

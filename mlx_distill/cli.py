@@ -7,6 +7,7 @@ and ``main(args) -> int``; command modules import nothing heavy at module level.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from types import ModuleType
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # the reader (e.g. `| head`) went away; nothing left to say
         return 0
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        print(f"error: disk full{where}; free some space and rerun the same command to resume "
+              "(finished work is kept)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nstopped (Ctrl-C); finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from mlx_distill.tui.app import DistillApp
-from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, make_run
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, make_run
 
 DOCS = Path(__file__).resolve().parent
 
@@ -49,7 +49,7 @@ async def main(run: Path | None) -> None:
     runs_dir = run_dir.parent if real else samples
 
     def app(**kwargs) -> DistillApp:
-        return DistillApp(runs_dir, launcher=ScriptedLauncher(), chat_backend=None if real else EchoBackend(),
+        return DistillApp(runs_dir, starter=ScriptedStarter(), chat_backend=None if real else EchoBackend(),
                           poll_interval=60, **kwargs)
 
     await shoot(app(), "runs", (100, 24))

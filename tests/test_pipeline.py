@@ -1,8 +1,9 @@
-"""The pipeline end to end through the CLI, on tiny real-format models built here.
+"""The pipeline end to end, on the demo's tiny real-format models (``demo_models`` in conftest).
 
 Covers: stage skipping on rerun, SIGKILL in the teacher stage and in training followed by a rerun
-that ends where an uninterrupted run ends, a changed config refused, and bad inputs that each give
-one line and leave nothing half-written.
+that ends where an uninterrupted run ends, SIGINT that stops cleanly and resumes, one writer per
+run folder, a changed config refused, baselines scored by the evaluate stage, and bad inputs that
+each give one line and leave nothing half-written.
 """
 
 from __future__ import annotations
@@ -17,23 +18,18 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from mlx_distill.commands.demo import demo_data_dir
+from mlx_distill.config import load_config, parse_config
+from mlx_distill.errors import DistillError
 from mlx_distill.events import event_from_json
+from mlx_distill.pipeline import run_pipeline, running_pid
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from mlx_distill.testing.tiny_llm import build_tiny_llm
-    from mlx_distill.testing.tiny_t5 import build_tiny_t5
-
-    root = tmp_path_factory.mktemp("models")
-    corpus = _demo_corpus(demo_data_dir())
-    return {
-        "teacher": build_tiny_llm(root / "teacher", arch="qwen2", corpus=corpus, seed=0),
-        "student": build_tiny_t5(root / "student", corpus=corpus, **DEMO_STUDENT),
-    }
 
 
 def _config(tmp_path: Path, models: dict[str, Path], name: str = "run", **overrides) -> Path:
@@ -92,20 +88,20 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, tiny_models) -> Path:
+def straight_run(tmp_path_factory, demo_models) -> Path:
     """One uninterrupted run, the reference for the resume tests."""
     tmp = tmp_path_factory.mktemp("straight")
-    result = _run("run", str(_config(tmp, tiny_models)))
+    result = _run("run", str(_config(tmp, demo_models)))
     assert result.returncode == 0, result.stderr
     return tmp / "runs" / "run"
 
 
-def test_run_writes_every_stage_and_a_rerun_redoes_nothing(straight_run, tiny_models):
+def test_run_writes_every_stage_and_a_rerun_redoes_nothing(straight_run, demo_models):
     run = straight_run
     for name in ("config.toml", "state.json", "events.jsonl", "rationales.jsonl", "metrics.json", "report.md",
                  "predictions_test.jsonl", "student/config.json", "student/model.safetensors"):
         assert (run / name).exists(), name
-    assert not (run / "pid").exists()
+    assert running_pid(run) is None
     state = json.loads((run / "state.json").read_text())["stages"]
     assert [state[s]["status"] for s in ("data", "teacher", "train", "evaluate", "export")] == ["done"] * 5
     assert len(_records(run / "rationales.jsonl")) == 48
@@ -125,8 +121,8 @@ def test_run_writes_every_stage_and_a_rerun_redoes_nothing(straight_run, tiny_mo
     assert not any(e.kind in ("TrainStep", "TeacherProgress") for e in new)
 
 
-def test_sigkill_in_teacher_then_in_training_resumes_to_the_same_result(tmp_path, tiny_models, straight_run):
-    config = _config(tmp_path, tiny_models)
+def test_sigkill_in_teacher_then_in_training_resumes_to_the_same_result(tmp_path, demo_models, straight_run):
+    config = _config(tmp_path, demo_models)
     run = tmp_path / "runs" / "run"
     rationales = run / "rationales.jsonl"
 
@@ -152,16 +148,67 @@ def test_sigkill_in_teacher_then_in_training_resumes_to_the_same_result(tmp_path
     assert metrics["student_test_accuracy"] == reference["student_test_accuracy"]
 
 
-def test_changed_config_is_refused_with_the_change_named(tmp_path, tiny_models):
-    first = _config(tmp_path, tiny_models, train={"max_steps": 4, "eval_every": 4})
-    assert _run("run", str(first)).returncode == 0
-    changed = _config(tmp_path, tiny_models, train={"max_steps": 4, "eval_every": 4, "alpha": 0.9})
-    result = _run("run", str(changed))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "train" in lines[0] and "alpha" in lines[0] and "--redo train" in lines[0]
-    redo = _run("run", str(changed), "--redo", "train")
-    assert redo.returncode == 0, redo.stderr
+def _teacher_started(run: Path) -> bool:
+    events = run / "events.jsonl"
+    return events.exists() and any(e.kind == "TeacherProgress" and e.done > 0 for e in _events_so_far(events))
+
+
+def _events_so_far(path: Path) -> list:
+    text = path.read_text()
+    return [event_from_json(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
+
+
+def _wait_for(process: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "the run never got there"
+        time.sleep(0.05)
+
+
+def test_a_second_writer_is_refused_and_sigint_stops_then_resumes_keeping_every_record(tmp_path, demo_models):
+    config = _config(tmp_path, demo_models)
+    run = tmp_path / "runs" / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mlx_distill", "run", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(process, lambda: running_pid(run) is not None)
+        second = _run("run", str(config))  # while the first holds the run folder
+        line = _one_line_error(second)
+        assert f"pid {process.pid}" in line and "already being written" in line
+        _wait_for(process, lambda: _teacher_started(run))
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"stopped; finished work is kept in {run}. Resume:" in stderr
+    assert running_pid(run) is None
+    state = json.loads((run / "state.json").read_text())["stages"]
+    assert state["teacher"]["status"] == "stopped"
+    kept = {r["id"]: r for r in _records(run / "rationales.jsonl")}
+    assert 0 < len(kept) < 48
+
+    result = _run("run", str(config))
+    assert result.returncode == 0, result.stderr
+    after = {r["id"]: r for r in _records(run / "rationales.jsonl")}
+    assert len(after) == 48
+    assert all(after[rid] == record for rid, record in kept.items())
+
+
+def test_changed_config_is_refused_with_the_change_named(tmp_path, demo_models):
+    first = load_config(_config(tmp_path, demo_models, teacher={"enabled": False},
+                                train={"max_steps": 4, "eval_every": 4}))
+    run_pipeline(first)
+    changed = load_config(_config(tmp_path, demo_models, teacher={"enabled": False},
+                                  train={"max_steps": 4, "eval_every": 4, "alpha": 0.9}))
+    with pytest.raises(DistillError) as refused:
+        run_pipeline(changed)
+    message = str(refused.value)
+    assert "train stage" in message and "alpha" in message and "--redo train" in message
+    assert not run_pipeline(changed, redo="train").get("stopped")
 
 
 def _one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -171,48 +218,55 @@ def _one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_unknown_config_key_is_named(tmp_path, tiny_models):
-    path = _config(tmp_path, tiny_models, train={"learning_rate_typo": 1.0})
+def test_a_bad_config_is_one_line_through_the_cli(tmp_path, demo_models):
+    path = _config(tmp_path, demo_models, train={"learning_rate_typo": 1.0})
     message = _one_line_error(_run("run", str(path)))
     assert "train.learning_rate_typo" in message
     assert not (tmp_path / "runs").exists()
 
 
-def test_data_file_that_does_not_parse(tmp_path, tiny_models):
+def _raw_config(tmp_path: Path, models: dict[str, Path], **overrides) -> dict:
+    return tomllib.loads(_config(tmp_path, models, **overrides).read_text())
+
+
+def test_data_file_that_does_not_parse(tmp_path, demo_models):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "label": "b"}\n{"input": broken\n{"input": "c", "label": "d"}\n')
-    path = _config(tmp_path, tiny_models, task={"name": "jsonl", "data": str(bad)})
-    message = _one_line_error(_run("run", str(path)))
-    assert "bad.jsonl:2" in message
+    config = parse_config(_raw_config(tmp_path, demo_models, task={"name": "jsonl", "data": str(bad)}))
+    with pytest.raises(DistillError, match="bad.jsonl:2"):
+        run_pipeline(config)
     assert not (tmp_path / "runs").exists()
 
 
-def test_model_too_big_for_memory(tmp_path, tiny_models):
-    path = _config(tmp_path, tiny_models, teacher={"model": "qwen2.5-72b"})
-    message = _one_line_error(_run("run", str(path)))
-    assert "qwen2.5-72b" in message and "try" in message
+def test_model_too_big_for_memory(tmp_path, demo_models):
+    config = parse_config(_raw_config(tmp_path, demo_models, teacher={"model": "qwen2.5-72b"}))
+    with pytest.raises(DistillError, match=r"qwen2\.5-72b.*try"):
+        run_pipeline(config)
     assert not (tmp_path / "runs").exists()
 
 
-def test_unwritable_run_folder(tmp_path, tiny_models):
+def test_unwritable_run_folder(tmp_path, demo_models):
     # A file where the runs folder should be cannot be written into, even by root.
     blocker = tmp_path / "runs-file"
     blocker.write_text("not a folder")
-    path = _config(tmp_path, tiny_models, runs_dir=str(blocker))
-    message = _one_line_error(_run("run", str(path)))
-    assert "cannot write to run folder" in message and "runs-file" in message
+    config = parse_config(_raw_config(tmp_path, demo_models, runs_dir=str(blocker)))
+    with pytest.raises(DistillError, match="cannot write to run folder .*runs-file"):
+        run_pipeline(config)
     assert blocker.read_text() == "not a folder"
 
 
-def test_baselines_are_trained_on_the_same_data_and_reported(tmp_path, tiny_models):
-    path = _config(tmp_path, tiny_models, teacher={"enabled": False},
+def test_baselines_are_trained_on_the_same_data_and_scored_by_the_evaluate_stage(tmp_path, demo_models):
+    path = _config(tmp_path, demo_models, teacher={"enabled": False},
                    train={"max_steps": 4, "eval_every": 4, "baselines": ["finetune"]})
-    result = _run("run", str(path))
-    assert result.returncode == 0, result.stderr
+    metrics = run_pipeline(load_config(path))
     run = tmp_path / "runs" / "run"
-    assert (run / "baselines" / "finetune" / "student" / "config.json").is_file()
-    metrics = json.loads((run / "metrics.json").read_text())
+    baseline = run / "baselines" / "finetune"
+    assert (baseline / "student" / "config.json").is_file()
     assert metrics["baselines"]["finetune"]["steps"] == 4
+    predictions = _records(baseline / "predictions_test.jsonl")
+    assert len(predictions) == metrics["data"]["test"]
+    accuracy = metrics["baselines"]["finetune"]["test_accuracy"]
+    assert sum(p["correct"] for p in predictions) / len(predictions) == pytest.approx(accuracy)
     report = (run / "report.md").read_text()
-    assert "## Baselines" in report and "| finetune |" in report
+    assert "## Baselines" in report and f"| finetune | {accuracy * 100:.1f}% |" in report
     assert json.loads((run / "state.json").read_text())["stages"]["teacher"]["detail"] == "teacher disabled in the config"

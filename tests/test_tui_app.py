@@ -1,6 +1,6 @@
 """Pilot tests of every screen of the Textual app, with a scripted pipeline and echo chat models.
 
-The ScriptedLauncher writes events into the run folder's events.jsonl, the same file the real
+The ScriptedStarter writes events into the run folder's events.jsonl, the same file the real
 pipeline appends to, so these tests run the app's real follow path; the EchoBackend runs on the
 app's real engine thread.
 """
@@ -15,10 +15,12 @@ import pytest
 from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, Switch
 
 from mlx_distill import events as ev
-from mlx_distill.tui import runs
+from mlx_distill.config import FORMAT_VERSION
+from mlx_distill.pipeline import CONFIG_FILE
+from mlx_distill.tui.chat_history import read_chat
 from mlx_distill.tui.app import DistillApp
 from mlx_distill.tui.model_choices import ModelChoice
-from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, fake_student, make_run, sample_events
 from mlx_distill.tui.screens.chat import ChatScreen, Exchange, Reply
 from mlx_distill.tui.screens.dashboard import DashboardScreen
 from mlx_distill.tui.screens.modals import ConfirmScreen, MessageScreen
@@ -34,7 +36,7 @@ CHOICES = [
 
 
 def make_app(runs_dir: Path, **kwargs) -> DistillApp:
-    kwargs.setdefault("launcher", ScriptedLauncher())
+    kwargs.setdefault("starter", ScriptedStarter())
     kwargs.setdefault("chat_backend", EchoBackend())
     kwargs.setdefault("choices", CHOICES)
     kwargs.setdefault("available_memory", lambda: 16_000_000_000)
@@ -81,7 +83,7 @@ async def test_runs_browser_lists_runs_and_opens_a_replay(tmp_path):
 
 
 async def test_runs_browser_explains_a_run_from_a_newer_version(tmp_path):
-    make_run(tmp_path, "future", format_version=runs.FORMAT_VERSION + 1)
+    make_run(tmp_path, "future", format_version=FORMAT_VERSION + 1)
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one(DataTable)
@@ -115,8 +117,8 @@ def data_file(tmp_path: Path) -> Path:
 
 
 async def test_new_run_writes_a_config_starts_the_pipeline_and_shows_progress(tmp_path):
-    launcher = ScriptedLauncher(block_after=30)
-    app = make_app(tmp_path / "runs", launcher=launcher)
+    starter = ScriptedStarter(block_after=30)
+    app = make_app(tmp_path / "runs", starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f2")
         await fill_form(pilot, str(data_file(tmp_path)), teacher="mlx-community/Qwen2.5-1.5B-Instruct-4bit")
@@ -124,10 +126,10 @@ async def test_new_run_writes_a_config_starts_the_pipeline_and_shows_progress(tm
         await app.workers.wait_for_complete()
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         run_dir = tmp_path / "runs" / "my-run"
-        assert launcher.started == [(run_dir, False)]
+        assert starter.started == [(run_dir, False)]
         from mlx_distill.config import load_config
 
-        config = load_config(run_dir / runs.CONFIG_FILE)
+        config = load_config(run_dir / CONFIG_FILE)
         assert (config.task.name, config.train.student, config.teacher.model) == (
             "jsonl", "google/flan-t5-small", "mlx-community/Qwen2.5-1.5B-Instruct-4bit")
         # 30 events: the teacher is mid-way
@@ -138,14 +140,14 @@ async def test_new_run_writes_a_config_starts_the_pipeline_and_shows_progress(tm
         assert "✓ accepted" in text_of(app, "#latest") and "Jack had 8 pens" in text_of(app, "#latest")
         assert "running: teacher" in text_of(app, "#run-status")
         # the pipeline writes on; the app follows the file
-        launcher.release(run_dir, 60)
+        starter.release(run_dir, 60)
         app.poll_run()
         await pilot.pause()
         train = app.screen.query_one("#train-bar", ProgressBar)
         assert train.progress > 0 and train.total == 60
         assert "label" in text_of(app, "#train-stats")
         assert app.screen.state.label_losses and app.screen.state.rationale_losses
-        launcher.release(run_dir)
+        starter.release(run_dir)
         app.poll_run()
         await pilot.pause()
         assert "test 71.0%" in text_of(app, "#accuracy")
@@ -154,8 +156,8 @@ async def test_new_run_writes_a_config_starts_the_pipeline_and_shows_progress(tm
 async def test_new_run_shows_a_task_file_that_does_not_parse(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "1", "label": "2"}\nnot json at all\n')
-    launcher = ScriptedLauncher()
-    app = make_app(tmp_path / "runs", launcher=launcher)
+    starter = ScriptedStarter()
+    app = make_app(tmp_path / "runs", starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f2")
         await fill_form(pilot, str(bad), teacher="mlx-community/Qwen2.5-1.5B-Instruct-4bit")
@@ -164,13 +166,13 @@ async def test_new_run_shows_a_task_file_that_does_not_parse(tmp_path):
         await pilot.pause()
         error = text_of(app, "#form-error")
         assert "bad.jsonl:2" in error
-        assert launcher.started == [] and isinstance(app.screen, NewRunScreen)
+        assert starter.started == [] and isinstance(app.screen, NewRunScreen)
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 async def test_new_run_refuses_a_teacher_that_does_not_fit(tmp_path):
-    launcher = ScriptedLauncher()
-    app = make_app(tmp_path / "runs", launcher=launcher)
+    starter = ScriptedStarter()
+    app = make_app(tmp_path / "runs", starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f2")
         await fill_form(pilot, str(data_file(tmp_path)))
@@ -178,30 +180,30 @@ async def test_new_run_refuses_a_teacher_that_does_not_fit(tmp_path):
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "needs 42.0 GB" in text_of(app, "#form-error")
-        assert launcher.started == []
+        assert starter.started == []
 
 
 # ---- dashboard: cancel, resume, a crashed pipeline ------------------------------------------
 
 
 async def test_cancel_asks_then_stops_and_resume_restarts(tmp_path):
-    launcher = ScriptedLauncher(block_after=70)
-    app = make_app(tmp_path, launcher=launcher)
+    starter = ScriptedStarter(block_after=70)
+    app = make_app(tmp_path, starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         app.action_start_demo()
         await pilot.pause()
         run_dir = tmp_path / "demo"
-        assert launcher.started == [(run_dir, True)]
+        assert starter.started == [(run_dir, True)]
         assert isinstance(app.screen, DashboardScreen)
         await pilot.press("r")  # already running: refused
-        assert len(launcher.started) == 1
+        assert len(starter.started) == 1
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # keep running
-        assert launcher.stopped == []
+        assert starter.stopped == []
         await pilot.press("x")
         await pilot.press("y")
-        assert launcher.stopped == [run_dir]
+        assert starter.stopped == [run_dir]
         app.poll_run()
         await pilot.pause()
         state = app.screen.state
@@ -209,7 +211,7 @@ async def test_cancel_asks_then_stops_and_resume_restarts(tmp_path):
         assert state.stages["train"] == "stopped"
         assert "stopped" in text_of(app, "#run-status")
         await pilot.press("r")
-        assert len(launcher.started) == 2
+        assert len(starter.started) == 2
         app.poll_run()
         await pilot.pause()
         assert app.screen.state.finished is None  # the resumed run is live again
@@ -217,9 +219,9 @@ async def test_cancel_asks_then_stops_and_resume_restarts(tmp_path):
 
 
 async def test_a_pipeline_that_dies_shows_its_error(tmp_path):
-    launcher = ScriptedLauncher(script=sample_events()[:3], block_after=3, exit_code=2,
+    starter = ScriptedStarter(script=sample_events()[:3], block_after=3, exit_code=2,
                                 log="Traceback…\nerror: teacher needs 40.0 GB, 12.0 GB available\n")
-    app = make_app(tmp_path, launcher=launcher)
+    app = make_app(tmp_path, starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         app.action_start_demo()
         app.poll_run()
@@ -229,14 +231,14 @@ async def test_a_pipeline_that_dies_shows_its_error(tmp_path):
 
 
 async def test_updates_arrive_while_the_chat_is_on_screen(tmp_path):
-    launcher = ScriptedLauncher(block_after=10)
-    app = make_app(tmp_path, launcher=launcher)
+    starter = ScriptedStarter(block_after=10)
+    app = make_app(tmp_path, starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         app.action_start_demo()
         await pilot.pause()
         await pilot.press("f4")
         assert isinstance(app.screen, ChatScreen)
-        launcher.release(tmp_path / "demo")
+        starter.release(tmp_path / "demo")
         app.poll_run()
         await pilot.pause()
         dashboard = app.get_screen("dashboard", DashboardScreen)
@@ -269,8 +271,8 @@ async def test_chat_streams_an_answer_and_toggles_the_rationale(tmp_path):
         assert shown.styles.display == "block" and "explain: Jack gives away" in str(shown.render())
         await pilot.press("ctrl+r")
         assert shown.styles.display == "none"
-        await wait_until(pilot, lambda: len(runs.read_chat(run)) == 2)
-    history = runs.read_chat(run)
+        await wait_until(pilot, lambda: len(read_chat(run)) == 2)
+    history = read_chat(run)
     assert [record["question"] for record in history] == ["How many pens?", "And Mary?"]
     assert history[1]["rationale"] == EchoBackend.RATIONALE and "answer" in history[1]["seconds"]
     # the history comes back when the run's chat is opened again
@@ -298,18 +300,31 @@ async def test_chat_asks_the_teacher_side_by_side_when_it_fits(tmp_path):
         await wait_until(pilot, lambda: exchange.reply("teacher").texts["answer"] == EchoBackend.TEACHER)
         assert exchange.reply("answer").texts["answer"] == EchoBackend.ANSWER
         assert exchange.reply("teacher").border_subtitle.endswith(" s")  # its own latency
-        await wait_until(pilot, lambda: len(runs.read_chat(run)) == 1)
-    record = runs.read_chat(run)[0]
+        await wait_until(pilot, lambda: len(read_chat(run)) == 1)
+    record = read_chat(run)[0]
     assert record["teacher"] == EchoBackend.TEACHER and set(record["seconds"]) == {"answer", "teacher"}
 
 
-async def test_chat_disables_a_teacher_that_does_not_fit_or_is_missing(tmp_path):
+async def test_chat_disables_a_teacher_that_is_missing(tmp_path):
     run = make_run(tmp_path, "big", teacher="mlx-community/Llama-3.3-70B-Instruct-4bit")
     app = make_app(tmp_path, run_dir=run, mode="chat")
     async with app.run_test(size=SIZE) as pilot:
         switch = app.screen.query_one("#teacher-switch", Switch)
         assert switch.disabled
-        assert "not on this machine" in str(switch.tooltip) or "needs" in str(switch.tooltip)
+        assert str(switch.tooltip) == "teacher mlx-community/Llama-3.3-70B-Instruct-4bit is not on this machine"
+        await pilot.press("ctrl+b")
+        assert not switch.value
+
+
+async def test_chat_disables_a_teacher_that_does_not_fit(tmp_path):
+    teacher = fake_student(tmp_path / "big-teacher")
+    (teacher / "model.safetensors").write_bytes(b"x" * 8_000)  # needs 10.0 kB with the load overhead
+    run = make_run(tmp_path, "big", teacher=str(teacher))
+    app = make_app(tmp_path, run_dir=run, mode="chat", available_memory=lambda: 5_000)
+    async with app.run_test(size=SIZE) as pilot:
+        switch = app.screen.query_one("#teacher-switch", Switch)
+        assert switch.disabled
+        assert str(switch.tooltip).startswith(f"teacher {teacher} needs ")
         await pilot.press("ctrl+b")
         assert not switch.value
 
@@ -329,15 +344,15 @@ async def test_chat_without_a_student_says_so(tmp_path):
 
 
 async def test_command_palette_starts_the_demo(tmp_path):
-    launcher = ScriptedLauncher(block_after=5)
-    app = make_app(tmp_path, launcher=launcher)
+    starter = ScriptedStarter(block_after=5)
+    app = make_app(tmp_path, starter=starter)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+p")
         await pilot.press(*"start demo")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: launcher.started != [])
-        assert launcher.started == [(tmp_path / "demo", True)]
+        await wait_until(pilot, lambda: starter.started != [])
+        assert starter.started == [(tmp_path / "demo", True)]
 
 
 async def test_light_and_dark_themes(tmp_path):

@@ -1,5 +1,6 @@
-"""The UI's plain-Python parts: run folders (runs.py), the event fold (mlx_distill.tui.state), the New run
-form checks (tui.newrun) and the chat engine thread (engine.py). No Textual here."""
+"""The UI's plain-Python parts: reading run folders (mlx_distill.pipeline), pipeline processes
+(tui.processes), chat history, the event fold (tui.state), the New run form checks (tui.run_form)
+and the chat engine thread (tui.engine). No Textual here."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from pathlib import Path
 import pytest
 
 from mlx_distill import events as ev
-from mlx_distill.tui import runs
+from mlx_distill import pipeline
+from mlx_distill.config import FORMAT_VERSION
+from mlx_distill.tui import chat_history, processes
 from mlx_distill.tui.engine import ChatDone, ChatFailed, ChatRequest, ChatToken, Engine, ModelLoading
 from mlx_distill.errors import DistillError
 from mlx_distill.tui.model_choices import ModelChoice
 from mlx_distill.testing.ui_fakes import T0, EchoBackend, make_run, sample_events
 from mlx_distill.tui.run_form import RunForm, build_config, check_config, check_form
-from mlx_distill.tui.state import DONE, FAILED, RUNNING, STOPPED, RunState
+from mlx_distill.tui.state import DONE, FAILED, RUNNING, STOPPED, DashboardState
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +37,7 @@ def test_list_runs_reads_task_models_accuracy_date_newest_first(tmp_path):
     make_run(tmp_path, "old", task="cqa", accuracy=0.5, created=T0 - 86400, student="google/t5-v1_1-base")
     make_run(tmp_path, "new", accuracy=0.71, created=T0)
     (tmp_path / "not-a-run").mkdir()  # e.g. the demo's model folder
-    listed = runs.list_runs(tmp_path)
+    listed = pipeline.list_runs(tmp_path)
     assert [run.name for run in listed] == ["new", "old"]
     old = listed[1]
     assert (old.task, old.student, old.method, old.accuracy, old.status) == (
@@ -49,34 +52,34 @@ def test_run_status_follows_state_json(tmp_path):
     failed = make_run(tmp_path, "failed", accuracy=None, state={"data": {"status": "failed"}})
     partial = make_run(tmp_path, "partial", accuracy=None,
                        state={"data": {"status": "done"}, "teacher": {"status": "running"}})
-    assert runs.read_run(stopped).status == "stopped"
-    assert runs.read_run(failed).status == "failed"
-    assert runs.read_run(partial).status == "incomplete"
+    assert pipeline.read_run(stopped).status == "stopped"
+    assert pipeline.read_run(failed).status == "failed"
+    assert pipeline.read_run(partial).status == "incomplete"
 
 
 def test_newer_format_is_a_clear_problem_not_an_exception(tmp_path):
-    newer = make_run(tmp_path, "newer", format_version=runs.FORMAT_VERSION + 1)
-    info = runs.read_run(newer)
+    newer = make_run(tmp_path, "newer", format_version=FORMAT_VERSION + 1)
+    info = pipeline.read_run(newer)
     assert info.status == "unreadable"
     assert "newer mlx-distill" in info.problem and "upgrade" in info.problem
     with pytest.raises(DistillError, match="newer"):
-        runs.check_format(newer)
+        pipeline.read_run_config(newer)
     # state.json alone can be the newer one too
     other = make_run(tmp_path, "other")
-    (other / runs.STATE_FILE).write_text(json.dumps({"format_version": 99, "stages": {}}))
-    assert "format 99" in runs.read_run(other).problem
+    (other / pipeline.STATE_FILE).write_text(json.dumps({"format_version": 99, "stages": {}}))
+    assert "format 99" in pipeline.read_run(other).problem
 
 
 def test_damaged_config_is_reported_with_its_path(tmp_path):
     run = make_run(tmp_path, "broken")
-    (run / runs.CONFIG_FILE).write_text("name = [unclosed")
-    info = runs.read_run(run)
-    assert str(run / runs.CONFIG_FILE) in info.problem
+    (run / pipeline.CONFIG_FILE).write_text("name = [unclosed")
+    info = pipeline.read_run(run)
+    assert str(run / pipeline.CONFIG_FILE) in info.problem
 
 
 def test_event_tail_is_incremental_and_waits_for_a_torn_line(tmp_path):
     path = tmp_path / "events.jsonl"
-    tail = runs.EventTail(path)
+    tail = pipeline.EventTail(path)
     assert tail.read_new() == []  # no file yet
     first, second = ev.StageStarted(stage="data", time=1.0), ev.Log(message="hello", time=2.0)
     path.write_text(first.to_json() + "\n" + second.to_json()[:10])  # the writer is mid-line
@@ -95,7 +98,7 @@ def test_write_config_round_trips_through_the_pipelines_config_parser(tmp_path):
     data_file.write_text('{"input": "2 + 2", "label": "4"}\n')
     form = RunForm(task="jsonl", data_path=str(data_file), teacher="mlx-community/Qwen2.5-1.5B-Instruct-4bit",
                    student="google/flan-t5-small", method="step-by-step", alpha="0.3", fraction="0.5", name="mine")
-    path = runs.write_config(tmp_path, build_config(form, tmp_path / "runs"))
+    path = processes.write_new_run_config(tmp_path, build_config(form, tmp_path / "runs"))
     parsed = load_config(path)
     assert (parsed.name, parsed.task.name, parsed.task.data, parsed.task.subsample) == (
         "mine", "jsonl", str(data_file), 0.5)
@@ -105,8 +108,8 @@ def test_write_config_round_trips_through_the_pipelines_config_parser(tmp_path):
 
 
 def test_new_run_dir_never_reuses_a_folder(tmp_path):
-    first = runs.new_run_dir(tmp_path, "svamp run")
-    second = runs.new_run_dir(tmp_path, "svamp run")
+    first = processes.new_run_dir(tmp_path, "svamp run")
+    second = processes.new_run_dir(tmp_path, "svamp run")
     assert (first.name, second.name) == ("svamp-run", "svamp-run-2")
 
 
@@ -114,44 +117,48 @@ def test_student_source_prefers_the_export_then_the_best_checkpoint(tmp_path):
     from mlx_distill.testing.ui_fakes import fake_student
 
     run = make_run(tmp_path, "r", with_student=False, student="google/flan-t5-small")
-    assert runs.student_source(run) is None
+    assert pipeline.student_source(run) is None
     checkpoints = run / "train" / "checkpoints"
     for name in ("step-00000100", "step-00000200", "best-00000100"):
         (checkpoints / name).mkdir(parents=True)
         (checkpoints / name / "model.safetensors").write_bytes(b"")
-    source = runs.student_source(run)
-    assert source == runs.StudentSource("google/flan-t5-small", str(checkpoints / "best-00000100"))
+    source = pipeline.student_source(run)
+    assert source == pipeline.StudentSource("google/flan-t5-small", str(checkpoints / "best-00000100"))
     (checkpoints / "best-00000300").mkdir()
     (checkpoints / "best-00000300" / "model.safetensors").write_bytes(b"")
-    assert runs.student_source(run).weights == str(checkpoints / "best-00000300")
+    assert pipeline.student_source(run).weights == str(checkpoints / "best-00000300")
     exported = fake_student(run / "student")
-    assert runs.student_source(run) == runs.StudentSource(str(exported))
-    assert runs.student_path(run) == exported
+    assert pipeline.student_source(run) == pipeline.StudentSource(str(exported))
 
 
 def test_chat_history_round_trip_skips_torn_lines(tmp_path):
-    runs.append_chat(tmp_path, {"question": "q1", "answer": "a1"})
-    with (tmp_path / runs.CHAT_FILE).open("a") as file:
+    chat_history.append_chat(tmp_path, {"question": "q1", "answer": "a1"})
+    with (tmp_path / chat_history.CHAT_FILE).open("a") as file:
         file.write('{"question": "torn')
-    runs.append_chat(tmp_path, {"question": "q2", "answer": "a2"})
-    assert [record["question"] for record in runs.read_chat(tmp_path)] == ["q1", "q2"]
+    chat_history.append_chat(tmp_path, {"question": "q2", "answer": "a2"})
+    assert [record["question"] for record in chat_history.read_chat(tmp_path)] == ["q1", "q2"]
 
 
 # ---- the pipeline process --------------------------------------------------------------------
 
-# A stand-in pipeline: writes its pid like the real one, and on SIGINT appends Finished(stopped).
+# A stand-in pipeline: holds the run folder's lock like the real one, and on SIGINT appends Finished(stopped).
 FAKE_PIPELINE = textwrap.dedent("""
     import json, os, signal, sys, time
+    from mlx_distill.files import exclusive_lock
     run = sys.argv[1]
-    open(os.path.join(run, "pid"), "w").write(str(os.getpid()))
+    class Stop(Exception):
+        pass
     def stop(signum, frame):
-        with open(os.path.join(run, "events.jsonl"), "a") as f:
-            f.write(json.dumps({"kind": "Finished", "stage": "run", "stopped": True}) + "\\n")
-        os.remove(os.path.join(run, "pid"))
-        sys.exit(130)
+        raise Stop
     signal.signal(signal.SIGINT, stop)
-    print("started", flush=True)
-    time.sleep(60)
+    with exclusive_lock(os.path.join(run, "pid"), "run " + run):
+        try:
+            print("started", flush=True)
+            time.sleep(60)
+        except Stop:
+            with open(os.path.join(run, "events.jsonl"), "a") as f:
+                f.write(json.dumps({"kind": "Finished", "stage": "run", "stopped": True}) + "\\n")
+            sys.exit(130)
 """)
 
 
@@ -163,59 +170,60 @@ def test_stop_pipeline_sends_sigint_and_the_run_keeps_its_work(tmp_path):
     child = subprocess.Popen([sys.executable, str(script), str(run)], start_new_session=True)
     try:
         deadline = time.time() + 10
-        while runs.pipeline_pid(run) is None and time.time() < deadline:
+        while pipeline.running_pid(run) is None and time.time() < deadline:
             time.sleep(0.05)
-        assert runs.pipeline_pid(run) == child.pid
-        assert runs.read_run(run).status == "running"
-        assert runs.stop_pipeline(run)
+        assert pipeline.running_pid(run) == child.pid
+        assert pipeline.read_run(run).status == "running"
+        assert processes.stop_pipeline(run)
         assert child.wait(10) == 130
     finally:
         if child.poll() is None:
             child.kill()
-    assert runs.pipeline_pid(run) is None
-    (finished,) = runs.read_events(run / runs.EVENTS_FILE)
+    assert pipeline.running_pid(run) is None
+    assert pipeline.read_run(run).status == "incomplete"  # the lock is free: nothing runs
+    (finished,) = pipeline.read_events(run / pipeline.EVENTS_FILE)
     assert isinstance(finished, ev.Finished) and finished.stopped
-    assert not runs.stop_pipeline(run)  # nothing left to stop
+    assert not processes.stop_pipeline(run)  # nothing left to stop
 
 
 def test_start_pipeline_is_detached_and_logs_to_the_run_folder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / runs.CONFIG_FILE).write_text('name = "x"\nbogus_key = 1\n')
-    child = runs.start_pipeline(run)
+    (run / pipeline.CONFIG_FILE).write_text('name = "x"\nbogus_key = 1\n')
+    child = processes.start_pipeline(run)
     assert child.wait(60) == 2
-    log = (run / runs.LOG_FILE).read_text()
+    log = (run / processes.LOG_FILE).read_text()
     assert "error:" in log and "bogus_key" in log
-    assert "bogus_key" in runs.log_tail(run, 1)
+    assert "bogus_key" in processes.log_tail(run, 1)
 
 
-def test_launcher_starts_the_pipeline_in_its_own_session(tmp_path):
+def test_starter_starts_the_pipeline_in_its_own_session(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    command = runs.pipeline_command(run)
+    command = processes.pipeline_command(run)
     assert command[1:4] == ["-m", "mlx_distill", "run"] and command[-3:] == ["--run-dir", str(run), "--quiet"]
-    demo = runs.pipeline_command(run, demo=True)
+    demo = processes.pipeline_command(run, demo=True)
     assert demo[3:] == ["demo", "--runs-dir", str(tmp_path.resolve()), "--name", "run", "--quiet"]
-    launcher = runs.SubprocessLauncher()
-    original = runs.pipeline_command
+    starter = processes.SubprocessStarter()
+    original = processes.pipeline_command
     try:
-        runs.pipeline_command = lambda *a, **k: [sys.executable, "-c", "import os,time; print(os.getsid(0)); time.sleep(30)"]
-        launcher.start(run)
-        assert launcher.is_running(run)
-        child = launcher._children[run]
+        processes.pipeline_command = lambda *a, **k: [sys.executable, "-c", "import os,time; print(os.getsid(0)); time.sleep(30)"]
+        starter.start(run)
+        assert starter.is_running(run)
+        child = starter._children[run]
         assert os.getsid(child.pid) == child.pid != os.getsid(0)
     finally:
-        runs.pipeline_command = original
+        processes.pipeline_command = original
         child.kill()
         child.wait()
-    assert launcher.exit_code(run) == -signal.SIGKILL
+    assert starter.exit_code(run) == -signal.SIGKILL
 
 
 # ---- the dashboard's fold of events ----------------------------------------------------------
 
 
 def test_run_state_follows_a_whole_run():
-    state = RunState()
+    state = DashboardState()
     for event in sample_events(steps=60, questions=40):
         state.apply(event)
     assert all(value == DONE for value in state.stages.values())
@@ -230,12 +238,12 @@ def test_run_state_follows_a_whole_run():
 
 
 def test_run_state_shows_eta_only_while_running_and_marks_stops_and_failures():
-    state = RunState()
+    state = DashboardState()
     for event in sample_events(stopped_at=25):
         state.apply(event)
     assert state.stages["train"] == STOPPED
     assert "stopped" in state.status
-    state = RunState()
+    state = DashboardState()
     for event in sample_events()[:30]:
         state.apply(event)
     assert state.stages["teacher"] == RUNNING and "ETA" in state.teacher_text()
@@ -243,6 +251,17 @@ def test_run_state_shows_eta_only_while_running_and_marks_stops_and_failures():
     state.apply(ev.Failed(stage="teacher", error="teacher does not fit"))
     assert state.stages["teacher"] == FAILED and state.status == "failed in teacher"
     assert state.log[-1] == "error in teacher: teacher does not fit"
+
+
+def test_dashboard_state_of_a_run_whose_process_is_gone_never_looks_running():
+    state = DashboardState()
+    for event in sample_events()[:30]:  # mid-teacher, then the process was killed
+        state.apply(event)
+    state.pipeline_alive = False
+    assert not state.running
+    assert state.shown_stages["teacher"] == STOPPED and state.stages["teacher"] == RUNNING
+    assert state.status == "incomplete — no pipeline is running; resume with r"
+    assert "ETA" not in state.teacher_text()
 
 
 # ---- the New run form ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from mlx_distill.tui.app import DistillApp
 from mlx_distill.tui.model_choices import ModelChoice
-from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedLauncher, fake_student, make_run, sample_events
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, fake_student, make_run, sample_events
 
 CHOICES = [
     ModelChoice("mlx-community/Qwen2.5-1.5B-Instruct-4bit", "teacher", 3_000_000_000, "1.5B", downloaded=True),
@@ -34,7 +34,8 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 
 
 def make_app(runs_dir: Path, **kwargs) -> DistillApp:
-    app = DistillApp(runs_dir, launcher=ScriptedLauncher(), chat_backend=EchoBackend(), choices=CHOICES,
+    kwargs.setdefault("starter", ScriptedStarter())
+    app = DistillApp(runs_dir, chat_backend=EchoBackend(), choices=CHOICES,
                      available_memory=lambda: 16_000_000_000, poll_interval=60, show_timing=False, **kwargs)
     app.animation_level = "none"
     return app
@@ -59,8 +60,10 @@ def test_dashboard_finished_run_80x24(snap_compare, runs_dir):
 
 def test_dashboard_mid_training(snap_compare, runs_dir):
     running = {"data": {"status": "done"}, "teacher": {"status": "done"}, "train": {"status": "running"}}
-    run = make_run(runs_dir, "svamp-flan-small", events=sample_events()[:90], accuracy=None, state=running)
-    assert snap_compare(make_app(runs_dir, run_dir=run), terminal_size=(120, 36))
+    run = make_run(runs_dir, "svamp-flan-small", events=[], accuracy=None, state=running)
+    starter = ScriptedStarter(block_after=88)
+    starter.start(run)  # a live pipeline at training step 33
+    assert snap_compare(make_app(runs_dir, run_dir=run, starter=starter), terminal_size=(120, 36))
 
 
 def test_dashboard_light_theme(snap_compare, runs_dir):

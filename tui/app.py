@@ -1,26 +1,29 @@
 """DistillApp: the `mlx-distill` terminal UI.
 
 The app owns the current run (a run folder), follows its ``events.jsonl`` on a timer and feeds
-the dashboard; it starts and stops pipeline *processes* through a launcher, so closing the UI
-never stops a run; chat goes through one MLX engine thread (``mlx_distill.tui.engine``).
+the dashboard; it starts and stops pipeline *processes* through a ``PipelineStarter``, so closing
+the UI never stops a run; chat goes through one MLX engine thread (``mlx_distill.tui.engine``).
 Everything a test needs to replace is a constructor argument.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 from textual.screen import Screen
 
-from mlx_distill.tui import runs
-from mlx_distill.tui.engine import ChatBackend, ChatRequest, Engine
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Event, Failed, Finished, Log
+from mlx_distill.pipeline import (EVENTS_FILE, EventTail, StudentSource, read_run, read_run_config, student_source,
+                                  teacher_of)
 from mlx_distill.platform import format_bytes
+from mlx_distill.tui.engine import ChatBackend, ChatRequest, Engine
+from mlx_distill.tui.processes import (LOG_FILE, PipelineStarter, SubprocessStarter, log_tail, new_run_dir,
+                                      write_new_run_config)
 from mlx_distill.tui.model_choices import ModelChoice, find_choice, is_downloaded, load_choices
 from mlx_distill.tui.messages import EngineEvent
 from mlx_distill.tui.screens.chat import ChatScreen
@@ -32,18 +35,6 @@ from mlx_distill.tui.screens.runs import RunsScreen
 LIGHT_THEME, DARK_THEME = "textual-light", "textual-dark"
 # A loaded model takes about this much more memory than its weight files.
 MEMORY_OVERHEAD = 1.25
-
-
-class Launcher(Protocol):
-    """Starts and stops pipeline processes (``runs.SubprocessLauncher``, or a fake in tests)."""
-
-    def start(self, run_dir: Path, *, demo: bool = False) -> None: ...
-
-    def stop(self, run_dir: Path) -> bool: ...
-
-    def is_running(self, run_dir: Path) -> bool: ...
-
-    def exit_code(self, run_dir: Path) -> int | None: ...
 
 
 def _available_memory() -> int:
@@ -77,7 +68,7 @@ class DistillApp(App):
         *,
         run_dir: Path | str | None = None,
         mode: str | None = None,
-        launcher: Launcher | None = None,
+        starter: PipelineStarter | None = None,
         chat_backend: ChatBackend | None = None,
         choices: list[ModelChoice] | None = None,
         available_memory: Callable[[], int] = _available_memory,
@@ -86,7 +77,7 @@ class DistillApp(App):
     ) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
-        self.launcher: Launcher = launcher if launcher is not None else runs.SubprocessLauncher()
+        self.starter: PipelineStarter = starter if starter is not None else SubprocessStarter()
         self.chat_backend = chat_backend
         self.available_memory = available_memory
         self._choices = choices
@@ -95,10 +86,12 @@ class DistillApp(App):
         self.show_timing = show_timing
         self.history: list[Event] = []
         self.engine: Engine | None = None
-        self._tail: runs.EventTail | None = None
+        self._tail: EventTail | None = None
         self._start_run_dir = Path(run_dir) if run_dir is not None else None
         self._start_mode = mode
         self._crash_reported = False
+        # Whether a pipeline process holds the current run (a killed one never does).
+        self.pipeline_alive = False
 
     # ---- start-up and shut-down ----
 
@@ -124,7 +117,7 @@ class DistillApp(App):
     def open_run(self, run_dir: Path | str, mode: str = "dashboard") -> bool:
         """Make ``run_dir`` the current run and show it; a folder we cannot read is explained."""
         run_dir = Path(run_dir)
-        info = runs.read_run(run_dir)
+        info = read_run(run_dir)
         if info.problem:
             self.show_error("Cannot open this run", info.problem)
             return False
@@ -136,7 +129,7 @@ class DistillApp(App):
     def watch_run_dir(self, run_dir: Path | None) -> None:
         self.history = []
         self._crash_reported = False
-        self._tail = runs.EventTail(run_dir / runs.EVENTS_FILE) if run_dir is not None else None
+        self._tail = EventTail(run_dir / EVENTS_FILE) if run_dir is not None else None
         self.sub_title = run_dir.name if run_dir is not None else ""
         dashboard = self.get_screen("dashboard", DashboardScreen)
         if dashboard.is_mounted:
@@ -147,7 +140,7 @@ class DistillApp(App):
         self.poll_run(notify=False)  # the replay of what happened before: no toasts
         if run_dir is not None and not self.history and not self.is_running():
             # A pipeline that died before its first event left only its log: show why.
-            tail = runs.log_tail(run_dir, 5).strip()
+            tail = log_tail(run_dir, 5).strip()
             if tail:
                 self._show([Log(message=line, level="warning") for line in tail.splitlines()], notify=False)
 
@@ -157,8 +150,15 @@ class DistillApp(App):
             return
         new = self._tail.read_new()
         new += self._crash_events(new)
+        alive = self.is_running()
+        changed = alive != self.pipeline_alive
+        self.pipeline_alive = alive
         if new:
             self._show(new, notify)
+        elif changed:
+            dashboard = self.get_screen("dashboard", DashboardScreen)
+            if dashboard.is_mounted:
+                dashboard.redraw()
 
     def _show(self, new: list[Event], notify: bool = True) -> None:
         self.history.extend(new)
@@ -176,7 +176,7 @@ class DistillApp(App):
         """A Failed event for a pipeline process that died without saying so (its log tail)."""
         if self._crash_reported or self.run_dir is None:
             return []
-        code = self.launcher.exit_code(self.run_dir)
+        code = self.starter.exit_code(self.run_dir)
         if code in (None, 0):
             return []
         if any(isinstance(event, (Failed, Finished)) and getattr(event, "stage", "") == "run" for event in new):
@@ -185,22 +185,22 @@ class DistillApp(App):
         if isinstance(last, Failed) or (isinstance(last, Finished) and last.stage == "run"):
             return []
         self._crash_reported = True
-        tail = runs.log_tail(self.run_dir, 3).strip().splitlines()
+        tail = log_tail(self.run_dir, 3).strip().splitlines()
         reason = tail[-1] if tail else "no output"
         return [Failed(stage="run", error=f"pipeline exited with status {code}: {reason} "
-                                         f"(see {self.run_dir / runs.LOG_FILE})")]
+                                         f"(see {self.run_dir / LOG_FILE})")]
 
     def is_running(self) -> bool:
-        return self.run_dir is not None and self.launcher.is_running(self.run_dir)
+        return self.run_dir is not None and self.starter.is_running(self.run_dir)
 
     # ---- starting, stopping, resuming ----
 
     def start_run(self, config: dict[str, Any], summary: str = "") -> Path | None:
         """Write ``config`` into a new run folder, start its pipeline and show the dashboard."""
         try:
-            run_dir = runs.new_run_dir(self.runs_dir, str(config.get("name") or "run"))
-            runs.write_config(run_dir, {**config, "name": run_dir.name})
-            self.launcher.start(run_dir)
+            run_dir = new_run_dir(self.runs_dir, str(config.get("name") or "run"))
+            write_new_run_config(run_dir, {**config, "name": run_dir.name})
+            self.starter.start(run_dir)
         except (DistillError, OSError) as error:
             self.show_error("Cannot start the run", str(error))
             return None
@@ -211,8 +211,8 @@ class DistillApp(App):
     def action_start_demo(self) -> None:
         """Start the offline demo (tiny models, every stage for real) in a new run folder."""
         try:
-            run_dir = runs.new_run_dir(self.runs_dir, "demo")
-            self.launcher.start(run_dir, demo=True)
+            run_dir = new_run_dir(self.runs_dir, "demo")
+            self.starter.start(run_dir, demo=True)
         except (DistillError, OSError) as error:
             self.show_error("Cannot start the demo", str(error))
             return
@@ -229,7 +229,7 @@ class DistillApp(App):
 
         def stop(confirmed: bool | None) -> None:
             if confirmed and run_dir is not None:
-                if self.launcher.stop(run_dir):
+                if self.starter.stop(run_dir):
                     self.notify("Stopping after the current step; finished work is kept.", title="Cancel")
                 else:
                     self.notify("The pipeline had already ended.", severity="warning")
@@ -248,10 +248,13 @@ class DistillApp(App):
         if self.is_running():
             self.notify("This run is already running.", severity="warning")
             return
-        demo = not (self.run_dir / runs.CONFIG_FILE).exists()
+        info = read_run(self.run_dir)
+        if info.problem:
+            self.show_error("Cannot resume", info.problem)
+            return
         try:
-            runs.check_format(self.run_dir)
-            self.launcher.start(self.run_dir, demo=demo)
+            # A demo run folder has no config until the demo command writes it.
+            self.starter.start(self.run_dir, demo=not info.config)
         except (DistillError, OSError) as error:
             self.show_error("Cannot resume", str(error))
             return
@@ -260,16 +263,16 @@ class DistillApp(App):
 
     # ---- chat ----
 
-    def chat_student(self) -> runs.StudentSource | None:
+    def chat_student(self) -> StudentSource | None:
         """The current run's student: exported, or its best checkpoint while it trains."""
-        return runs.student_source(self.run_dir) if self.run_dir is not None else None
+        return student_source(self.run_dir) if self.run_dir is not None else None
 
     def chat_teacher(self) -> tuple[str | None, str]:
         """(teacher to ask, "") when the run's teacher can be asked, else (None, why not)."""
         if self.run_dir is None:
             return None, "no run open"
         try:
-            teacher = runs.teacher_of(runs.load_config(self.run_dir))
+            teacher = teacher_of(read_run_config(self.run_dir))
         except DistillError as error:
             return None, str(error)
         if not teacher:
@@ -283,7 +286,7 @@ class DistillApp(App):
                           f"{format_bytes(available)} available")
         return teacher, ""
 
-    def ask(self, question: str, student: runs.StudentSource, *, explain: bool = False,
+    def ask(self, question: str, student: StudentSource, *, explain: bool = False,
             teacher: str | None = None) -> int:
         """Queue a question on the engine thread; returns the request id its events carry."""
         if self.engine is None or not self.engine.alive:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlx_distill.data import TASKS
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import DEFAULT_METHOD, METHODS
 from mlx_distill.platform import format_bytes
 from mlx_distill.tui.model_choices import ModelChoice, find_choice
 
-TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
-FILE_TASKS = ("jsonl", "csv")
-METHODS = ("step-by-step", "finetune", "distill", "cot")
 # Methods that never ask the teacher for anything.
 NO_TEACHER_METHODS = ("finetune",)
 
@@ -29,7 +28,7 @@ class RunForm:
     data_path: str
     teacher: str
     student: str
-    method: str = "step-by-step"
+    method: str = DEFAULT_METHOD
     alpha: str = "0.5"
     fraction: str = "1.0"
     name: str = ""

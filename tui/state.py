@@ -1,6 +1,6 @@
 """What the dashboard shows, folded from the event stream (plain Python, no Textual).
 
-``RunState.apply(event)`` takes events in order (live from ``events.jsonl`` or replayed from a
+``DashboardState.apply(event)`` takes events in order (live from ``events.jsonl`` or replayed from a
 finished run) and keeps the figures the dashboard draws; the widgets only render it.
 """
 
@@ -32,7 +32,7 @@ def format_seconds(seconds: float | None) -> str:
 
 
 @dataclass
-class RunState:
+class DashboardState:
     """Everything the run dashboard needs, updated one event at a time."""
 
     stages: dict[str, str] = field(default_factory=lambda: {name: PENDING for name in ev.STAGES})
@@ -54,11 +54,20 @@ class RunState:
     failed: ev.Failed | None = None
     log: list[str] = field(default_factory=list)
     events: int = 0
+    # False when no pipeline process holds the run: one killed mid-stage never sent its end.
+    pipeline_alive: bool = True
 
     @property
     def running(self) -> bool:
-        """True between the first event and the run's Finished/Failed."""
-        return self.events > 0 and self.finished is None and self.failed is None
+        """True between the first event and the run's Finished/Failed, while its process lives."""
+        return self.events > 0 and self.finished is None and self.failed is None and self.pipeline_alive
+
+    @property
+    def shown_stages(self) -> dict[str, str]:
+        """Stage states to draw: a stage left running by a process that is gone shows as stopped."""
+        if self.pipeline_alive:
+            return self.stages
+        return {name: STOPPED if state == RUNNING else state for name, state in self.stages.items()}
 
     @property
     def status(self) -> str:
@@ -68,6 +77,8 @@ class RunState:
             return "stopped — finished work is kept; resume with r" if self.finished.stopped else "finished"
         if self.events == 0:
             return "not started"
+        if not self.pipeline_alive:
+            return "incomplete — no pipeline is running; resume with r"
         running = [name for name, state in self.stages.items() if state == RUNNING]
         return f"running: {running[0]}" if running else "running"
 
@@ -165,7 +176,7 @@ class RunState:
             return "waiting for the teacher stage" if self.stages.get("teacher") != SKIPPED else "rationales already generated"
         rate = t.accepted / t.done if t.done else 0.0
         first = [f"{t.done}/{t.total} questions", f"{t.generation_tps:.1f} tok/s"]
-        if show_eta and self.stages.get("teacher") == RUNNING:
+        if show_eta and self.shown_stages.get("teacher") == RUNNING:
             first.append(f"ETA {format_seconds(t.eta_seconds)}")
         second = [f"accepted {t.accepted} ({rate:.0%})"]
         if t.parse_failures:
@@ -188,7 +199,7 @@ class RunState:
         if s is None:
             return "waiting for training"
         first = [f"step {s.step}/{s.total_steps}", f"loss {s.loss:.3f}", f"{s.tokens_per_second:.0f} tok/s"]
-        if show_eta and self.stages.get("train") == RUNNING:
+        if show_eta and self.shown_stages.get("train") == RUNNING:
             first.append(f"ETA {format_seconds(s.eta_seconds)}")
         second = [f"label {s.label_loss:.3f}"]
         if s.rationale_loss is not None:

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from mlx_distill.errors import DistillError
+from mlx_distill.methods import explain_prompt, predict_prompt
+
 HELP = "Ask a trained student questions line by line (a run folder or a student folder)."
 
 
@@ -21,15 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def student_folder(path: str) -> Path:
-    """A run folder means its exported student; a folder with config.json is a student itself."""
-    from mlx_distill.errors import DistillError
+    """A folder with config.json is a student itself; a run folder means the run's trained student."""
+    from mlx_distill.pipeline import exported_student  # the pipeline package imports MLX
 
     folder = Path(path)
-    for candidate in (folder, folder / "student", folder / "train" / "student"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise DistillError(f"no student in {folder}: expected a run folder or a folder with config.json; "
-                       "train one with `mlx-distill run CONFIG` or `mlx-distill demo`")
+    if (folder / "config.json").is_file():
+        return folder
+    student = exported_student(folder)
+    if student is None:
+        raise DistillError(f"no student in {folder}: expected a run folder or a folder with config.json; "
+                           "train one with `mlx-distill run CONFIG` or `mlx-distill demo`")
+    return student
 
 
 def _stream(model, tokenizer, prompt: str, max_tokens: int, out) -> None:
@@ -41,7 +46,7 @@ def _stream(model, tokenizer, prompt: str, max_tokens: int, out) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mlx_distill.student import load_student
+    from mlx_distill.student import load_student  # MLX and the tokenizer: only when a chat starts
 
     folder = student_folder(args.student)
     model, tokenizer = load_student(folder)
@@ -58,12 +63,12 @@ def main(args: argparse.Namespace) -> int:
                 continue
             return 0
         start = time.perf_counter()
-        _stream(model, tokenizer, f"predict: {question}", args.max_tokens, sys.stdout)
+        _stream(model, tokenizer, predict_prompt(question), args.max_tokens, sys.stdout)
         seconds = time.perf_counter() - start
         print()
         if args.explain:
             print("  because: ", end="")
-            _stream(model, tokenizer, f"explain: {question}", 256, sys.stdout)
+            _stream(model, tokenizer, explain_prompt(question), 256, sys.stdout)
             print()
         if interactive:
             print(f"  ({seconds:.2f} s)", file=sys.stderr)

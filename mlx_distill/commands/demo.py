@@ -8,7 +8,13 @@ rationales. Every stage still runs for real and the run folder is like any other
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 from pathlib import Path
+
+import tomli_w
+
+from mlx_distill.commands.run import run_with_signals
+from mlx_distill.files import read_jsonl_records, write_text_atomic
 
 HELP = "Run the whole pipeline offline on tiny models and a bundled task (a demo of the machinery)."
 
@@ -28,27 +34,20 @@ def demo_data_dir() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "examples" / "demo"
     if (checkout / "train.jsonl").is_file():
         return checkout
-    from importlib import resources
-
     return Path(str(resources.files("mlx_distill.demo_data")))
 
 
 def _demo_corpus(data_dir: Path) -> list[str]:
-    import json
-
     texts = []
     for split in ("train", "validation", "test"):
-        for line in (data_dir / f"{split}.jsonl").read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                texts += [record["input"], record["label"], record.get("rationale") or ""]
+        for record in read_jsonl_records(data_dir / f"{split}.jsonl"):
+            texts += [record["input"], record["label"], record.get("rationale") or ""]
     return [t for t in texts if t]
 
 
 def prepare_demo(runs_dir: Path, name: str) -> Path:
     """Build the tiny teacher and student (once) and write the demo's run config; return its path."""
-    import tomli_w
-
+    # MLX and mlx_lm: only when the demo runs, not for `mlx-distill --help`.
     from mlx_distill.testing.tiny_llm import build_tiny_llm
     from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
@@ -75,8 +74,8 @@ def prepare_demo(runs_dir: Path, name: str) -> Path:
     }
     runs_dir.mkdir(parents=True, exist_ok=True)
     path = runs_dir / f"{name}.toml"
-    path.write_text("# Written by `mlx-distill demo`: tiny local models and the bundled demo task.\n"
-                    + tomli_w.dumps(config))
+    write_text_atomic(path, "# Written by `mlx-distill demo`: tiny local models and the bundled demo task.\n"
+                      + tomli_w.dumps(config))
     return path
 
 
@@ -89,8 +88,7 @@ DEMO_TRAIN = dict(method="step-by-step", alpha=0.5, lr=3e-3, batch_size=32, max_
 
 
 def main(args: argparse.Namespace) -> int:
-    from mlx_distill.commands.run import run_with_signals
-    from mlx_distill.config import load_config
+    from mlx_distill.config import load_config  # reads the catalog and the task readers
 
     config_path = prepare_demo(Path(args.runs_dir), args.name)
     if args.config_only:

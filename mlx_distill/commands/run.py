@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlx_distill.commands.stopping import stop_on_signals
+from mlx_distill.progress import ProgressPrinter
 
 HELP = "Run a distillation config headless: data, teacher, training, evaluation, export."
 
@@ -23,63 +29,49 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.config import load_config
 
     config = load_config(args.config)
-    if getattr(args, "hosts", None):
+    if args.hosts:
         return _launch_on_hosts(args, config)
     return run_with_signals(config, run_dir=args.run_dir, redo=args.redo, quiet=args.quiet)
 
 
 def _launch_on_hosts(args: argparse.Namespace, config) -> int:
     """Start this same command on every host through mlx.launch (see mlx_distill.distributed.launch)."""
-    from pathlib import Path
-
-    from mlx_distill.distributed.launch import launch_command, run_launched
-    from mlx_distill.pipeline.run import run_folder_for
+    from mlx_distill.distributed.launch import launch_command, run_launched  # imports MLX
+    from mlx_distill.pipeline import run_folder_for  # imports MLX and the stages
 
     folder = run_folder_for(config, args.run_dir)
     run_args = [str(Path(args.config).resolve()), "--run-dir", str(folder.path.resolve())]
     run_args += ["--redo", args.redo] if args.redo else []
     run_args += ["--quiet"] if args.quiet else []
-    return run_launched(launch_command(args.hosts, run_args, backend=args.backend), folder.events_path)
+    command = launch_command(args.hosts, run_args, backend=args.backend)
+    with stop_on_signals("stopping every host after the current batch (Ctrl-C again to stop at once)…") as should_stop:
+        return run_launched(command, folder.events_path, should_stop)
 
 
-def run_with_signals(config, run_dir=None, redo=None, quiet=False) -> int:
+def run_with_signals(config, run_dir: str | Path | None = None, redo: str | None = None, quiet: bool = False) -> int:
     """Run the pipeline with progress on stderr; the first Ctrl-C (or SIGTERM) stops cleanly
-    after saving finished work, a second one stops at once."""
-    import signal
-    import sys
-    import threading
-
-    import os
-
+    after saving finished work, a second one stops at once. Returns the exit code."""
+    # Heavy (MLX, the stages): imported when a run starts, not for `mlx-distill --help`.
     from mlx_distill import distributed
-    from mlx_distill.pipeline.run import run_folder_for, run_pipeline
-    from mlx_distill.progress import ProgressPrinter
+    from mlx_distill.pipeline import run_folder_for, run_pipeline
 
-    stop = threading.Event()
-
-    def request_stop(signum, frame):
-        if stop.is_set() or metrics.get("stopped"):
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after the current batch (Ctrl-C again to stop at once)…", file=sys.stderr)
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker = not distributed.is_main()  # a rank > 0 under mlx.launch: rank 0 reports the run
     printer = ProgressPrinter(quiet=quiet or worker)
     on_event = distributed.relay_to_stdout if worker and os.environ.get(distributed.RELAY_ENV) else printer
     try:
-        metrics = run_pipeline(config, run_dir, redo=redo, on_event=on_event, should_stop=stop.is_set)
+        with stop_on_signals() as should_stop:
+            metrics = run_pipeline(config, run_dir, redo=redo, on_event=on_event, should_stop=should_stop)
     finally:
         printer.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    folder = run_folder_for(config, run_dir)
-    if worker:
-        return 130 if metrics.get("stopped") else 0
-    if stop.is_set() or metrics.get("stopped"):
-        print(f"stopped; finished work is kept in {folder.path}. Resume: mlx-distill run {folder.config_path}",
-              file=sys.stderr)
+    if metrics.get("stopped"):
+        if not worker:
+            folder = run_folder_for(config, run_dir)
+            print(f"stopped; finished work is kept in {folder.path}. Resume: mlx-distill run {folder.config_path}",
+                  file=sys.stderr)
         return 130
+    if worker:
+        return 0
+    folder = run_folder_for(config, run_dir)
     accuracy = metrics.get("student_test_accuracy")
     if isinstance(accuracy, float):
         print(f"student test accuracy: {accuracy * 100:.1f}%")

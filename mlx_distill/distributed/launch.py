@@ -14,10 +14,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from mlx_distill.distributed.collectives import RELAY_ENV, RELAY_PREFIX
 from mlx_distill.errors import DistillError
+from mlx_distill.events import ShouldStop, never_stop
+from mlx_distill.files import JsonlWriter, lock_holder
+
+# How often the launcher checks for a stop request while mlx.launch runs.
+POLL_SECONDS = 0.1
 
 
 def launcher_path() -> str:
@@ -59,44 +66,45 @@ def launch_command(hostfile: str | Path, run_args: list[str], *, backend: str | 
     return command
 
 
-def _append_event(events_path: Path, line: str) -> bool:
-    if not events_path.parent.is_dir():
-        return False
-    # One write of a whole line in append mode: rank 0's own appends interleave by line, never mid-line.
-    with open(events_path, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-    return True
-
-
-def run_launched(command: list[str], events_path: Path) -> int:
-    """Run ``command`` (mlx.launch); relay ranks' event lines into ``events_path``; return its exit code.
-
-    The first Ctrl-C (or SIGTERM) is passed to rank 0 as SIGINT through the run's pid file, so the
-    run stops cleanly on every rank; a second one ends the launcher.
-    """
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1)
-    signals = {"count": 0}
-
-    def forward(signum, frame):
-        signals["count"] += 1
-        if signals["count"] > 1:
-            process.terminate()
-            return
-        try:
-            os.kill(int((events_path.parent / "pid").read_text().split()[0]), signal.SIGINT)
-        except (OSError, ValueError):
-            process.terminate()
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _relay(stdout, events_path: Path) -> None:
+    """Copy the launcher's output to ours; ranks' event lines go into rank 0's events.jsonl instead."""
+    writer: JsonlWriter | None = None
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(RELAY_PREFIX):
-                if _append_event(events_path, line[len(RELAY_PREFIX):].rstrip("\n")):
-                    continue
+        for line in stdout:
+            if line.startswith(RELAY_PREFIX) and (writer is not None or events_path.parent.is_dir()):
+                writer = writer or JsonlWriter(events_path)
+                writer.write_lines([line[len(RELAY_PREFIX):].rstrip("\n")])
+                continue
             sys.stdout.write(line)
             sys.stdout.flush()
-        return process.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if writer is not None:
+            writer.close()
+
+
+def run_launched(command: list[str], events_path: Path, should_stop: ShouldStop = never_stop) -> int:
+    """Run ``command`` (mlx.launch); relay ranks' event lines into ``events_path``; return its exit code.
+
+    When ``should_stop`` turns true, rank 0 (the pid holding the run folder's lock) gets SIGINT,
+    so the run stops cleanly on every rank; a KeyboardInterrupt ends the launcher at once.
+    """
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1)
+    relay = threading.Thread(target=_relay, args=(process.stdout, events_path), daemon=True)
+    relay.start()
+    forwarded = False
+    try:
+        while process.poll() is None:
+            if should_stop() and not forwarded:
+                forwarded = True
+                pid = lock_holder(events_path.parent / "pid")
+                if pid is not None and pid > 0:
+                    os.kill(pid, signal.SIGINT)
+                else:
+                    process.terminate()
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+        raise
+    relay.join()
+    return process.returncode

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static, Switch
 
+from mlx_distill.tui.chat_history import append_chat, read_chat
 from mlx_distill.tui.engine import ANSWER, RATIONALE, TEACHER, ChatDone, ChatFailed, ChatToken, ModelLoading
 from mlx_distill.events import Event
 from mlx_distill.tui.state import printable
@@ -127,8 +128,6 @@ class ChatScreen(Screen):
         run_dir = self.app.run_dir
         if run_dir is None:
             return
-        from mlx_distill.tui.runs import read_chat
-
         for record in read_chat(run_dir)[-50:]:
             exchange = Exchange(record.get("question", ""), teacher="teacher" in record)
             view.mount(exchange)
@@ -242,6 +241,4 @@ class ChatScreen(Screen):
             record.pop("parts")
             run_dir = self.app.run_dir
             if run_dir is not None and ANSWER in record:
-                from mlx_distill.tui.runs import append_chat
-
                 append_chat(Path(run_dir), record)

@@ -11,7 +11,7 @@ from textual.widgets import Footer, Header, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from mlx_distill.events import STAGES, Event
-from mlx_distill.tui.state import STAGE_ICONS, RunState, printable
+from mlx_distill.tui.state import STAGE_ICONS, DashboardState, printable
 
 # Theme variables, so light and dark themes both work.
 STAGE_COLOURS = {
@@ -42,10 +42,10 @@ def _clip(text: str, limit: int = 160) -> str:
 class StageList(Static):
     """One line: every stage with an icon for its state."""
 
-    def show(self, state: RunState) -> None:
+    def show(self, state: DashboardState) -> None:
         parts = []
         for name in STAGES:
-            stage_state = state.stages.get(name, "pending")
+            stage_state = state.shown_stages.get(name, "pending")
             colour = STAGE_COLOURS.get(stage_state, "$text")
             parts.append(f"[{colour}]{STAGE_ICONS.get(stage_state, '?')} {name}[/]")
         self.update("  ".join(parts))
@@ -61,7 +61,7 @@ class DashboardScreen(Screen):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.state = RunState()
+        self.state = DashboardState()
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -96,7 +96,7 @@ class DashboardScreen(Screen):
 
     def reset(self, events: list[Event]) -> None:
         """Forget the shown run and redraw from ``events`` (a replay)."""
-        self.state = RunState()
+        self.state = DashboardState()
         self.query_one("#log", Log).clear()
         self.show_events(events)
 
@@ -111,6 +111,7 @@ class DashboardScreen(Screen):
 
     def redraw(self) -> None:
         state = self.state
+        state.pipeline_alive = getattr(self.app, "pipeline_alive", True)
         show_eta = getattr(self.app, "show_timing", True)
         self.query_one("#stages", StageList).show(state)
         status = self.query_one("#run-status", Static)
@@ -119,7 +120,7 @@ class DashboardScreen(Screen):
         self.query_one("#memory", Static).update(state.memory_text())
 
         teacher = state.teacher
-        self._fill_bar("#teacher-bar", (teacher.done, teacher.total) if teacher else None, state.stages.get("teacher"))
+        self._fill_bar("#teacher-bar", (teacher.done, teacher.total) if teacher else None, state.shown_stages.get("teacher"))
         self.query_one("#teacher-stats", Static).update(state.teacher_text(show_eta))
         latest = self.query_one("#latest", Static)
         shown = state.latest_text()
@@ -131,7 +132,7 @@ class DashboardScreen(Screen):
             latest.update(f"{verdict} [b]Q:[/b] {escape(_clip(question))}\n[b]A:[/b] {escape(_clip(rationale))}")
 
         step = state.train
-        self._fill_bar("#train-bar", (step.step, step.total_steps) if step else None, state.stages.get("train"))
+        self._fill_bar("#train-bar", (step.step, step.total_steps) if step else None, state.shown_stages.get("train"))
         self.query_one("#train-stats", Static).update(state.train_text(show_eta))
         self.query_one("#accuracy", Static).update(state.accuracy_text())
         self._plot()

@@ -11,7 +11,9 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from mlx_distill.errors import DistillError
-from mlx_distill.tui.run_form import METHODS, TASKS, RunForm, build_config, check_config, check_form
+from mlx_distill.data import TASKS
+from mlx_distill.methods import DEFAULT_METHOD, METHODS
+from mlx_distill.tui.run_form import RunForm, build_config, check_config, check_form
 
 
 def _row(label: str, *widgets, row_id: str | None = None) -> Horizontal:
@@ -40,7 +42,7 @@ class NewRunScreen(Screen):
             yield _row("", Input(placeholder="…or a hub id / local folder", id="student-input"))
             yield _row(
                 "Method",
-                Select([(m, m) for m in METHODS], value="step-by-step", allow_blank=False, id="method"),
+                Select([(m, m) for m in METHODS], value=DEFAULT_METHOD, allow_blank=False, id="method"),
                 Label("α", classes="field-label -inline"),
                 Input("0.5", id="alpha", restrict=r"[0-9.]*", tooltip="weight of the label loss; 1 − α goes to the rationale"),
                 Label("data", classes="field-label -inline"),

@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from mlx_distill.tui.runs import RunInfo, list_runs
+from mlx_distill.pipeline import RunInfo, list_runs
 
 COLUMNS = ("Run", "Task", "Accuracy", "Status", "Date", "Teacher", "Student", "Method")
 MAX_NAME = 22

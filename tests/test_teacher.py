@@ -285,6 +285,29 @@ def test_cli_second_writer_of_the_same_file_fails_at_once(llama, tmp_path):
     assert len(ids) == len(set(ids)) and set(ids) == {e.id for e in load_task("jsonl", data).train}
 
 
+def test_cli_ctrl_c_stops_after_saving_and_releases_the_teacher(llama, tmp_path):
+    """The stage's MLX work runs in a thread of its own: Ctrl-C in the waiting main thread still stops
+    it cleanly (records whole, teacher released, exit 130, no MLX abort)."""
+    data = _demo_data(tmp_path, 200)
+    out = tmp_path / "r.jsonl"
+    args = ["generate", "--task", "jsonl", "--data", str(data), "--teacher", str(llama), "--out", str(out),
+            "--max-tokens", "200", "--batch-size", "2", "--quiet"]
+    process = subprocess.Popen([sys.executable, "-m", "mlx_distill", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (out.exists() and out.stat().st_size):
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be stopped; make it longer"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "teacher released" in stderr and "stopped (Ctrl-C)" in stderr
+    text = out.read_text()
+    assert text.endswith("\n")
+    records = _records(out)
+    assert 0 < len(records) < len(load_task("jsonl", data).train)
+
+
 def test_cli_unknown_model_offline(tmp_path):
     data = _demo_data(tmp_path, 5)
     # No network and an empty cache: the hub is never reached.

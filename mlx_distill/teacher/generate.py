@@ -285,7 +285,7 @@ def _in_own_thread(work: Callable[[ShouldStop], _T], should_stop: ShouldStop) ->
     An interrupt of the waiting caller (Ctrl-C) asks ``work`` to stop, waits for it to save what
     is finished, then goes on up.
     """
-    interrupted = threading.Event()
+    interrupted, finished = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -295,15 +295,19 @@ def _in_own_thread(work: Callable[[ShouldStop], _T], should_stop: ShouldStop) ->
             outcome["error"] = error
         finally:
             mx.clear_streams()
+            finished.set()
 
     thread = threading.Thread(target=target, name="mlx-distill-teacher")
     thread.start()
     try:
-        thread.join()
+        # Event.wait, not Thread.join: a join interrupted by Ctrl-C may report a live thread as ended.
+        finished.wait()
     except BaseException:
         interrupted.set()
-        thread.join()
+        finished.wait()
         raise
+    finally:
+        thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

@@ -19,8 +19,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from mlx_distill.platform import blas_status
-from mlx_distill.student import generate_batch
-from mlx_distill.student.t5 import Model, ModelArgs
+from mlx_distill.student import Model, ModelArgs, generate_batch
 
 SHAPES = {
     "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import random
 import shutil
+import sys
 import time
 
+import httpx2 as httpx  # the HTTP client huggingface_hub uses
+import huggingface_hub
+import huggingface_hub.constants as hub_constants
 import mlx.core as mx
-from mlx.utils import tree_flatten
 import numpy as np
 import pytest
+from huggingface_hub.errors import RepositoryNotFoundError
+from mlx.utils import tree_flatten
+from safetensors.numpy import load_file, save_file
 
 import mlx_distill
 from mlx_distill.errors import DistillError
@@ -78,8 +85,6 @@ def test_public_names_are_importable_from_the_package():
 
 
 def test_sharded_safetensors_load_the_same_weights(tiny, loaded, tmp_path):
-    from safetensors.numpy import load_file, save_file
-
     folder = _copy(tiny, tmp_path)
     weights = load_file(folder / "model.safetensors")
     (folder / "model.safetensors").unlink()
@@ -98,19 +103,18 @@ def test_sharded_safetensors_load_the_same_weights(tiny, loaded, tmp_path):
 
 
 def test_pytorch_bin_loads_through_torch(tiny, loaded, tmp_path):
+    # torch is a test extra, imported only by the test that needs it.
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file as load_torch_file
 
     folder = _copy(tiny, tmp_path)
-    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    torch.save(load_torch_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
     model, tokenizer = load_student(folder)
     np.testing.assert_array_equal(_logits(model, tokenizer), _logits(*loaded))
 
 
 def test_pytorch_bin_without_torch_says_how_to_convert(tiny, tmp_path, monkeypatch):
-    import sys
-
     folder = _copy(tiny, tmp_path)
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
@@ -161,8 +165,6 @@ def test_unknown_dtype_and_missing_folder(tiny, tmp_path):
 
 def test_hub_id_that_is_offline_and_not_cached(tmp_path, monkeypatch):
     # Real huggingface_hub code path in offline mode, with an empty cache.
-    import huggingface_hub.constants as hub_constants
-
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DistillError, match="not in the local cache.*HF_HUB_OFFLINE=1"):
@@ -171,11 +173,6 @@ def test_hub_id_that_is_offline_and_not_cached(tmp_path, monkeypatch):
 
 def test_hub_id_that_does_not_exist(monkeypatch):
     # Mocks the Hugging Face hub (no network here).
-    import huggingface_hub
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    import httpx2 as httpx  # the HTTP client huggingface_hub uses
-
     def not_found(repo_id, **kwargs):
         url = f"https://huggingface.co/api/models/{repo_id}"
         raise RepositoryNotFoundError("not found", response=httpx.Response(404, request=httpx.Request("GET", url)))
@@ -187,10 +184,6 @@ def test_hub_id_that_does_not_exist(monkeypatch):
 
 def test_hub_download_asks_only_for_needed_files(tiny, loaded, monkeypatch):
     # Mocks the Hugging Face hub: the "download" is the tiny folder.
-    import fnmatch
-
-    import huggingface_hub
-
     calls = []
 
     def fake_download(repo_id, allow_patterns=None, **kwargs):

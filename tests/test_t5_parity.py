@@ -10,9 +10,12 @@ import mlx.optimizers as optim
 import numpy as np
 import pytest
 import torch
+from mlx.utils import tree_flatten
+from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+from transformers.models.t5.modeling_t5 import T5Attention
 
-from mlx_distill.student import generate_batch, generate_tokens, load_student, save_student
-from mlx_distill.student.t5 import ModelArgs
+from mlx_distill.student import ModelArgs, generate_batch, generate_tokens, load_student, save_student
+from mlx_distill.student.t5 import RelativePositionBias
 from mlx_distill.testing.t5_reference import PROMPTS, VARIANTS, batch, build, torch_generate, torch_model
 
 
@@ -98,8 +101,6 @@ def test_cached_decoding_equals_full_recompute(checkpoint, max_length):
 
 
 def test_save_loads_in_transformers_with_the_same_logits(checkpoint, tmp_path):
-    from transformers import T5ForConditionalGeneration
-
     _, model, tokenizer, _, _ = checkpoint
     out = save_student(model, tokenizer, tmp_path / "export")
     assert {"config.json", "model.safetensors", "generation_config.json"} <= {p.name for p in out.iterdir()}
@@ -118,8 +119,6 @@ def test_save_loads_in_transformers_with_the_same_logits(checkpoint, tmp_path):
 def test_transformers5_saved_checkpoint_is_read_as_tied_and_unscaled(tmp_path, feed_forward_proj):
     """transformers 5 saves a from-scratch v1.1 with tie_word_embeddings=True, scale_decoder_outputs=False
     and no lm_head tensor; reading tie_word_embeddings alone would wrongly scale the output."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
     folder = build(tmp_path / "tiny", "v1.1")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=24, num_layers=1, num_heads=2,
@@ -181,8 +180,6 @@ def test_training_mode_dropout_and_compiled_overfit(tmp_path, seed):
 
     loss_and_grad = nn.value_and_grad(model, _loss)
     _, grads = loss_and_grad(model, input_ids, mask, decoder_ids, targets, target_mask)
-    from mlx.utils import tree_flatten
-
     zero = [name for name, g in tree_flatten(grads) if not mx.any(g != 0).item()]
     assert zero == []  # every parameter gets a gradient (shared, head, both stacks, bias tables)
 
@@ -210,10 +207,6 @@ def test_training_mode_dropout_and_compiled_overfit(tmp_path, seed):
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (32, 12), (16, 64), (64, 256)])
 def test_relative_position_buckets_match_transformers(bidirectional, num_buckets, max_distance):
-    from transformers.models.t5.modeling_t5 import T5Attention
-
-    from mlx_distill.student.t5 import RelativePositionBias
-
     rel = torch.arange(-3 * max_distance, 3 * max_distance + 1)
     expected = T5Attention._relative_position_bucket(rel, bidirectional, num_buckets, max_distance).numpy()
     args = ModelArgs(relative_attention_num_buckets=num_buckets, relative_attention_max_distance=max_distance,

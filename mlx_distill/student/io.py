@@ -55,6 +55,7 @@ def parse_dtype(dtype: str) -> mx.Dtype:
 
 
 def _download(repo_id: str, patterns: list[str]) -> Path:
+    # huggingface_hub is needed only for hub ids, and takes a while to import.
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -113,7 +114,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def _load_torch_bin(files: list[Path]) -> dict[str, mx.array]:
     try:
-        import torch
+        import torch  # optional: only for pytorch_model.bin checkpoints
     except ImportError:
         raise DistillError(
             f"{files[0].parent} only has {files[0].name} (PyTorch pickle) and torch is not installed; "
@@ -174,7 +175,7 @@ def _has_separate_head(weights: dict[str, mx.array]) -> bool:
 
 def load_tokenizer(folder: str | Path):
     """The transformers tokenizer saved in a checkpoint folder."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers takes seconds to import
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))

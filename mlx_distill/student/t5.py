@@ -18,6 +18,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 # exp_nonpositive: kept importable from here until train/step.py imports it from mlx_distill.student.
 from mlx_distill.student.ops import exp_nonpositive, on_cpu, softmax_last_axis  # noqa: F401
@@ -452,8 +453,6 @@ class Model(nn.Module):
 
     def export_weights(self) -> dict[str, mx.array]:
         """This module's weights under Hugging Face names (the inverse of `sanitize`)."""
-        from mlx.utils import tree_flatten
-
         weights = {mlx_to_hf_name(k): v for k, v in tree_flatten(self.parameters())}
         if not self.args.separate_lm_head and not self.args.scale_decoder_outputs:
             # Tied but unscaled: a v4 reader only ties when it also scales, so store the head.

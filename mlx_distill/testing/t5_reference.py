@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlx_distill.testing.tiny_t5 import build_tiny_t5
+
 CORPUS = [
     "the quick brown fox jumps over the lazy dog near the river bank",
     "a man has 3 apples and buys 5 more so he has 8 apples",
@@ -30,14 +32,12 @@ VARIANTS = {
 
 
 def build(folder: Path, name: str, **overrides) -> Path:
-    from mlx_distill.testing.tiny_t5 import build_tiny_t5
-
     return build_tiny_t5(folder, corpus=CORPUS, **{**VARIANTS[name], **overrides})
 
 
 def torch_model(folder: Path):
     """transformers' T5 on the same checkpoint, and its loading info."""
-    from transformers import T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration  # loads torch: only for reference checks
 
     model, info = T5ForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
     return model.eval(), info
@@ -54,7 +54,7 @@ def torch_generate(model, input_ids, mask, **kwargs) -> list[list[int]]:
     use_cache=False: transformers 5 sizes its decoder cache by num_layers, which breaks when
     num_decoder_layers differs (as in these checkpoints).
     """
-    import torch
+    import torch  # a test extra: only reference checks need it
 
     with torch.no_grad():
         out = model.generate(input_ids=torch.tensor(input_ids, dtype=torch.long),

@@ -37,7 +37,7 @@ She gave half of her 24 stickers to her brother and kept the rest for herself.
 
 
 def _train_sentencepiece(corpus: list[str], vocab_size: int, seed: int) -> bytes:
-    import sentencepiece as spm
+    import sentencepiece as spm  # its trainer is needed only to build a tokenizer
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -175,7 +175,7 @@ def build_tiny_t5(
         The checkpoint folder.
     """
     from safetensors.numpy import save_file
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers takes seconds to import
 
     if variant not in VARIANTS:
         raise DistillError(f"unknown tiny T5 variant {variant!r}; use one of {', '.join(VARIANTS)}")

@@ -90,6 +90,8 @@ def _pad(tokenizer: Any, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]
 
 # ---------------------------------------------------------------------------------------------
 # Decoding
+
+
 def _decode_step_fn(model: Model):
     """The compiled one-token decoding step of `model` (weights are read at call time)."""
     fn = getattr(model, "_compiled_decode_step", None)

@@ -28,6 +28,7 @@ from mlx_distill.methods import (
     COT_MAX_TOKENS,
     DEFAULT_METHOD,
     FILTERS,
+    MAX_INPUT_TOKENS,
     LABEL_SOURCES,
     METHODS,
     RATIONALE_METHODS,
@@ -90,7 +91,7 @@ class TrainConfig:
     eval_every: int = _help("evaluate on validation every N steps (0: only at the end)", 250)
     save_every: int = _help("write a resumable checkpoint every N steps (0: same as eval_every)", 0)
     log_every: int = _help("report the training loss every N steps", 10)
-    max_input_tokens: int = _help("inputs are truncated to this many tokens", 512)
+    max_input_tokens: int = _help("inputs are truncated to this many tokens", MAX_INPUT_TOKENS)
     max_target_tokens: int = _help("labels and rationales are truncated to this many tokens", COT_MAX_TOKENS)
     max_tokens_per_batch: int = _help("cap on padded tokens per micro-batch; larger batches are split (0: no cap)", 0)
     eval_batch_size: int = _help("prompts generated together during evaluation", 32)

@@ -26,6 +26,9 @@ PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
 COT_ANSWER_PHRASE = "So the answer is"
 
+# Inputs are cut to this many tokens, EOS included, in training and at inference alike.
+MAX_INPUT_TOKENS = 512
+
 # Answer length limits at evaluation and chat: a cot answer carries its rationale.
 ANSWER_MAX_TOKENS = 64
 COT_MAX_TOKENS = 256

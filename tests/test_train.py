@@ -25,9 +25,9 @@ from mlx_distill.train.checkpoint import latest_checkpoint, read_state
 from mlx_distill.data import Example, RationaleRecord, TaskData, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import parse_cot_answer
-from mlx_distill.events import TrainStep
+from mlx_distill.events import Log, TrainStep
 from mlx_distill.student import load_student
-from mlx_distill.train import TrainConfig, train
+from mlx_distill.train import TrainConfig, evaluate, train
 from mlx_distill.train.step import make_loss
 
 
@@ -240,3 +240,15 @@ def test_a_non_finite_loss_stops_training_and_exports_nothing(tiny_student, smal
     assert "diverged at step 1" in message and "--lr" in message and "no checkpoint" in message
     assert latest_checkpoint(tmp_path / "out" / "checkpoints") is None
     assert not (tmp_path / "out" / "student").exists()
+
+
+def test_evaluate_cuts_a_long_question_and_says_so_once(tiny_student, small_synthetic_task):
+    model, tokenizer = load_student(tiny_student)
+    examples = load_task("jsonl", small_synthetic_task).test[:3]
+    examples = [dataclasses.replace(examples[0], input="the cat " * 5000), *examples[1:]]
+    events = []
+    summary = evaluate(model, tokenizer, "jsonl", examples, batch_size=2, max_tokens=4, max_input_tokens=64,
+                       split="test", on_event=events.append)
+    assert summary.total == 3 and summary.truncated == 1
+    warnings = [e for e in events if isinstance(e, Log)]
+    assert [w.message for w in warnings] == ["1 of 3 test questions were longer than 64 tokens and were cut to that length"]

@@ -4,7 +4,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_distill.student.t5 import exp_nonpositive
+from mlx_distill.student import exp_nonpositive
 from mlx_distill.train.step import token_cross_entropy
 
 

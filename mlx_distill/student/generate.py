@@ -17,10 +17,9 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_distill.errors import DistillError
+from mlx_distill.methods import MAX_INPUT_TOKENS
 from mlx_distill.student.t5 import DecoderCache, Model
 
-# Inputs are cut to this many tokens, EOS included: training's default (TrainConfig.max_input_tokens).
-MAX_INPUT_TOKENS = 512
 # Encoder lengths are padded to a multiple of this so the compiled decoding step is reused.
 _LENGTH_BUCKET = 8
 # A prompt is cut to max_input_tokens * this many characters before it is tokenized, so that a

@@ -20,8 +20,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-# exp_nonpositive: kept importable from here until train/step.py imports it from mlx_distill.student.
-from mlx_distill.student.ops import exp_nonpositive, on_cpu, softmax_last_axis  # noqa: F401
+from mlx_distill.student.ops import on_cpu, softmax_last_axis
 
 T5_MODEL_TYPES = ("t5", "mt5")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlx_distill.files import write_jsonl_atomic
-from mlx_distill.methods import answer_of, predict_prompt
+from mlx_distill.methods import MAX_INPUT_TOKENS, answer_of, predict_prompt
 from mlx_distill.metrics import is_correct
 from mlx_distill.student import generate
-from mlx_distill.events import EvalResult, OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.events import EvalResult, Log, OnEvent, ShouldStop, ignore_event, never_stop
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class EvalSummary:
     seconds: float
     predictions_path: str | None = None
     stopped: bool = False
+    truncated: int = 0  # questions longer than max_input_tokens, cut before answering
 
 
 def evaluate(
@@ -37,6 +38,7 @@ def evaluate(
     method: str = "step-by-step",
     split: str = "validation",
     step: int = 0,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
     on_event: OnEvent = ignore_event,
     should_stop: ShouldStop = never_stop,
 ) -> EvalSummary:
@@ -54,7 +56,8 @@ def evaluate(
         method: the training method; ``cot`` answers are read after "So the answer is".
         split: the name reported in the ``EvalResult`` event.
         step: the training step reported in the event.
-        on_event: receives one ``EvalResult`` at the end.
+        max_input_tokens: longer questions are cut to this many tokens (as in training) and counted.
+        on_event: receives one ``EvalResult`` at the end (and one warning ``Log`` if questions were cut).
         should_stop: checked between batches; a stop returns the partial score.
 
     Returns:
@@ -65,13 +68,15 @@ def evaluate(
     records: list[dict[str, Any]] = []
     correct = 0
     stopped = False
+    cut: list[int] = []
     for start in range(0, len(examples), batch_size):
         if should_stop():
             stopped = True
             break
         chunk = examples[start : start + batch_size]
         outputs = generate(
-            model, tokenizer, [predict_prompt(e.input) for e in chunk], max_tokens=max_tokens, batch_size=batch_size
+            model, tokenizer, [predict_prompt(e.input) for e in chunk], max_tokens=max_tokens, batch_size=batch_size,
+            max_input_tokens=max_input_tokens, on_truncated=cut.extend,
         )
         for example, generated in zip(chunk, outputs):
             prediction = answer_of(method, generated)
@@ -101,6 +106,10 @@ def evaluate(
         seconds=time.perf_counter() - started,
         predictions_path=str(path) if path else None,
         stopped=stopped,
+        truncated=len(cut),
     )
+    if cut:
+        on_event(Log(level="warning", message=f"{len(cut)} of {total} {split} questions were longer than "
+                                              f"{max_input_tokens} tokens and were cut to that length"))
     on_event(EvalResult(step=step, split=split, accuracy=summary.accuracy, correct=correct, total=total))
     return summary

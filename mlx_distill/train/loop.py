@@ -361,6 +361,7 @@ class Trainer:
             method=self.config.method,
             split="validation",
             step=self.state.step,
+            max_input_tokens=self.config.max_input_tokens,
             should_stop=self.should_stop,
         )
         self.model.train()

@@ -14,7 +14,7 @@ from mlx_distill import distributed
 from mlx_distill.config import OPTIMIZERS, SCHEDULES
 from mlx_distill.errors import DistillError
 from mlx_distill.platform import total_memory_bytes
-from mlx_distill.student.t5 import exp_nonpositive
+from mlx_distill.student import exp_nonpositive
 
 TaskBatch = tuple[mx.array, mx.array, mx.array, mx.array, mx.array]
 

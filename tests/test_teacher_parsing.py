@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from mlx_distill.errors import DistillError
-from mlx_distill.teacher.parse import parse_output
-from mlx_distill.teacher.prompt import (
+from mlx_distill.teacher import (
     build_completion,
     build_messages,
     build_query,
     cut_at_stop,
     load_prompt,
+    parse_output,
     parse_prompt_text,
 )
 

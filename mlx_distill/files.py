@@ -231,3 +231,63 @@ def lock_path_for(path: str | Path) -> Path:
     """The lock file that guards an output file or folder: ``.<name>.lock`` beside it."""
     path = Path(path)
     return path.with_name(f".{path.name}.lock")
+
+
+_SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _refuse_system_tree(path: Path, what: str) -> None:
+    resolved = path.resolve()
+    for tree in _SYSTEM_TREES:
+        if resolved == tree or tree in resolved.parents:
+            raise DistillError(f"{what} {path} is under {tree}, which holds no files of ours; choose a folder of yours")
+
+
+def _reason(error: OSError) -> str:
+    return "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
+
+
+def prepare_output_dir(path: str | Path, what: str) -> Path:
+    """Make sure ``path`` is (or can become) a writable folder, before any work is done.
+
+    Raises:
+        DistillError: one line naming ``what``, the path and why (a file is in the way, a parent is
+        a file, no permission, a system tree such as /proc).
+    """
+    path = Path(path)
+    _refuse_system_tree(path, what)
+    if path.exists() and not path.is_dir():
+        raise DistillError(f"{what} {path} is a file; give a folder (a new or an existing one)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise DistillError(f"cannot write {what} {path}: {_reason(error)}; choose another folder") from None
+    return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Make sure a file can be written at ``path`` (its folder is made), before any work is done.
+
+    Raises:
+        DistillError: one line naming ``what`` and the path: a folder in the way, a parent that is a
+        file, a system tree such as /proc, no permission.
+    """
+    path = Path(path)
+    _refuse_system_tree(path, what)
+    if path.is_dir():
+        raise DistillError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.jsonl'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DistillError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DistillError(f"cannot write {what} {path}: {_reason(error)}; choose another path") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DistillError(f"cannot write {what} {path}: permission denied; choose another path")
+    return path

@@ -16,9 +16,11 @@ from mlx_distill.errors import DistillError
 from mlx_distill.files import (
     JsonlWriter,
     append_jsonl,
+    check_output_file,
     exclusive_lock,
     lock_holder,
     lock_path_for,
+    prepare_output_dir,
     publish_dir,
     read_jsonl_lines,
     read_jsonl_records,
@@ -119,3 +121,28 @@ def test_the_kernel_releases_the_lock_of_a_killed_writer(tmp_path):
     with exclusive_lock(lock, "the run"):
         assert lock_holder(lock) == os.getpid()  # flock is per open file: our own probe sees it too
     assert lock_holder(lock) is None
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp: tmp / "a-folder", ["is a folder"]),
+    (lambda tmp: tmp / "a-file" / "out.jsonl", ["is a file, not a folder"]),
+    (lambda tmp: Path("/proc/out.jsonl"), ["under /proc"]),
+    (lambda tmp: Path("/sys/kernel/out.jsonl"), ["under /sys"]),
+])
+def test_an_output_file_path_is_checked_before_any_work(tmp_path, make, words):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DistillError) as error:
+        check_output_file(make(tmp_path), "--out")
+    message = str(error.value)
+    assert message.startswith("--out ") and "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_an_output_folder_in_the_way_of_a_file_is_refused_and_a_new_one_is_made(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(DistillError, match="is a file; give a folder"):
+        prepare_output_dir(tmp_path / "taken", "--out")
+    assert prepare_output_dir(tmp_path / "new" / "run", "--out").is_dir()
+    assert list((tmp_path / "new" / "run").iterdir()) == []

@@ -41,6 +41,7 @@ def _recorded_method(student: Path) -> str:
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task
     from mlx_distill.errors import DistillError
+    from mlx_distill.files import check_output_file
     from mlx_distill.train import evaluate
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.student import load_student
@@ -56,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     method = args.method or _recorded_method(Path(args.student))
     max_tokens = args.max_tokens or answer_max_tokens(method)
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / f"predictions_{args.split}.jsonl"
+    check_output_file(out, "--out")
     model, tokenizer = load_student(args.student, dtype=args.dtype)
     printer = ProgressPrinter(quiet=args.quiet)
     try:

@@ -24,7 +24,6 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import (
     CheckpointSaved,
     EvalResult,
-    Failed,
     Finished,
     Log,
     MemoryReport,
@@ -34,7 +33,7 @@ from mlx_distill.events import (
     ignore_event,
     never_stop,
 )
-from mlx_distill.files import write_json_atomic
+from mlx_distill.files import exclusive_lock, prepare_output_dir, write_json_atomic
 from mlx_distill.platform import total_memory_bytes
 from mlx_distill.student import load_student, save_student
 from mlx_distill.train import checkpoint as ckpt
@@ -93,7 +92,7 @@ def train(
         out_dir: checkpoints go to ``out_dir/checkpoints``, the best student to ``out_dir/student``,
             the last validation predictions to ``out_dir/predictions_validation.jsonl``.
         resume: continue from the latest checkpoint in ``out_dir`` (a fresh start if there is none).
-        on_event: receives TrainStep, EvalResult, CheckpointSaved, Log, Finished and Failed events.
+        on_event: receives TrainStep, EvalResult, CheckpointSaved, Log, MemoryReport and Finished events.
         should_stop: polled every step; when true a checkpoint is written and the result has
             ``stopped=True`` (the CLI turns Ctrl-C into it).
 
@@ -102,14 +101,16 @@ def train(
         scored here: ``evaluate`` does that, once, on the exported student.
 
     Raises:
-        DistillError: bad settings, an unusable dataset, a checkpoint from other settings.
+        DistillError: bad settings, an unusable dataset, a checkpoint from other settings, an
+            output folder that cannot be written or that another process is training into.
     """
     config.validate()
-    try:
-        return Trainer(student, task_data, rationales, config, Path(out_dir), resume, on_event, should_stop).run()
-    except Exception as error:  # reported, then raised unchanged
-        on_event(Failed(stage="train", error=str(error) if isinstance(error, DistillError) else repr(error)))
-        raise
+    out_dir = Path(out_dir)
+    if distributed.rank() != 0:
+        return Trainer(student, task_data, rationales, config, out_dir, resume, on_event, should_stop).run()
+    prepare_output_dir(out_dir, "the training output folder")
+    with exclusive_lock(out_dir / ".lock", f"training folder {out_dir}"):
+        return Trainer(student, task_data, rationales, config, out_dir, resume, on_event, should_stop).run()
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:

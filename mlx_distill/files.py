@@ -291,3 +291,18 @@ def check_output_file(path: str | Path, what: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise DistillError(f"cannot write {what} {path}: permission denied; choose another path")
     return path
+
+
+def cut_torn_tail(path: str | Path) -> None:
+    """Drop the half line a killed writer left at the end of a JSONL file.
+
+    For a file whose every line must parse (a rationale cache): healing the line with a newline
+    would leave a bad line in the middle; a cache may only lose its torn tail.
+    """
+    with open(path, "r+b") as handle:
+        data = handle.read()
+        whole = len(complete_lines(data))
+        if whole < len(data):
+            handle.truncate(whole)
+            handle.flush()
+            os.fsync(handle.fileno())

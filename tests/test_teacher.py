@@ -301,7 +301,7 @@ def test_cli_ctrl_c_stops_after_saving_and_releases_the_teacher(llama, tmp_path)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "teacher released" in stderr and "stopped (Ctrl-C)" in stderr
+    assert "teacher released" in stderr and "finished records are kept" in stderr and "Traceback" not in stderr
     text = out.read_text()
     assert text.endswith("\n")
     records = _records(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mlx_distill.methods import FILTERS
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from mlx_distill.commands.stopping import stop_on_signals
     from mlx_distill.data import load_task
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.teacher import generate_rationales
@@ -43,13 +45,19 @@ def main(args: argparse.Namespace) -> int:
     examples = getattr(data, args.split)
     printer = ProgressPrinter(quiet=args.quiet)
     try:
-        summary = generate_rationales(
-            examples, args.task, args.teacher, args.out, batch_size=args.batch_size,
-            max_tokens=args.max_tokens, filter=args.filter, limit=args.limit, prompt_file=args.prompt_file,
-            rationalize=args.rationalize, samples=args.samples, quantize=args.quantize,
-            precision=args.precision, prefix_cache=not args.no_prefix_cache, on_event=printer)
+        with stop_on_signals() as should_stop:
+            summary = generate_rationales(
+                examples, args.task, args.teacher, args.out, batch_size=args.batch_size,
+                max_tokens=args.max_tokens, filter=args.filter, limit=args.limit, prompt_file=args.prompt_file,
+                rationalize=args.rationalize, samples=args.samples, quantize=args.quantize,
+                precision=args.precision, prefix_cache=not args.no_prefix_cache, on_event=printer,
+                should_stop=should_stop)
     finally:
         printer.close()
+    if summary.stopped:
+        print(f"stopped; {summary.done} finished records are kept in {summary.path}. Resume: the same command",
+              file=sys.stderr)
+        return 130
     print(f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
           f"({summary.accept_rate:.0%}), {summary.parse_failures} parse failures; "
           f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")

@@ -35,7 +35,7 @@ import mlx.core as mx
 
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
-from mlx_distill.files import JsonlWriter, complete_lines, exclusive_lock, lock_path_for, read_jsonl_lines
+from mlx_distill.files import JsonlWriter, cut_torn_tail, exclusive_lock, lock_path_for, read_jsonl_lines
 from mlx_distill.methods import FILTERS
 from mlx_distill.metrics import is_correct, normalize_label
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
@@ -81,24 +81,11 @@ class _Job:
     samples: list[tuple[str, int, float]] = field(default_factory=list)  # (text, generated, seconds)
 
 
-def _cut_torn_tail(path: Path) -> None:
-    """Drop the half line a killed writer left, so the next record starts a clean line.
-
-    (``JsonlWriter`` would end that line instead, which leaves a bad line that ``load_rationales``
-    refuses; a rationale file may only lose its torn tail.)
-    """
-    with open(path, "r+b") as handle:
-        data = handle.read()
-        whole = len(complete_lines(data))
-        if whole < len(data):
-            handle.truncate(whole)
-
-
 def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict]:
     """Records already in ``path``; cuts a torn last line; refuses a file from another teacher/prompt."""
     if not path.exists():
         return {}
-    _cut_torn_tail(path)
+    cut_torn_tail(path)
     finished: dict[str, dict] = {}
     for number, line in read_jsonl_lines(path):
         try:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 from mlx_distill import distributed
 from mlx_distill.data import load_task
+from mlx_distill.errors import DistillError
 from mlx_distill.events import TrainStep
 from mlx_distill.teacher import generate_rationales_sharded
 from mlx_distill.train import TrainConfig, train
@@ -63,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args(argv)
-    result = _teacher(args) if args.stage == "teacher" else _train(args)
+    try:
+        result = _teacher(args) if args.stage == "teacher" else _train(args)
+    except DistillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     result.update(rank=distributed.rank(), size=distributed.size())
     if distributed.is_main():
         Path(args.result).write_text(json.dumps(result, indent=2))

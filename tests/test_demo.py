@@ -16,7 +16,8 @@ def _demo(runs_dir) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def test_demo_runs_every_stage_learns_and_resumes_without_redoing(tmp_path):
+def test_demo_runs_every_stage_learns_and_its_student_answers(tmp_path):
+    """The one end-to-end demo run of the suite (a rerun skipping every stage: tests/test_pipeline.py)."""
     first = _demo(tmp_path)
     assert first.returncode == 0, first.stderr
     run = tmp_path / "demo"
@@ -35,14 +36,6 @@ def test_demo_runs_every_stage_learns_and_resumes_without_redoing(tmp_path):
     predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
     assert len(predictions) == 100
     assert sum(p["correct"] for p in predictions) / 100 == pytest.approx(metrics["student_test_accuracy"])
-
-    second = _demo(tmp_path)
-    assert second.returncode == 0, second.stderr
-    again = [event_from_json(line) for line in (run / "events.jsonl").read_text().splitlines()][len(events):]
-    finished = [e for e in again if e.kind == "StageFinished"]
-    assert len(finished) == 5 and all(e.skipped for e in finished)
-    assert not any(e.kind in ("TrainStep", "TeacherProgress", "TeacherLoaded") for e in again)
-    assert json.loads((run / "metrics.json").read_text())["student_test_accuracy"] == metrics["student_test_accuracy"]
 
     # The trained student answers from the terminal, with its own rationale on request.
     question = "Which kind of animal is the salmon?\\nAnswer Choices:\\n(a) bird\\n(b) fish\\n(c) mammal\n"

@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.screen import Screen
 
+from mlx_distill.catalog import usable_memory_bytes
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Event, Failed, Finished, Log
 from mlx_distill.pipeline import (EVENTS_FILE, EventTail, StudentSource, read_run, read_run_config, student_source,
@@ -35,12 +36,6 @@ from mlx_distill.tui.screens.runs import RunsScreen
 LIGHT_THEME, DARK_THEME = "textual-light", "textual-dark"
 # A loaded model takes about this much more memory than its weight files.
 MEMORY_OVERHEAD = 1.25
-
-
-def _available_memory() -> int:
-    from mlx_distill.catalog import usable_memory_bytes
-
-    return usable_memory_bytes()
 
 
 class DistillApp(App):
@@ -71,7 +66,7 @@ class DistillApp(App):
         starter: PipelineStarter | None = None,
         chat_backend: ChatBackend | None = None,
         choices: list[ModelChoice] | None = None,
-        available_memory: Callable[[], int] = _available_memory,
+        available_memory: Callable[[], int] = usable_memory_bytes,
         poll_interval: float = 0.5,
         show_timing: bool = True,
     ) -> None:

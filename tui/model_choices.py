@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mlx_distill.catalog import is_downloaded as catalog_is_downloaded
+from mlx_distill.catalog import load_catalog, usable_memory_bytes
 from mlx_distill.errors import DistillError
-from mlx_distill.platform import format_bytes
+from mlx_distill.platform import format_bytes, is_apple_gpu
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,7 @@ class ModelChoice:
 
 def is_downloaded(name: str) -> bool:
     """True for an existing local folder or a hub id already in the Hugging Face cache."""
-    from mlx_distill.catalog import is_downloaded as in_cache
-
-    return Path(name).expanduser().is_dir() or in_cache(name)
+    return Path(name).expanduser().is_dir() or catalog_is_downloaded(name)
 
 
 def load_choices(available_bytes: int | None = None,
@@ -49,9 +49,6 @@ def load_choices(available_bytes: int | None = None,
 
     ``available_bytes``: the memory to fit into (default: what ``mlx-distill models`` uses).
     """
-    from mlx_distill.catalog import load_catalog, usable_memory_bytes
-    from mlx_distill.platform import is_apple_gpu
-
     try:
         catalog = load_catalog()
     except DistillError:

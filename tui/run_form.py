@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from mlx_distill.data import TASKS
+from mlx_distill.config import parse_config
+from mlx_distill.data import TASKS, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import DEFAULT_METHOD, METHODS
 from mlx_distill.platform import format_bytes
@@ -119,9 +120,6 @@ def check_config(config: dict[str, Any]) -> str:
     Raises:
         DistillError: a bad key or value, or data that does not parse (naming the file and line).
     """
-    from mlx_distill.config import parse_config
-    from mlx_distill.data import load_task
-
     parsed = parse_config(config, source="the New run form")
     task = parsed.task
     try:

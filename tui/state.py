@@ -6,6 +6,7 @@ finished run) and keeps the figures the dashboard draws; the widgets only render
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from mlx_distill import events as ev
@@ -219,8 +220,6 @@ class DashboardState:
 
 def _all_ranks(latest: ev.TeacherProgress, ranks: dict[int, ev.TeacherProgress]) -> ev.TeacherProgress:
     """One progress for the whole sharded teacher stage: counts and speeds summed over ranks."""
-    import dataclasses
-
     parts = ranks.values()
     return dataclasses.replace(
         latest, done=sum(p.done for p in parts), total=sum(p.total for p in parts),

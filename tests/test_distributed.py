@@ -158,9 +158,9 @@ def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
 
 def test_dashboard_sums_the_ranks_teacher_progress():
     from mlx_distill.events import StageStarted, TeacherProgress
-    from mlx_distill.tui.state import RunState
+    from mlx_distill.tui.state import DashboardState
 
-    state = RunState()
+    state = DashboardState()
     state.apply(StageStarted(stage="teacher"))
     for rank, done in ((0, 3), (1, 5), (0, 6)):
         state.apply(TeacherProgress(done=done, total=12, accepted=done - 1, parse_failures=0, generated_tokens=done,

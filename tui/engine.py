@@ -95,7 +95,7 @@ class MlxBackend:
         self._used = True
         model, tokenizer = load_student(path)
         if weights is not None:
-            from mlx_distill.train.checkpoint import load_weights
+            from mlx_distill.train import load_weights
 
             load_weights(model, weights)
         return model, tokenizer

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from mlx_distill import distributed
 from mlx_distill.catalog import fits_in_memory, load_catalog, resolve_model, usable_memory_bytes
@@ -44,8 +43,8 @@ from mlx_distill.pipeline.report import write_report
 from mlx_distill.pipeline.resume import check_unchanged, discard_from, stage_fingerprints
 from mlx_distill.pipeline.runfolder import EventLog, RunFolder
 from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
-from mlx_distill.student import generate, load_student
-from mlx_distill.teacher.sharded import generate_rationales_sharded
+from mlx_distill.student import count_parameters, generate, load_student
+from mlx_distill.teacher import generate_rationales_sharded
 from mlx_distill.train import evaluate, train
 from mlx_distill.files import publish_dir, write_json_atomic
 
@@ -336,7 +335,7 @@ def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEve
     folder.update_metrics(
         student_test_accuracy=summary.accuracy,
         student_test=_summary_dict(summary),
-        student_parameters=sum(v.size for _, v in tree_flatten(model.parameters())),
+        student_parameters=count_parameters(model),
         student_seconds_per_answer=statistics.median(latencies) if latencies else None,
         **({"baselines": baselines} if baselines else {}),
     )

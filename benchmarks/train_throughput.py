@@ -61,7 +61,7 @@ def worker_mlx(args, config: dict) -> dict:
     import mlx.core as mx
     import numpy as np
 
-    from mlx_distill.student.t5 import Model, ModelArgs
+    from mlx_distill.student import Model, ModelArgs
     from mlx_distill.train.step import build_step, make_optimizer
 
     model_args = ModelArgs.from_dict({**config, "dropout_rate": args.dropout})

@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _launch_on_hosts(args: argparse.Namespace, config) -> int:
     """Start this same command on every host through mlx.launch (see mlx_distill.distributed.launch)."""
-    from mlx_distill.distributed.launch import launch_command, run_launched  # imports MLX
+    from mlx_distill.distributed import launch_command, run_launched  # imports MLX
     from mlx_distill.pipeline import run_folder_for  # imports MLX and the stages
 
     folder = run_folder_for(config, args.run_dir)

@@ -21,5 +21,6 @@ from mlx_distill.distributed.collectives import (
 )
 from mlx_distill.distributed.launch import launch_command, read_hostfile, run_launched
 
-__all__ = ["launch_command", "read_hostfile", "run_launched", "RELAY_ENV", "RELAY_PREFIX", "all_sum", "any_rank", "broadcast_json", "broadcast_tree", "gather_bytes",
-           "gather_json", "group", "is_main", "part_path", "rank", "relay_to_stdout", "shard", "size", "with_rank"]
+__all__ = ["RELAY_ENV", "RELAY_PREFIX", "all_sum", "any_rank", "broadcast_json", "broadcast_tree", "gather_bytes",
+           "gather_json", "group", "is_main", "launch_command", "part_path", "rank", "read_hostfile", "relay_to_stdout",
+           "run_launched", "shard", "size", "with_rank"]

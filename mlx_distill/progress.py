@@ -15,7 +15,6 @@ from mlx_distill.events import (
     CheckpointSaved,
     EvalResult,
     Event,
-    Failed,
     Finished,
     Log,
     MemoryReport,
@@ -149,8 +148,7 @@ class ProgressPrinter:
                 hint = f"; {event.resume_hint}" if event.resume_hint else ""
                 return f"■ {event.stage} stopped, finished work kept{hint}"
             return f"■ {event.stage} finished"
-        if isinstance(event, Failed):
-            return f"✗ {event.stage} failed: {event.error}"
+        # A Failed event is for the UI's log: the CLI prints the error itself, once, as it exits.
         return None
 
     # -- output ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def test_plain_stream_prints_each_final_progress_line():
     assert "5/10" in text  # the first progress line is printed at once
     assert "rationale 1.500" in text
     assert "validation accuracy at step 10: 75.0% (3/4) (best)" in text
-    assert "✗ train failed: boom" in text
+    assert "boom" not in text  # the CLI prints the error once, as it exits
     assert "rerun the same command" in text
     assert "\r" not in text
 

@@ -88,8 +88,9 @@ DEMO_TRAIN = dict(method="step-by-step", alpha=0.5, lr=3e-3, batch_size=32, max_
 
 
 def main(args: argparse.Namespace) -> int:
-    from mlx_distill.config import load_config  # reads the catalog and the task readers
+    from mlx_distill.config import check_run_name, load_config  # reads the catalog and the task readers
 
+    check_run_name(args.name, "--name")  # before anything is built outside --runs-dir
     config_path = prepare_demo(Path(args.runs_dir), args.name)
     if args.config_only:
         print(config_path)

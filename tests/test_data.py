@@ -248,7 +248,7 @@ def test_users_last_line_without_newline_is_read_or_named_never_dropped(tmp_path
 
 def test_missing_field_names_field_line_and_fix(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "label": "b"}, {"input": "c", "answer": "d"}])
-    with pytest.raises(DistillError, match=r"d\.jsonl:2: missing field 'label'; .*columns="):
+    with pytest.raises(DistillError, match=r"d\.jsonl:2: missing field 'label'; .*--columns label=.*task\.columns"):
         load_task("jsonl", path)
     cqa = tmp_path / "cqa"
     cqa.mkdir()

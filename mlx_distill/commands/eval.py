@@ -26,38 +26,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
     parser.add_argument("--seed", type=int, default=0, help="seed used to carve validation/test splits")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
+                        help="for jsonl/csv data: your column names, e.g. input=question,label=answer")
     parser.add_argument("--quiet", action="store_true")
 
 
 def _recorded_method(student: Path) -> str:
+    from mlx_distill.errors import DistillError
     from mlx_distill.train import STUDENT_META
 
     meta = student / STUDENT_META
-    if meta.exists():
-        return json.loads(meta.read_text(encoding="utf-8")).get("method") or DEFAULT_METHOD
-    return DEFAULT_METHOD
+    if not meta.is_file():
+        return DEFAULT_METHOD
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DistillError(f"{meta} is not readable JSON; give --method, or retrain the student") from None
+    method = recorded.get("method") if isinstance(recorded, dict) else None
+    return method if method in METHODS else DEFAULT_METHOD
 
 
 def main(args: argparse.Namespace) -> int:
-    from mlx_distill.data import load_task
+    from mlx_distill.data import load_task, parse_columns
     from mlx_distill.errors import DistillError
     from mlx_distill.files import check_output_file
     from mlx_distill.train import evaluate
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.student import load_student
+    from mlx_distill.student import check_student, load_student
 
     for flag in ("batch_size", "max_tokens", "limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise DistillError(f"--{flag.replace('_', '-')} {value} must be at least 1")
-    data = load_task(args.task, args.data, seed=args.seed)
+    if args.seed < 0:
+        raise DistillError(f"--seed {args.seed} must not be negative")
+    columns = parse_columns(args.columns) if args.columns is not None else None
+    out = Path(args.out) if args.out else Path(args.student).resolve().parent / f"predictions_{args.split}.jsonl"
+    check_output_file(out, "--out")
+    check_student(args.student)
+    method = args.method or _recorded_method(Path(args.student))
+    max_tokens = args.max_tokens or answer_max_tokens(method)
+    data = load_task(args.task, args.data, seed=args.seed, columns=columns)
     examples = list(getattr(data, args.split))[: args.limit]
     if not examples:
         raise DistillError(f"the {args.split} split of {args.data} is empty; choose another --split")
-    method = args.method or _recorded_method(Path(args.student))
-    max_tokens = args.max_tokens or answer_max_tokens(method)
-    out = Path(args.out) if args.out else Path(args.student).resolve().parent / f"predictions_{args.split}.jsonl"
-    check_output_file(out, "--out")
     model, tokenizer = load_student(args.student, dtype=args.dtype)
     printer = ProgressPrinter(quiet=args.quiet)
     try:

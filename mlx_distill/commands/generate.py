@@ -32,16 +32,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: float32 on a CPU-only device, as stored on Apple GPU")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="re-encode the few-shot prefix for every question (for comparison)")
+    parser.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
+                        help="for jsonl/csv data: your column names, e.g. input=question,label=answer")
     parser.add_argument("--quiet", action="store_true")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a bad flag value in one line, before anything is read or loaded."""
+    from mlx_distill.errors import DistillError
+
+    for flag in ("limit", "batch_size", "max_tokens", "samples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise DistillError(f"--{flag.replace('_', '-')} {value} must be at least 1")
 
 
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.stopping import stop_on_signals
-    from mlx_distill.data import load_task
+    from mlx_distill.data import load_task, parse_columns
+    from mlx_distill.files import check_output_file
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.teacher import generate_rationales
+    from mlx_distill.teacher import check_teacher, generate_rationales
 
-    data = load_task(args.task, args.data)
+    check_arguments(args)
+    columns = parse_columns(args.columns) if args.columns is not None else None
+    check_output_file(args.out, "--out")
+    check_teacher(args.teacher)
+    data = load_task(args.task, args.data, columns=columns)
     examples = getattr(data, args.split)
     printer = ProgressPrinter(quiet=args.quiet)
     try:

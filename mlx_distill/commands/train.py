@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of train used as validation when the dataset has no validation split")
     parser.add_argument("--subsample", type=float, default=1.0, help="seeded fraction of the training set to use")
+    parser.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
+                        help="for jsonl/csv data: your column names, e.g. input=question,label=answer")
     parser.add_argument("--quiet", action="store_true", help="print only results and errors")
     # Every TrainConfig field is a flag; default None tells "not given" from "given".
     for field in dataclasses.fields(TrainConfig):
@@ -57,27 +59,31 @@ def main(args: argparse.Namespace) -> int:
     import dataclasses as dc
 
     from mlx_distill.commands.stopping import stop_on_signals
-    from mlx_distill.data import load_rationales, load_task
+    from mlx_distill.data import load_rationales, load_task, parse_columns
+    from mlx_distill.errors import DistillError
     from mlx_distill.progress import ProgressPrinter
+    from mlx_distill.student import check_student, load_student
     from mlx_distill.train import evaluate, train
 
     config = config_from_args(args)
     config.validate(where="--")
-    task_data = load_task(args.task, args.data, seed=config.seed, validation_fraction=args.validation_fraction,
-                          subsample=args.subsample)
-    rationales = load_rationales(args.rationales) if args.rationales else None
-    if rationales is None and not config.human_rationales:
-        # Without --human-rationales the dataset's own rationales are not trained on.
-        task_data = dc.replace(task_data, train=[dc.replace(e, rationale=None) for e in task_data.train])
+    if config.seed < 0:
+        raise DistillError(f"--seed {config.seed} must not be negative")
+    columns = parse_columns(args.columns) if args.columns is not None else None
+    check_student(args.student)
     printer = ProgressPrinter(quiet=args.quiet)
     try:
+        task_data = load_task(args.task, args.data, seed=config.seed, validation_fraction=args.validation_fraction,
+                              subsample=args.subsample, columns=columns)
+        rationales = load_rationales(args.rationales, on_event=printer) if args.rationales else None
+        if rationales is None and not config.human_rationales:
+            # Without --human-rationales the dataset's own rationales are not trained on.
+            task_data = dc.replace(task_data, train=[dc.replace(e, rationale=None) for e in task_data.train])
         with stop_on_signals() as should_stop:
             result = train(args.student, task_data, rationales, config, args.out, resume=args.resume,
                            on_event=printer, should_stop=should_stop)
             test = None
             if not result.stopped and task_data.test:
-                from mlx_distill.student import load_student
-
                 model, tokenizer = load_student(result.student_dir)
                 test = evaluate(model, tokenizer, task_data.task, task_data.test, batch_size=config.eval_batch_size,
                                 max_tokens=config.answer_max_tokens,

@@ -31,12 +31,14 @@ from pathlib import Path
 
 from mlx_distill.data.readers import carve, check_unique_ids, read_jsonl
 from mlx_distill.data.records import Example, RationaleRecord, TaskData
-from mlx_distill.data.tasks import (NLI_LABELS, join_human_rationales, load_anli, load_cqa, load_esnli,
-                                    load_svamp, load_user, multiple_choice_input, nli_input)
+from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rationales, load_anli, load_cqa,
+                                    load_esnli, load_svamp, load_user, multiple_choice_input, nli_input,
+                                    parse_columns)
 from mlx_distill.errors import DistillError
+from mlx_distill.events import Log, OnEvent, ignore_event
 
-__all__ = ["TASKS", "NLI_LABELS", "Example", "TaskData", "RationaleRecord", "load_task",
-           "load_rationales", "nli_input", "multiple_choice_input"]
+__all__ = ["TASKS", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
+           "load_rationales", "nli_input", "multiple_choice_input", "parse_columns"]
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
 CARVED_TEST_FRACTION = 0.1
@@ -76,7 +78,8 @@ def load_task(task: str, path: str | Path, *, seed: int = 0, validation_fraction
     if not 0.0 < subsample <= 1.0:
         raise DistillError(f"subsample {subsample} is outside (0, 1]; use e.g. 0.5 for half the train set")
     if columns is not None and task not in ("jsonl", "csv"):
-        raise DistillError(f"columns= applies to the jsonl and csv tasks only, not {task!r}")
+        raise DistillError(f"columns (--columns, task.columns) apply to the jsonl and csv tasks only, "
+                           f"not {task!r}; leave them out")
     root = Path(path).expanduser()
     if not root.exists():
         raise DistillError(f"{root}: no such file or folder; give the {task} dataset's file or folder")
@@ -108,11 +111,13 @@ def load_task(task: str, path: str | Path, *, seed: int = 0, validation_fraction
                     test=[e for e, _ in test], notes=tuple(notes))
 
 
-def load_rationales(path: str | Path) -> dict[str, RationaleRecord]:
+def load_rationales(path: str | Path, on_event: OnEvent = ignore_event) -> dict[str, RationaleRecord]:
     """Read a teacher rationale file (JSONL) into records keyed by example id.
 
     A torn last line (no newline, not valid JSON, as left by a killed writer) is ignored; a bad
-    line anywhere else is an error. When an id appears twice, the later record wins.
+    line anywhere else is an error. Each id is used once: when an id appears more than once, the
+    LAST record wins, and one warning (a ``Log`` event to ``on_event``) names the file and how many
+    lines repeated an id.
 
     Raises:
         DistillError: The file is missing, a line is not a JSON object, or a record lacks
@@ -123,6 +128,8 @@ def load_rationales(path: str | Path) -> dict[str, RationaleRecord]:
         raise DistillError(f"{path}: rationale file not found; run the teacher (generate) first "
                            "or give the right --rationales path")
     records: dict[str, RationaleRecord] = {}
+    repeated: set[str] = set()
+    repeats = 0
     for line_no, row in read_jsonl(path, tolerate_torn_tail=True):
         where = f"{path}:{line_no}"
         for name in ("id", "rationale", "answer"):
@@ -132,6 +139,9 @@ def load_rationales(path: str | Path) -> dict[str, RationaleRecord]:
         rationale, answer = row["rationale"] or "", row["answer"] or ""
         if not isinstance(rationale, str) or not isinstance(answer, str):
             raise DistillError(f"{where}: 'rationale' and 'answer' must be strings (or null)")
+        if str(row["id"]) in records:
+            repeats += 1
+            repeated.add(str(row["id"]))
         try:
             records[str(row["id"])] = RationaleRecord(
                 id=str(row["id"]), rationale=rationale, answer=answer,
@@ -144,4 +154,7 @@ def load_rationales(path: str | Path) -> dict[str, RationaleRecord]:
         except (TypeError, ValueError) as exc:
             raise DistillError(f"{where}: bad field value in rationale record ({exc}); "
                                "token counts and seconds must be numbers") from None
+    if repeats:
+        on_event(Log(f"{path}: {len(repeated)} ids appear more than once ({repeats} repeated lines); "
+                     "each id is used once, its last record", level="warning"))
     return records

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,25 @@ SPLIT_NAMES = {
 }
 
 
+def decode_utf8(path: Path, data: bytes) -> str:
+    """``data`` (the bytes of ``path``) as text, a leading byte-order mark dropped; DistillError
+    naming ``file:line`` when it is not UTF-8."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DistillError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+                           "save the file as UTF-8") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DistillError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_jsonl(path: Path, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line of a JSONL file.
 
@@ -29,13 +49,14 @@ def read_jsonl(path: Path, tolerate_torn_tail: bool = False) -> Iterator[tuple[i
     never a user's data file), a last line without a newline that does not parse (a writer was
     killed mid-line) is skipped instead.
     """
-    try:
-        data = path.read_bytes()
-        whole = complete_lines(data)  # a last line without its newline is handled below
-        lines = whole.decode("utf-8").split("\n")[:-1]
-        tail = data[len(whole):].decode("utf-8", errors="replace" if tolerate_torn_tail else "strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DistillError(f"{path}: cannot read ({exc})") from None
+    data = _read_bytes(path)
+    whole = complete_lines(data)  # a last line without its newline is handled below
+    if tolerate_torn_tail:
+        text = decode_utf8(path, whole) + data[len(whole):].decode("utf-8", errors="replace")
+    else:
+        text = decode_utf8(path, data)
+    end = text.rfind("\n") + 1
+    lines, tail = text[:end].split("\n")[:-1], text[end:]
     for number, line in enumerate(lines, start=1):
         if line.strip():
             yield number, _parse_json_line(path, number, line)
@@ -67,10 +88,7 @@ def _parse_json_line(path: Path, number: int, line: str) -> dict:
 
 def read_json_array(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each element of a JSON array file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DistillError(f"{path}: cannot read ({exc})") from None
+    text = decode_utf8(path, _read_bytes(path))
     decoder = json.JSONDecoder()
     pos = _skip_space(text, 0)
     if text[pos:pos + 1] != "[":
@@ -104,10 +122,8 @@ def _skip_space(text: str, pos: int) -> int:
 
 def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield ("file:line", row dict) for each record of a CSV file with a header line."""
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DistillError(f"{path}: cannot read ({exc})") from None
+    # Decoded whole first, so a non-UTF-8 byte is reported with its line.
+    handle = io.StringIO(decode_utf8(path, _read_bytes(path)), newline="")
     with handle:
         reader = csv.DictReader(handle)
         start = 2

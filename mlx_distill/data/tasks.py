@@ -177,7 +177,7 @@ def load_user(root: Path, notes: list[str], columns: dict[str, str] | None, fmt:
     for key, value in (columns or {}).items():
         if key not in COLUMN_KEYS:
             raise DistillError(f"columns: unknown key {key!r}; map any of {', '.join(COLUMN_KEYS)} "
-                               "to your column names")
+                               "to your column names (--columns or task.columns)")
         names[key] = value
     ext = f".{fmt}"
     if root.is_file():
@@ -218,7 +218,29 @@ def _read_user_file(path: Path, names: dict[str, str], fmt: str) -> list[Row]:
 
 
 def _column_fix(key: str) -> str:
-    return f"add it, or map your column with columns={{'{key}': '<your column>'}}"
+    return (f"add it, or map your column: --columns {key}=<your column> on the command line, "
+            f"task.columns = {{ {key} = \"<your column>\" }} in a TOML config")
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``input=question,label=answer`` (the ``--columns`` flag) as the dict ``task.columns`` gives.
+
+    Raises:
+        DistillError: a part without ``=``, an unknown key, an empty column name, or a key twice.
+    """
+    columns: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = (piece.strip() for piece in part.partition("="))
+        if not sep or not key or not value:
+            raise DistillError(f"--columns {text!r}: {part.strip()!r} is not KEY=COLUMN; write e.g. "
+                               "--columns input=question,label=answer")
+        if key not in COLUMN_KEYS:
+            raise DistillError(f"--columns: unknown key {key!r}; map any of {', '.join(COLUMN_KEYS)} "
+                               "to your column names, e.g. --columns input=question,label=answer")
+        if key in columns:
+            raise DistillError(f"--columns {text!r} names {key!r} twice; give each key once")
+        columns[key] = value
+    return columns
 
 
 def _text(value: Any, where: str, what: str) -> str:

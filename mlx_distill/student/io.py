@@ -10,6 +10,7 @@ import json
 import pickle
 import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,141 @@ _OFFLINE_HINT = (
 )
 
 
+# A safetensors header is a few KB to a few MB; anything near this is a corrupt length field.
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2,
+                            "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U64": 8}
+
+
 def parse_dtype(dtype: str) -> mx.Dtype:
     """The MLX dtype for a name in DTYPES; DistillError for anything else."""
     if dtype not in DTYPES:
         raise DistillError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking without loading
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file, or None when its header and sizes add up."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"it is {size} bytes long, shorter than a safetensors header"
+    with path.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > min(size - 8, _MAX_HEADER_BYTES):
+            return f"its header claims {header_len} bytes but the file is {size} bytes"
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return "its header is not readable JSON"
+    if not isinstance(header, dict):
+        return "its header is not a table of tensors"
+    data_bytes = size - 8 - header_len
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            return f"its header entry for {name!r} is malformed"
+        begin, end = offsets
+        if not 0 <= begin <= end:
+            return f"its header entry for {name!r} is malformed"
+        if end > data_bytes:
+            return f"tensor {name!r} ends at byte {end} of the data but the file holds only {data_bytes}"
+        count = 1
+        for dim in shape:
+            count *= dim
+        element = _SAFETENSORS_DTYPE_BYTES.get(entry.get("dtype"))
+        if element is not None and count * element != end - begin:
+            return f"tensor {name!r} has {end - begin} bytes for shape {shape}"
+    return None
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check a ``.safetensors`` file's header and that the file is as long as the header says,
+    without reading the weights.
+
+    Raises:
+        DistillError: one line naming the file, what is wrong and the fix (re-download).
+    """
+    path = Path(path)
+    try:
+        problem = _safetensors_problem(path)
+    except OSError as error:
+        problem = f"it cannot be read ({error.strerror or error})"
+    if problem is not None:
+        raise DistillError(f"{path} is corrupt or truncated ({problem}); re-download the model")
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weight files ``load_student`` would read (index shards first); DistillError when none."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (ValueError, KeyError, AttributeError, TypeError) as e:
+                raise DistillError(f"{index} is not a valid weight index ({e}); re-download the model") from None
+            return [folder / s for s in shards]
+    single = sorted(folder.glob("*.safetensors"))
+    if single:
+        return single
+    if (folder / "pytorch_model.bin").is_file():
+        return [folder / "pytorch_model.bin"]
+    raise DistillError(
+        f"no weights in {folder} (expected model.safetensors, sharded safetensors with "
+        "model.safetensors.index.json, or pytorch_model.bin)"
+    )
+
+
+def _cached_hub_folder(repo_id: str) -> Path | None:
+    """The local Hugging Face cache snapshot of ``repo_id``, or None when it is not cached."""
+    from huggingface_hub import try_to_load_from_cache  # huggingface_hub takes a while to import
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError:
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def check_student(path_or_hub_id: str | Path) -> None:
+    """Open, without loading, a student checkpoint: its config.json must be a T5's and its
+    weight files whole (safetensors headers and sizes). Cheap: no weights are read.
+
+    A hub id that is not in the local cache is not checked here (the hub may be reachable; loading
+    downloads it and says what is wrong then).
+
+    Raises:
+        DistillError: a missing folder, a file given for a folder, a missing or non-T5 config.json,
+            missing weights, or a corrupt or truncated weight file; one line with the fix.
+    """
+    path = Path(path_or_hub_id).expanduser()
+    text = str(path_or_hub_id)
+    if path.is_dir():
+        folder = path
+    elif path.exists():
+        raise DistillError(f"{text} is a file; pass the checkpoint folder that holds config.json")
+    elif text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
+        raise DistillError(f"model folder not found: {text}; pass an existing folder or a hub id like google/flan-t5-small")
+    else:
+        cached = _cached_hub_folder(text)
+        if cached is None:
+            return
+        folder = cached
+    _read_config(folder)
+    for file in _weight_files(folder):
+        if not file.is_file():
+            raise DistillError(f"weight file {file} is missing (listed in the index); re-download the model")
+        if file.suffix == ".safetensors":
+            check_safetensors(file)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,15 +230,17 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise DistillError(f"no config.json in {folder}; a student model folder is a Hugging Face T5 checkpoint")
     try:
         config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise DistillError(f"{config_path} is not valid JSON ({e}); re-download or re-export the model") from None
+    if not isinstance(config, dict):
+        raise DistillError(f"{config_path} is not a JSON object; re-download or re-export the model")
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     if model_type not in T5_MODEL_TYPES:
         found = f"a {architectures[0]} model" if architectures else "a model of unknown architecture"
         raise DistillError(
-            f"{folder} holds {found} (model_type {model_type!r}), not a T5; the student must be "
-            "a T5ForConditionalGeneration checkpoint such as google/flan-t5-small"
+            f"{folder} holds {found} (model_type {model_type!r}), not a T5 student; pick a T5-family "
+            "checkpoint (T5ForConditionalGeneration) such as google/flan-t5-small"
         )
     return config
 
@@ -138,6 +271,7 @@ def _load_safetensors(files: list[Path]) -> dict[str, mx.array]:
     for file in files:
         if not file.is_file():
             raise DistillError(f"weight file {file} is missing (listed in the index); re-download the model")
+        check_safetensors(file)
         try:
             weights.update(mx.load(str(file)))
         except (RuntimeError, ValueError, OSError) as e:
@@ -146,24 +280,10 @@ def _load_safetensors(files: list[Path]) -> dict[str, mx.array]:
 
 
 def _load_weights(folder: Path) -> dict[str, mx.array]:
-    for index_name, loader in (("model.safetensors.index.json", _load_safetensors),
-                               ("pytorch_model.bin.index.json", _load_torch_bin)):
-        index = folder / index_name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as e:
-                raise DistillError(f"{index} is not a valid weight index ({e}); re-download the model") from None
-            return loader([folder / s for s in shards])
-    single = sorted(folder.glob("*.safetensors"))
-    if single:
-        return _load_safetensors(single)
-    if (folder / "pytorch_model.bin").is_file():
-        return _load_torch_bin([folder / "pytorch_model.bin"])
-    raise DistillError(
-        f"no weights in {folder} (expected model.safetensors, sharded safetensors with "
-        "model.safetensors.index.json, or pytorch_model.bin)"
-    )
+    files = _weight_files(folder)
+    if files[0].name.endswith(".bin"):
+        return _load_torch_bin(files)
+    return _load_safetensors(files)
 
 
 def _has_separate_head(weights: dict[str, mx.array]) -> bool:

@@ -5,7 +5,8 @@ Other packages import these names from ``mlx_distill.teacher`` only, never its m
 - ``generate_rationales`` / ``generate_rationales_sharded``: the stage on one process / on every
   rank of an ``mx.distributed`` group; both return a ``RationaleSummary``.
 - ``load_teacher`` / ``release_teacher`` / ``current_teacher``: the teacher LLM (mlx-lm), with a
-  memory check before it loads.
+  memory check before it loads; ``check_teacher`` opens a teacher without loading it (config and
+  safetensors headers), to refuse a bad one before any work.
 - ``load_prompt`` / ``render_prompt`` / ``parse_output``: few-shot prompts and output parsing.
 """
 
@@ -15,6 +16,7 @@ from mlx_distill.teacher.model import (
     QUANTIZE_BITS,
     MemoryEstimate,
     Teacher,
+    check_teacher,
     current_teacher,
     estimate_memory,
     load_teacher,
@@ -41,7 +43,7 @@ from mlx_distill.teacher.sharded import generate_rationales_sharded, merge_parts
 __all__ = [
     "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "MemoryEstimate", "ParsedOutput",
     "PromptTemplate", "RationaleSummary", "Teacher", "build_completion", "build_messages", "build_query",
-    "current_teacher", "cut_at_stop", "estimate_memory", "finished_records", "generate_rationales",
+    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "finished_records", "generate_rationales",
     "generate_rationales_sharded", "load_prompt", "load_teacher", "memory_report", "merge_parts",
     "parse_output", "parse_prompt_text", "release_teacher", "render_prompt", "stop_token_ids",
     "teacher_identity",

@@ -23,6 +23,7 @@ short-lived thread of its own that clears its streams before it ends; any thread
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -47,6 +48,13 @@ SAMPLE_TOP_P = 0.95
 # Shared prefixes shorter than this are not worth a separate prefill.
 MIN_PREFIX_TOKENS = 8
 _MAX_STOP_CHARS = max(len(s) for s in STOP_STRINGS)
+# A question longer than this many teacher tokens is cut (as the student's training cuts its inputs).
+MAX_QUESTION_TOKENS = 1024
+# Characters kept per allowed token before tokenizing, so a huge question is never tokenized whole
+# (no tokenizer makes tokens this long from ordinary text).
+_CHARS_PER_TOKEN_BOUND = 16
+# The question limit never goes below this, even when the few-shot prompt fills the context.
+_MIN_QUESTION_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,13 @@ def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict
     if not path.exists():
         return {}
     cut_torn_tail(path)
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DistillError(f"{path}:{line} is not UTF-8 text, so it is not a rationale file mlx-distill wrote; "
+                           "move it away or choose another --out") from None
     finished: dict[str, dict] = {}
     for number, line in read_jsonl_lines(path):
         try:
@@ -176,7 +191,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                         limit: int | None = None, prompt_file: str | Path | None = None,
                         rationalize: bool = False, samples: int = 1, quantize: int | None = None,
                         precision: str = "auto", prefix_cache: bool = True,
-                        on_event: OnEvent = ignore_event,
+                        max_question_tokens: int = MAX_QUESTION_TOKENS, on_event: OnEvent = ignore_event,
                         should_stop: ShouldStop = never_stop) -> RationaleSummary:
     """Ask the teacher for a rationale and answer per example; append records to ``out_path``.
 
@@ -198,6 +213,9 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         quantize: 4 or 8: quantize an unquantized teacher on load.
         precision: ``auto``/``float32``/``native`` (see ``load_teacher``).
         prefix_cache: Reuse the shared few-shot prefix's KV cache. Default: ``True``.
+        max_question_tokens: A question longer than this many teacher tokens (or than the model's
+            context leaves after the few-shot prompt and ``max_tokens``) is cut to fit; one Log
+            event says how many were. Default: ``MAX_QUESTION_TOKENS`` (1024).
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
 
@@ -213,8 +231,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
     """
     if filter not in FILTERS:
         raise DistillError(f"filter {filter!r} is not one of {', '.join(FILTERS)}")
-    if batch_size < 1 or max_tokens < 1 or samples < 1:
-        raise DistillError("batch size, max tokens and samples must each be at least 1")
+    if batch_size < 1 or max_tokens < 1 or samples < 1 or max_question_tokens < 1:
+        raise DistillError("batch size, max tokens, samples and max question tokens must each be at least 1")
     if limit is not None:
         examples = examples[:max(limit, 0)]
     template, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples)
@@ -239,6 +257,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
                                     0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
 
+        pending = _cut_characters(pending, max_question_tokens * _CHARS_PER_TOKEN_BOUND)
+
         def run(stop: ShouldStop) -> RationaleSummary:
             start = time.perf_counter()
             mx.reset_peak_memory()
@@ -246,8 +266,10 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                                   prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
                                   on_event=on_event)
             try:
+                limit = _question_token_limit(loaded, template, task, rationalize, max_tokens, max_question_tokens)
+                fitted = _cut_questions(loaded.tokenizer, pending, limit, on_event)
                 jobs = [_Job(e, render_prompt(loaded.tokenizer, template, task, e.input, e.label, rationalize))
-                        for e in pending]
+                        for e in fitted]
                 with JsonlWriter(out, durable=True) as writer:
                     stopped = _generate(loaded, jobs, task, filter, samples, batch_size, max_tokens,
                                         prefix_cache, prompt_hash, writer, state, on_event, stop)
@@ -298,6 +320,41 @@ def _in_own_thread(work: Callable[[ShouldStop], _T], should_stop: ShouldStop) ->
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _cut_characters(examples: list, max_chars: int) -> list:
+    """Examples whose question is cut to ``max_chars`` characters: a cheap first cut, before any
+    tokenizer sees the text (a 5 MB question would take minutes and gigabytes to tokenize)."""
+    return [dataclasses.replace(e, input=e.input[:max_chars]) if len(e.input) > max_chars else e
+            for e in examples]
+
+
+def _question_token_limit(loaded, template: PromptTemplate, task: str, rationalize: bool, max_tokens: int,
+                          max_question_tokens: int) -> int:
+    """Tokens a question may take: ``max_question_tokens``, or less when the model's context minus
+    the few-shot prompt and ``max_tokens`` leaves less."""
+    config = loaded.config.get("text_config") or loaded.config
+    context = config.get("max_position_embeddings")
+    if not isinstance(context, int) or context <= 0:
+        return max_question_tokens
+    prompt = len(render_prompt(loaded.tokenizer, template, task, "", "", rationalize))
+    return max(min(max_question_tokens, context - prompt - max_tokens), _MIN_QUESTION_TOKENS)
+
+
+def _cut_questions(tokenizer, examples: list, limit: int, on_event: OnEvent) -> list:
+    """Examples with each question cut to ``limit`` teacher tokens; one Log event says how many."""
+    fitted, cut = [], 0
+    for example in examples:
+        # limit + 1 tokens at most tell whether it is longer (and keep transformers from warning).
+        ids = tokenizer.encode(example.input, add_special_tokens=False, truncation=True, max_length=limit + 1)
+        if len(ids) > limit:
+            example = dataclasses.replace(example, input=tokenizer.decode(ids[:limit]))
+            cut += 1
+        fitted.append(example)
+    if cut:
+        on_event(Log(f"{cut} of {len(examples)} questions were longer than {limit} teacher tokens and were "
+                     f"cut to {limit}", level="warning"))
+    return fitted
 
 
 def _rough_prompt_tokens(template, examples) -> int:

@@ -24,6 +24,7 @@ from mlx_distill.catalog import resolve_model
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
 from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
+from mlx_distill.student import check_safetensors
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)
@@ -96,31 +97,81 @@ def resolve_teacher_path(teacher: str) -> Path:
                            "network, or pass a downloaded folder") from None
 
 
-def check_causal_lm(path: Path) -> dict:
-    """The folder's config.json, after checking that mlx-lm can run it as a decoder LLM."""
+def _open_causal_lm(path: Path) -> dict:
+    """The folder's config.json, after the checks that need no mlx-lm: a decoder LLM config, and
+    whole safetensors files (headers and sizes; no weights read)."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise DistillError(f"{path} has no config.json, so it is not a Hugging Face model folder; "
                            "give a causal LM folder (config.json + model*.safetensors) or a hub id")
     try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise DistillError(f"{config_file} is not valid JSON ({error}); re-download the model") from None
+    if not isinstance(config, dict):
+        raise DistillError(f"{config_file} is not a JSON object; re-download the model")
     model_type = config.get("model_type")
     architectures = " ".join(config.get("architectures") or [])
     if not model_type or config.get("is_encoder_decoder") or "ConditionalGeneration" in architectures:
         raise DistillError(f"{path} is not a causal LM (model_type {model_type!r}); the teacher must be "
                            "a decoder LLM such as Qwen2.5 or Llama, not an encoder-decoder like T5")
+    weight_files = sorted(path.glob("model*.safetensors"))
+    if not weight_files:
+        raise DistillError(f"{path} has no model*.safetensors weights; convert or re-download the model")
+    for file in weight_files:
+        check_safetensors(file)
+    return config
+
+
+def check_causal_lm(path: Path) -> dict:
+    """The folder's config.json, after checking that mlx-lm can run it as a decoder LLM."""
+    config = _open_causal_lm(path)
     from mlx_lm.utils import _get_classes  # mlx_lm imports transformers (seconds): only once a teacher loads
 
     try:
         _get_classes(config)
     except ValueError:
-        raise DistillError(f"{path}: model_type {model_type!r} is not a decoder LLM that mlx-lm can run; "
-                           "pick a supported causal LM (llama, qwen2, mistral, gemma, phi3, ...)") from None
-    if not list(path.glob("model*.safetensors")):
-        raise DistillError(f"{path} has no model*.safetensors weights; convert or re-download the model")
+        raise DistillError(f"{path}: model_type {config['model_type']!r} is not a decoder LLM that mlx-lm can "
+                           "run; pick a supported causal LM (llama, qwen2, mistral, gemma, phi3, ...)") from None
     return config
+
+
+def _cached_teacher_folder(repo: str) -> Path | None:
+    """The local Hugging Face cache snapshot of ``repo``, or None when it is not cached."""
+    from huggingface_hub import try_to_load_from_cache  # huggingface_hub takes a while to import
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo, "config.json")
+    except HFValidationError:
+        raise DistillError(f"teacher {repo!r} is neither a local folder nor a valid Hugging Face "
+                           "hub id (owner/name); check the spelling") from None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def check_teacher(teacher: str) -> None:
+    """Open, without loading, a teacher: a decoder LLM config and whole safetensors files (headers
+    and sizes). No weights are read, nothing is downloaded and mlx-lm is not imported (that takes
+    seconds; whether mlx-lm supports the architecture is checked when the teacher loads).
+
+    A hub id that is not in the local cache is not checked here (the hub may be reachable;
+    ``load_teacher`` downloads it and checks it then).
+
+    Raises:
+        DistillError: a file given for a folder, an invalid hub id, no config.json, not a causal
+            LM, no weights, or a corrupt or truncated weight file; one line with the fix.
+    """
+    local = Path(teacher).expanduser()
+    if local.exists():
+        path = resolve_teacher_path(teacher)
+    elif teacher.startswith((".", "/", "~")):
+        raise DistillError(f"teacher folder not found: {teacher}; give an existing model folder or a hub id")
+    else:
+        cached = _cached_teacher_folder(resolve_model(teacher))
+        if cached is None:
+            return
+        path = cached
+    _open_causal_lm(path)
 
 
 def _safetensors_tensors(path: Path) -> dict[str, tuple[list[int], str]]:

@@ -18,6 +18,7 @@ import pytest
 
 from mlx_distill import distributed
 from mlx_distill.events import event_from_json
+from mlx_distill.files import lock_holder
 
 from mlx_distill.testing.synthetic_task import build_model, write_task
 
@@ -151,7 +152,7 @@ def test_run_with_hosts_file_on_two_loopback_ranks(task, tmp_path):
     events = [event_from_json(line) for line in (run / "events.jsonl").read_text().splitlines() if line]
     assert {e.rank for e in events if e.kind == "TeacherProgress"} == {0, 1}  # rank 1's relayed
     assert all(e.rank == 0 for e in events if e.kind in ("TrainStep", "StageStarted", "CheckpointSaved"))
-    assert (run / "student" / "config.json").exists() and not (run / "pid").exists()
+    assert (run / "student" / "config.json").exists() and lock_holder(run / "pid") is None
     state = json.loads((run / "state.json").read_text())["stages"]
     assert all(state[s]["status"] == "done" for s in ("data", "teacher", "train", "evaluate", "export"))
 

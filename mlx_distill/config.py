@@ -131,7 +131,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise DistillError(f"{key(name)} {getattr(self, name)} must be at least 1")
         for name in ("warmup_steps", "eval_every", "save_every", "max_tokens_per_batch", "max_eval_examples",
-                     "weight_decay", "clip_grad_norm"):
+                     "weight_decay", "clip_grad_norm", "seed"):
             if getattr(self, name) < 0:
                 raise DistillError(f"{key(name)} {getattr(self, name)} must not be negative")
         if not math.isfinite(self.lr) or self.lr <= 0 or self.lr > 1:
@@ -298,6 +298,8 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
         raise DistillError(f"{source}: missing 'task.data': the path of the {task.name} data file or folder")
     if not 0 < task.subsample <= 1:
         raise DistillError(f"{source}: task.subsample must be in (0, 1], got {task.subsample}")
+    if task.seed < 0:
+        raise DistillError(f"{source}: task.seed must not be negative, got {task.seed}")
     if not 0 <= task.validation_fraction < 1:
         raise DistillError(f"{source}: task.validation_fraction must be in [0, 1), got {task.validation_fraction}")
     if teacher.filter not in FILTERS:

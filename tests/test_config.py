@@ -135,3 +135,11 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(DistillError) as error:
         load_config(path)
     assert str(error.value) == f"{path}: not UTF-8 text (byte 11); save the config as UTF-8"
+
+
+@pytest.mark.parametrize("section", ["task", "train"])
+def test_a_negative_seed_is_refused(section):
+    data = _base()
+    data.setdefault(section, {})["seed"] = -1
+    with pytest.raises(DistillError, match=f"{section}.seed"):
+        parse_config(data, source="c.toml")

@@ -245,6 +245,21 @@ def test_model_too_big_for_memory(tmp_path, demo_models):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("swap, words", [
+    ({"train": "teacher"}, ["not a T5 student"]),
+    ({"teacher": "student"}, ["not a causal LM"]),
+])
+def test_a_model_of_the_wrong_kind_is_refused_before_any_stage(tmp_path, demo_models, swap, words):
+    # Both models are opened (not loaded) before the first stage: not hours later, when theirs starts.
+    overrides = {"train": {"student": str(demo_models[swap["train"]])}} if "train" in swap else \
+        {"teacher": {"model": str(demo_models[swap["teacher"]])}}
+    config = parse_config(_raw_config(tmp_path, demo_models, **overrides))
+    with pytest.raises(DistillError) as error:
+        run_pipeline(config)
+    assert all(word in str(error.value) for word in words), str(error.value)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unwritable_run_folder(tmp_path, demo_models):
     # A file where the runs folder should be cannot be written into, even by root.
     blocker = tmp_path / "runs-file"

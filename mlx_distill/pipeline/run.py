@@ -43,8 +43,8 @@ from mlx_distill.pipeline.report import write_report
 from mlx_distill.pipeline.resume import check_unchanged, discard_from, stage_fingerprints
 from mlx_distill.pipeline.runfolder import EventLog, RunFolder
 from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
-from mlx_distill.student import count_parameters, generate, load_student
-from mlx_distill.teacher import generate_rationales_sharded
+from mlx_distill.student import check_student, count_parameters, generate, load_student
+from mlx_distill.teacher import check_teacher, generate_rationales_sharded
 from mlx_distill.train import evaluate, train
 from mlx_distill.files import publish_dir, write_json_atomic
 
@@ -87,7 +87,7 @@ def run_pipeline(
     if redo is not None and redo not in STAGES:
         raise DistillError(f"--redo takes a stage name: {', '.join(STAGES)}; got '{redo}'")
     task_data = _load_data(config)  # a data file that does not parse fails before any folder is made
-    _preflight_memory(config)
+    _preflight_models(config)
     if not distributed.is_main():  # launched on several ranks: rank 0 owns the run folder
         try:
             folder = worker_folder(run_folder_for(config, run_dir).path)
@@ -190,8 +190,12 @@ def _load_data(config: RunConfig):
                      human_rationales=task.human_rationales or None)
 
 
-def _preflight_memory(config: RunConfig) -> None:
-    """Refuse at once a catalog model that cannot fit this machine (before any folder is made)."""
+def _preflight_models(config: RunConfig) -> None:
+    """Open (not load) both models and refuse at once one that is broken, of the wrong kind or too
+    large for this machine: before any folder is made, not hours later when its stage starts."""
+    check_student(resolve_model(config.train.student))
+    if config.teacher.enabled:
+        check_teacher(resolve_model(config.teacher.model))
     catalog = load_catalog()
     checks = [(config.train.student, "student")] + ([(config.teacher.model, "teacher")] if config.teacher.enabled else [])
     for name, role in checks:
@@ -275,7 +279,7 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     mx.reset_peak_memory()
     rationales = None
     if config.train.uses_teacher and folder.rationales_path.exists():
-        rationales = load_rationales(folder.rationales_path)
+        rationales = load_rationales(folder.rationales_path, on_event=emit)
     rationales = share_rationales(rationales)
     student = resolve_model(config.train.student)
     data = _with_rationale_source(task_data, config.train.rationale_source)

@@ -402,3 +402,53 @@ def test_corrupt_teacher_in_a_real_process(teacher, tmp_path):
     result = run_cli_process("generate", "--task", "jsonl", "--data", task_folder(tmp_path / "data"),
                              "--teacher", broken, "--out", tmp_path / "r.jsonl")
     assert_one_line_error(result, "model.safetensors", "re-download")
+
+
+# ---------------------------------------------------------------------------------------------
+# chat, demo, run names
+
+
+def _chat(student: Path, stdin: bytes, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    if Path(OPENBLAS).exists():
+        env.setdefault("LD_PRELOAD", OPENBLAS)
+    return subprocess.run([sys.executable, "-m", "mlx_distill", "chat", str(student), *extra], input=stdin,
+                          capture_output=True, env=env, timeout=120)
+
+
+def test_chat_cuts_a_huge_question_says_so_once_and_answers(student):
+    started = time.monotonic()
+    done = _chat(student, ("how many apples " * 330_000).encode() + b"\nTwo apples?\n")
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("is longer than the student reads") == 1 and "question 1 " in stderr
+    assert len(done.stdout.decode().splitlines()) == 2  # both questions answered
+    assert time.monotonic() - started < 60
+
+
+def test_chat_refuses_a_line_that_is_not_utf8_and_answers_the_others(student):
+    done = _chat(student, b"caf\xe9 apples?\nTwo apples?\n")
+    stderr = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip() == ("error: question 1 is not UTF-8 text (byte 0xe9 at column 4); skipped, "
+                              "send UTF-8 text")
+    assert len(done.stdout.decode().splitlines()) == 1  # the good question is still answered
+
+
+def test_chat_refuses_a_bad_max_tokens(student):
+    assert_one_line_error(run_cli("chat", student, "--max-tokens", "0"), "--max-tokens 0", "at least 1")
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a\nb", "   ", "x" * 300])
+def test_demo_refuses_a_name_that_is_not_a_plain_folder_name(tmp_path, name):
+    runs = tmp_path / "deep" / "runs"
+    assert_one_line_error(run_cli("demo", "--name", name, "--runs-dir", runs), "--name")
+    assert files_under(tmp_path) == []  # nothing built anywhere, inside or two levels above
+
+
+def test_a_wrong_type_in_a_config_is_one_line_through_the_cli(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[task]\nname = "jsonl"\ndata = "x.jsonl"\n[train]\nmax_steps = "6"\n')
+    assert_one_line_error(run_cli("run", config), "train.max_steps", "'6'", "an integer")
+    assert files_under(tmp_path) == ["c.toml"]

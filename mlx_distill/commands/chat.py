@@ -7,12 +7,13 @@ student's own `explain:` rationale. Reads standard input, so it also answers a p
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
 
 from mlx_distill.errors import DistillError
-from mlx_distill.methods import explain_prompt, predict_prompt
+from mlx_distill.methods import MAX_INPUT_TOKENS, RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 
 HELP = "Ask a trained student questions line by line (a run folder or a student folder)."
 
@@ -37,38 +38,62 @@ def student_folder(path: str) -> Path:
     return student
 
 
-def _stream(model, tokenizer, prompt: str, max_tokens: int, out) -> None:
+def _stream(model, tokenizer, prompt: str, max_tokens: int, out) -> bool:
+    """Stream one answer to ``out``; True when the question was cut to the student's input limit."""
     from mlx_distill.student import stream_generate
 
+    truncated = False
     for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens):
+        truncated = response.prompt_truncated
         out.write(response.text)
         out.flush()
+    return truncated
+
+
+def _read_question(number: int) -> tuple[str | None, bool]:
+    """The next line of standard input (None at its end) and whether it was refused (not UTF-8)."""
+    raw = sys.stdin.buffer.readline()
+    if not raw:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError as error:
+        print(f"error: question {number} is not UTF-8 text (byte {raw[error.start]:#04x} at column "
+              f"{error.start + 1}); skipped, send UTF-8 text", file=sys.stderr)
+        return "", True
 
 
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.student import load_student  # MLX and the tokenizer: only when a chat starts
 
+    if args.max_tokens < 1:
+        raise DistillError(f"--max-tokens {args.max_tokens} must be at least 1")
     folder = student_folder(args.student)
     model, tokenizer = load_student(folder)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"student {folder} — type a question, an empty line or Ctrl-D quits", file=sys.stderr)
-    while True:
+    refused = 0
+    for number in itertools.count(1):
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        question = line.strip().replace("\\n", "\n")
+        line, bad = _read_question(number)
+        refused += bad
+        question = (line or "").strip().replace("\\n", "\n")
         if not question:
-            if line and not interactive:
+            if line is not None and (bad or not interactive):
                 continue
-            return 0
+            return 2 if refused else 0
         start = time.perf_counter()
-        _stream(model, tokenizer, predict_prompt(question), args.max_tokens, sys.stdout)
+        truncated = _stream(model, tokenizer, predict_prompt(question), args.max_tokens, sys.stdout)
         seconds = time.perf_counter() - start
         print()
+        if truncated:
+            print(f"note: question {number} is longer than the student reads ({MAX_INPUT_TOKENS} tokens); "
+                  "it answered from the beginning", file=sys.stderr)
         if args.explain:
             print("  because: ", end="")
-            _stream(model, tokenizer, explain_prompt(question), 256, sys.stdout)
+            _stream(model, tokenizer, explain_prompt(question), RATIONALE_MAX_TOKENS, sys.stdout)
             print()
         if interactive:
             print(f"  ({seconds:.2f} s)", file=sys.stderr)

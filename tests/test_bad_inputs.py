@@ -452,3 +452,63 @@ def test_a_wrong_type_in_a_config_is_one_line_through_the_cli(tmp_path):
     config.write_text('[task]\nname = "jsonl"\ndata = "x.jsonl"\n[train]\nmax_steps = "6"\n')
     assert_one_line_error(run_cli("run", config), "train.max_steps", "'6'", "an integer")
     assert files_under(tmp_path) == ["c.toml"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a full disk during the run's teacher and train stages
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` at ``folder`` (root only: tests and CI here run as root)."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, size, limit, max_tokens", [("teacher", "40k", 96, 64), ("train", "48k", 16, 16)])
+def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(teacher, student, tmp_path, stage, size,
+                                                                           limit, max_tokens):
+    import tomli_w
+
+    from mlx_distill.commands.demo import demo_data_dir
+    from mlx_distill.files import lock_holder
+    from mlx_distill.pipeline import read_run
+
+    with small_disk(tmp_path / "disk", size) as disk:
+        config = tmp_path / "run.toml"
+        config.write_text(tomli_w.dumps({
+            "name": "full", "runs_dir": str(disk / "runs"), "task": {"name": "jsonl", "data": str(demo_data_dir())},
+            "teacher": {"model": str(teacher), "batch_size": 8, "max_tokens": max_tokens, "limit": limit},
+            "train": {"student": str(student), "rationale_source": "human", "lr": 3e-3, "batch_size": 16,
+                      "max_steps": 4, "eval_every": 4, "max_eval_examples": 8, "log_every": 2},
+        }))
+        first = run_cli_process("run", config, "--quiet", timeout=300)
+        assert "Traceback" not in first.stdout + first.stderr, first.stderr
+        assert first.returncode == 2, first.stderr
+        last = first.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: disk full while writing in ") and "free some space and rerun" in last
+        run = disk / "runs" / "full"
+        state = json.loads((run / "state.json").read_text())["stages"]
+        assert state[stage]["status"] == "failed"
+        assert [p.name for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name] == []
+        assert lock_holder(run / "pid") is None and read_run(run).status != "running"
+        kept = [json.loads(line) for line in (run / "rationales.jsonl").read_text().splitlines()
+                if line.endswith("}")]
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        second = run_cli_process("run", config, "--quiet", timeout=300)
+        assert second.returncode == 0, second.stderr
+        records = [json.loads(line) for line in (run / "rationales.jsonl").read_text().splitlines()]
+        assert len({r["id"] for r in records}) == len(records) == limit
+        by_id = {r["id"]: r for r in records}
+        assert all(by_id[r["id"]] == r for r in kept)  # finished work survived the full disk
+        for line in (run / "events.jsonl").read_text().splitlines():
+            json.loads(line)  # the log cut by the full disk was healed: every line parses

@@ -7,6 +7,7 @@ run folder at a time: ``run_pipeline`` holds the folder's lock for the whole run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import shutil
@@ -165,10 +166,10 @@ def _run_stages(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         try:
             detail = stage_functions[stage]()
         except (Stopped, KeyboardInterrupt):
-            folder.set_stage(stage, status="stopped")
+            _record_end(folder, stage, status="stopped")
             raise
         except Exception as error:
-            folder.set_stage(stage, status="failed", error=str(error))
+            _record_end(folder, stage, status="failed", error=str(error))
             emit(Failed(stage=stage, error=str(error)))
             error.add_note(_REPORTED)
             raise
@@ -181,6 +182,13 @@ def _run_stages(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     metrics = folder.read_metrics()
     emit(Finished(stage="run", summary={k: metrics[k] for k in ("student_test_accuracy",) if k in metrics}))
     return metrics
+
+
+def _record_end(folder: RunFolder, stage: str, **fields: Any) -> None:
+    """Record how a stage ended, if the disk lets us: the error being raised matters more, and a
+    reader never takes a stage as running without the run's lock held (``run_status``)."""
+    with contextlib.suppress(OSError):
+        folder.set_stage(stage, **fields)
 
 
 def _load_data(config: RunConfig):

@@ -198,16 +198,29 @@ class RunFolder:
 
 class EventLog:
     """An ``on_event`` subscriber appending each event to events.jsonl, flushed per event so a
-    UI following the file sees it at once; a torn last line (a killed writer) is healed first."""
+    UI following the file sees it at once; a torn last line (a killed writer) is healed first.
+
+    The log is information, not state: an event that cannot be written (a full disk) is dropped
+    rather than failing the stage, and the next write reopens the file, healing what was cut.
+    """
 
     def __init__(self, path: Path):
-        self.writer = JsonlWriter(path)
+        self.path = path
+        self.writer: JsonlWriter | None = JsonlWriter(path)
 
     def __call__(self, event: Event) -> None:
-        self.writer.write_lines([event.to_json()])
+        try:
+            if self.writer is None:
+                self.writer = JsonlWriter(self.path)
+            self.writer.write_lines([event.to_json()])
+        except OSError:
+            self.close()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            with contextlib.suppress(OSError):
+                self.writer.close()
+            self.writer = None
 
 
 # -- reading a run (the UI's side) ----------------------------------------------------------------

@@ -11,12 +11,20 @@ from mlx_distill.student.generate import (
     generate_tokens,
     stream_generate,
 )
-from mlx_distill.student.io import (check_safetensors, check_student, count_parameters, init_student, load_student,
-                                   load_tokenizer, save_student)
+from mlx_distill.student.io import (
+    check_safetensors,
+    check_student,
+    count_parameters,
+    init_student,
+    load_student,
+    load_tokenizer,
+    save_safetensors,
+    save_student,
+)
 from mlx_distill.student.ops import exp_nonpositive, softmax_last_axis
 from mlx_distill.student.t5 import Model, ModelArgs
 
 __all__ = ["MAX_INPUT_TOKENS", "Model", "ModelArgs", "StudentResponse", "check_safetensors", "check_student",
-           "count_parameters", "encode_prompts",
-           "exp_nonpositive", "generate", "generate_batch", "generate_tokens", "init_student", "load_student",
-           "load_tokenizer", "save_student", "softmax_last_axis", "stream_generate"]
+           "count_parameters", "encode_prompts", "exp_nonpositive", "generate", "generate_batch", "generate_tokens",
+           "init_student", "load_student", "load_tokenizer", "save_safetensors", "save_student",
+           "softmax_last_axis", "stream_generate"]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import re
@@ -19,6 +20,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
+from mlx_distill.files import publish_dir
 from mlx_distill.student.t5 import T5_MODEL_TYPES, Model, ModelArgs
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -395,6 +397,22 @@ def init_student(args_or_config_dict: ModelArgs | dict[str, Any], tokenizer, see
 _DTYPE_NAMES = {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}
 
 
+def save_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    """``mx.save_safetensors``, with a failed write raised as the OSError it is.
+
+    MLX reports a failed write as ``RuntimeError("[write] Unable to write ...")``; a full disk then
+    becomes ``OSError(ENOSPC)`` naming the file, so callers can say "disk full" in one line.
+    """
+    try:
+        mx.save_safetensors(str(path), arrays, metadata=metadata)
+    except RuntimeError as error:
+        if "Unable to write" not in str(error):
+            raise
+        needed = sum(a.nbytes for a in arrays.values())
+        full = shutil.disk_usage(Path(path).parent).free < needed
+        raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the weights", str(path)) from None
+
+
 def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     """Write the model in the Hugging Face layout, atomically (temp folder, then rename).
 
@@ -419,15 +437,9 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
         }
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         weights = model.export_weights()
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
+        save_safetensors(tmp / "model.safetensors", weights, metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        publish_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

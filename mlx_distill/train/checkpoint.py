@@ -28,6 +28,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
 from mlx_distill.files import publish_dir, write_json_atomic
+from mlx_distill.student import save_safetensors
 
 
 @dataclass
@@ -57,7 +58,7 @@ def _write_dir(root: Path, name: str, files: dict[str, dict[str, mx.array]], sta
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         for filename, arrays in files.items():
-            mx.save_safetensors(str(tmp / filename), arrays)
+            save_safetensors(tmp / filename, arrays)
         write_json_atomic(tmp / "state.json", state.to_dict())
         final = root / name
         publish_dir(tmp, final)

@@ -512,3 +512,29 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(teache
         assert all(by_id[r["id"]] == r for r in kept)  # finished work survived the full disk
         for line in (run / "events.jsonl").read_text().splitlines():
             json.loads(line)  # the log cut by the full disk was healed: every line parses
+
+
+_HOLD_LOCK = """
+import sys, time
+from mlx_distill.files import exclusive_lock
+with exclusive_lock(sys.argv[1], "held"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_train_into_the_same_out_is_refused_with_the_pid(student, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / ".lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        data = task_folder(tmp_path / "task")
+        result = run_cli("train", "--task", "jsonl", "--data", data, "--student", student, "--out", out,
+                         "--max-steps", "1")
+        assert_one_line_error(result, f"pid {holder.pid}", str(out))
+        assert files_under(out) == [".lock"]  # nothing written by the refused run
+    finally:
+        holder.kill()
+        holder.wait()

@@ -12,19 +12,24 @@ from mlx_distill.student.generate import (
     stream_generate,
 )
 from mlx_distill.student.io import (
+    GROUP_SIZES,
+    QUANTIZE_BITS,
     check_safetensors,
     check_student,
     count_parameters,
+    default_group_size,
     init_student,
     load_student,
     load_tokenizer,
+    quantization_of,
+    quantize_student,
     save_safetensors,
     save_student,
 )
 from mlx_distill.student.ops import exp_nonpositive, softmax_last_axis
 from mlx_distill.student.t5 import Model, ModelArgs
 
-__all__ = ["MAX_INPUT_TOKENS", "Model", "ModelArgs", "StudentResponse", "check_safetensors", "check_student",
-           "count_parameters", "encode_prompts", "exp_nonpositive", "generate", "generate_batch", "generate_tokens",
-           "init_student", "load_student", "load_tokenizer", "save_safetensors", "save_student",
+__all__ = ["GROUP_SIZES", "MAX_INPUT_TOKENS", "Model", "QUANTIZE_BITS", "ModelArgs", "StudentResponse", "check_safetensors", "check_student",
+           "count_parameters", "default_group_size", "encode_prompts", "exp_nonpositive", "generate", "generate_batch", "generate_tokens",
+           "init_student", "load_student", "load_tokenizer", "quantization_of", "quantize_student", "save_safetensors", "save_student",
            "softmax_last_axis", "stream_generate"]

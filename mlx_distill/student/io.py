@@ -1,7 +1,9 @@
-"""The T5 student on disk: load and save in the Hugging Face layout, create, count parameters.
+"""The T5 student on disk: load and save in the Hugging Face layout, create, quantize, count parameters.
 
 ``load_student`` reads a local folder or a hub id (safetensors, sharded safetensors, or
-``pytorch_model.bin`` through an optional torch). Generation is in `mlx_distill.student.generate`.
+``pytorch_model.bin`` through an optional torch), and a quantized student in mlx-lm's layout
+(``quantization`` in config.json; ``scales``/``biases`` beside each packed weight).
+Generation is in `mlx_distill.student.generate`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
@@ -334,8 +337,11 @@ def load_student(path_or_hub_id: str | Path, dtype: str = "float32") -> tuple[Mo
         raise DistillError(f"{folder / 'config.json'} is not a usable T5 config ({e})") from None
     args.separate_lm_head = _has_separate_head(weights)
     model = Model(args)
+    weights = model.sanitize(weights)
+    if config.get("quantization") is not None:
+        _quantize_like_checkpoint(model, config["quantization"], weights, folder)
     try:
-        model.load_weights(list(model.sanitize(weights).items()), strict=True)
+        model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         raise DistillError(f"the weights in {folder} do not match its config.json: {e}") from None
     model.set_dtype(compute_dtype)
@@ -418,7 +424,8 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
 
     The folder holds config.json (v4 style), model.safetensors (Hugging Face tensor names),
     the tokenizer files and generation_config.json, so that
-    ``transformers.T5ForConditionalGeneration.from_pretrained(out_dir)`` loads it.
+    ``transformers.T5ForConditionalGeneration.from_pretrained(out_dir)`` loads it. A quantized
+    model (``quantize_student``) is written in mlx-lm's layout instead, which only MLX reads.
 
     Returns:
         The output folder.
@@ -429,6 +436,10 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     try:
         config = model.args.to_config()
         config["torch_dtype"] = config["dtype"] = _DTYPE_NAMES.get(model.dtype, "float32")
+        quantization = quantization_of(model)
+        if quantization is not None:
+            # mlx-lm's keys; "quantization_config" is what the hub reads to label a quantized model.
+            config["quantization"] = config["quantization_config"] = quantization
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         generation = {
             "decoder_start_token_id": model.args.decoder_start_token_id,
@@ -437,7 +448,7 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
         }
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         weights = model.export_weights()
-        save_safetensors(tmp / "model.safetensors", weights, metadata={"format": "pt"})
+        save_safetensors(tmp / "model.safetensors", weights, metadata={"format": "pt" if quantization is None else "mlx"})
         tokenizer.save_pretrained(str(tmp))
         publish_dir(tmp, out)
     finally:
@@ -451,3 +462,89 @@ def count_parameters(model: Model) -> int:
     from mlx_lm.utils import get_total_parameters  # mlx_lm imports transformers (~2 s)
 
     return get_total_parameters(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization (MLX affine, in mlx-lm's layout)
+
+QUANTIZE_BITS = (4, 8)
+GROUP_SIZES = (64, 32)
+
+
+def _quantizable(path: str, module: nn.Module, group_size: int) -> bool:
+    # The relative position bias tables are tiny and feed every attention score: kept in float.
+    return (hasattr(module, "to_quantized") and "relative_attention_bias" not in path
+            and module.weight.shape[-1] % group_size == 0)
+
+
+def default_group_size(model: Model) -> int:
+    """The largest of ``GROUP_SIZES`` that divides the width of every layer quantization would touch."""
+    widths = {m.weight.shape[-1] for p, m in model.named_modules()
+              if hasattr(m, "to_quantized") and "relative_attention_bias" not in p}
+    for size in GROUP_SIZES:
+        if all(width % size == 0 for width in widths):
+            return size
+    return GROUP_SIZES[-1]
+
+
+def quantize_student(model: Model, bits: int, group_size: int | None = None) -> dict[str, Any]:
+    """Quantize the student in place with MLX's affine quantization, as ``mlx_lm.convert -q`` does.
+
+    Linear layers and the token embedding (``shared``, also the tied head) are quantized; norms
+    and the relative position bias tables stay in float, as does a layer whose input width is not
+    a multiple of ``group_size``.
+
+    Args:
+        model: A float student (not already quantized).
+        bits: Bits per weight, one of ``QUANTIZE_BITS``.
+        group_size: Weights sharing one scale and bias, one of ``GROUP_SIZES``.
+            Default: ``default_group_size(model)``.
+
+    Returns:
+        The ``quantization`` entry of config.json: ``{"group_size", "bits", "mode"}``.
+
+    Raises:
+        DistillError: bits or group size not supported, or the model is already quantized.
+    """
+    if bits not in QUANTIZE_BITS:
+        raise DistillError(f"cannot quantize to {bits} bits; use one of {', '.join(map(str, QUANTIZE_BITS))}")
+    if group_size is None:
+        group_size = default_group_size(model)
+    if group_size not in GROUP_SIZES:
+        raise DistillError(f"group size {group_size} is not supported; use one of "
+                           f"{', '.join(map(str, GROUP_SIZES))}")
+    if quantization_of(model) is not None:
+        raise DistillError("the student is already quantized; quantize its float export instead")
+    nn.quantize(model, group_size, bits, mode="affine",
+                class_predicate=lambda path, module: _quantizable(path, module, group_size))
+    mx.eval(model.parameters())
+    return {"group_size": group_size, "bits": bits, "mode": "affine"}
+
+
+def quantization_of(model: Model) -> dict[str, Any] | None:
+    """``{"group_size", "bits", "mode"}`` of a quantized student, or None for a float one."""
+    for _, module in model.named_modules():
+        if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            return {"group_size": module.group_size, "bits": module.bits, "mode": module.mode}
+    return None
+
+
+def _quantize_like_checkpoint(model: Model, quantization: Any, weights: dict[str, mx.array], folder: Path) -> None:
+    """Turn the layers the checkpoint stores quantized into quantized layers before loading, as
+    mlx-lm's ``load_model`` does (a layer is quantized where the checkpoint holds its ``scales``)."""
+    try:
+        group_size, bits = int(quantization["group_size"]), int(quantization["bits"])
+        mode = str(quantization.get("mode", "affine"))
+    except (TypeError, KeyError, ValueError):
+        raise DistillError(f"{folder / 'config.json'} has an unreadable \"quantization\" entry "
+                           f"({quantization!r}); re-export the student") from None
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if isinstance(quantization.get(path), dict):  # mlx-lm's per-layer settings
+            return quantization[path]
+        return hasattr(module, "to_quantized") and f"{path}.scales" in weights
+
+    try:
+        nn.quantize(model, group_size, bits, mode=mode, class_predicate=predicate)
+    except ValueError as e:
+        raise DistillError(f"cannot rebuild the quantized student in {folder} ({e}); re-export it") from None

@@ -404,7 +404,8 @@ class Model(nn.Module):
 
     @property
     def dtype(self) -> mx.Dtype:
-        return self.shared.weight.dtype
+        # The compute dtype; not `shared.weight`, which a quantized student packs into uint32.
+        return self.encoder.final_norm.weight.dtype
 
     def encode(self, input_ids: mx.array, attention_mask: mx.array | None = None) -> mx.array:
         return self.encoder(self.shared(input_ids), attention_mask)
@@ -447,7 +448,8 @@ class Model(nn.Module):
                 continue
             out[hf_to_mlx_name(name) or name] = value
         if not self.args.separate_lm_head:
-            out.pop("lm_head.weight", None)
+            for part in _QUANTIZED_PARTS:
+                out.pop(f"lm_head.{part}", None)
         return out
 
     def export_weights(self) -> dict[str, mx.array]:
@@ -455,7 +457,9 @@ class Model(nn.Module):
         weights = {mlx_to_hf_name(k): v for k, v in tree_flatten(self.parameters())}
         if not self.args.separate_lm_head and not self.args.scale_decoder_outputs:
             # Tied but unscaled: a v4 reader only ties when it also scales, so store the head.
-            weights["lm_head.weight"] = weights["shared.weight"]
+            for part in _QUANTIZED_PARTS:
+                if f"shared.{part}" in weights:
+                    weights[f"lm_head.{part}"] = weights[f"shared.{part}"]
         return weights
 
 
@@ -496,11 +500,18 @@ _DROPPED = re.compile(
 )
 
 
+# A quantized layer (mlx-lm's layout) keeps `scales` and `biases` beside its packed `weight`.
+_QUANTIZED_PARTS = ("weight", "scales", "biases")
+
+
 def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+    stem, _, part = name.rpartition(".")
+    if part not in _QUANTIZED_PARTS:
+        return None
     for pattern, template in table:
-        match = pattern.fullmatch(name)
+        match = pattern.fullmatch(f"{stem}.weight")
         if match:
-            return template.format(**match.groupdict())
+            return template.format(**match.groupdict())[: -len("weight")] + part
     return None
 
 

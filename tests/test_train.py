@@ -21,7 +21,7 @@ from mlx_distill.train.batches import (
     split_micro_batches,
     tokenize_rows,
 )
-from mlx_distill.train.checkpoint import latest_checkpoint, read_state
+from mlx_distill.train.checkpoint import latest_checkpoint, read_checkpoint_state
 from mlx_distill.data import Example, RationaleRecord, TaskData, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import parse_cot_answer
@@ -148,7 +148,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_student, small_synthet
                   on_event=lambda e: seen.append(e.loss) if isinstance(e, TrainStep) else None,
                   should_stop=stop_half_way)
     assert first.stopped and first.steps == steps // 2 and "resume" in first.resume_hint
-    assert read_state(latest_checkpoint(tmp_path / "resumed" / "checkpoints")).step == steps // 2
+    assert read_checkpoint_state(latest_checkpoint(tmp_path / "resumed" / "checkpoints")).step == steps // 2
     with pytest.raises(DistillError, match="--resume"):
         train(tiny_student, data, None, config, tmp_path / "resumed")
     rest = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mlx_distill.catalog import is_downloaded as catalog_is_downloaded
+from mlx_distill.catalog import is_downloaded
 from mlx_distill.catalog import load_catalog, usable_memory_bytes
 from mlx_distill.errors import DistillError
 from mlx_distill.platform import format_bytes, is_apple_gpu
@@ -36,11 +36,6 @@ class ModelChoice:
         if self.downloaded:
             parts.append("downloaded")
         return " · ".join(parts)
-
-
-def is_downloaded(name: str) -> bool:
-    """True for an existing local folder or a hub id already in the Hugging Face cache."""
-    return Path(name).expanduser().is_dir() or catalog_is_downloaded(name)
 
 
 def load_choices(available_bytes: int | None = None,

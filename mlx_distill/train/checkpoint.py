@@ -130,7 +130,7 @@ def best_checkpoint(root: str | Path) -> Path | None:
     return _pointed(Path(root), "best.json")
 
 
-def read_state(folder: str | Path) -> RunState:
+def read_checkpoint_state(folder: str | Path) -> RunState:
     return RunState.from_dict(json.loads((Path(folder) / "state.json").read_text(encoding="utf-8")))
 
 
@@ -150,4 +150,4 @@ def restore_checkpoint(folder: str | Path, model: Any, optimizer: Any) -> RunSta
     arrays = mx.load(str(folder / "optimizer.safetensors"))
     optimizer.state = tree_unflatten(list(arrays.items()))
     mx.eval(optimizer.state)
-    return read_state(folder)
+    return read_checkpoint_state(folder)

@@ -239,7 +239,7 @@ class Trainer:
         self.optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay)
         self.state = ckpt.RunState(config=config.to_dict())
         if latest is not None:
-            saved = ckpt.read_state(latest)
+            saved = ckpt.read_checkpoint_state(latest)
             check_resumable(saved.config, config)
             self.state = ckpt.restore_checkpoint(latest, self.model, self.optimizer)
             self.state.config = config.to_dict()

@@ -4,7 +4,6 @@ whether each fits this machine and whether it is already downloaded (``mlx_disti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 from mlx_distill.catalog import is_downloaded

@@ -1,0 +1,158 @@
+"""Read a GGUF file's header (metadata and tensor table) without loading any weight.
+
+Enough to refuse a bad file in one line before any work: not a GGUF file, truncated (a tensor
+reaches past the end of the file), an architecture or a tensor type the converter does not handle.
+Array metadata (the tokenizer's vocabulary and merges) is skipped; only its length is kept.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mlx_distill.errors import DistillError
+
+# ggml tensor types: id -> (name, elements per block, bytes per block).
+TENSOR_TYPES = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2),
+}
+# What mx.load reads: these come out as MLX affine triples (bit-exact) ...
+EXACT_QUANT_TYPES = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
+# ... these are dequantized to float16 by mx.load (the converter re-quantizes them) ...
+KQUANT_TYPES = ("Q2_K", "Q4_K", "Q6_K")
+# ... and these are kept as they are.
+FLOAT_TYPES = ("F32", "F16")
+SUPPORTED_TYPES = (*FLOAT_TYPES, *EXACT_QUANT_TYPES, *KQUANT_TYPES)
+ARCHITECTURES = ("llama", "qwen2")
+
+_MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    name: str
+    type_name: str
+    shape: tuple[int, ...]  # as GGUF lists it: the fastest-moving dimension first
+    offset: int  # from the start of the data section
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    path: Path
+    version: int
+    metadata: dict[str, Any]  # scalars and strings; arrays as ("array", length)
+    tensors: tuple[GGUFTensor, ...]
+    data_offset: int
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", ""))
+
+    def tensor_types(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for tensor in self.tensors:
+            counts[tensor.type_name] = counts.get(tensor.type_name, 0) + 1
+        return counts
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _read(handle: BinaryIO, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise _Truncated
+    return data
+
+
+def _unpack(handle: BinaryIO, fmt: str) -> Any:
+    return struct.unpack(fmt, _read(handle, struct.calcsize(fmt)))[0]
+
+
+def _string(handle: BinaryIO) -> str:
+    return _read(handle, _unpack(handle, "<Q")).decode("utf-8", errors="replace")
+
+
+def _value(handle: BinaryIO, kind: int) -> Any:
+    if kind in _SCALARS:
+        return _unpack(handle, _SCALARS[kind])
+    if kind == _STRING:
+        return _string(handle)
+    if kind == _ARRAY:
+        item_kind, count = _unpack(handle, "<I"), _unpack(handle, "<Q")
+        if item_kind in _SCALARS:
+            handle.seek(count * struct.calcsize(_SCALARS[item_kind]), 1)
+        else:
+            for _ in range(count):
+                _value(handle, item_kind)
+        return ("array", count)
+    raise ValueError(f"unknown metadata value type {kind}")
+
+
+def read_gguf_header(path: str | Path) -> GGUFHeader:
+    """The metadata and tensor table of a GGUF file, checked to be whole.
+
+    Raises:
+        DistillError: not a GGUF file, or truncated (an incomplete download); one line with the fix.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != _MAGIC:
+                raise DistillError(f"{path} is not a GGUF file (no GGUF magic bytes); give a .gguf model file")
+            version = _unpack(handle, "<I")
+            if version not in (2, 3):
+                raise DistillError(f"{path} is GGUF version {version}; only versions 2 and 3 are read; "
+                                   "re-download a current file")
+            tensor_count, kv_count = _unpack(handle, "<Q"), _unpack(handle, "<Q")
+            metadata = {}
+            for _ in range(kv_count):
+                key = _string(handle)
+                metadata[key] = _value(handle, _unpack(handle, "<I"))
+            tensors = []
+            for _ in range(tensor_count):
+                name = _string(handle)
+                dims = tuple(_unpack(handle, "<Q") for _ in range(_unpack(handle, "<I")))
+                type_id, offset = _unpack(handle, "<I"), _unpack(handle, "<Q")
+                type_name, block, block_bytes = TENSOR_TYPES.get(type_id, (f"type {type_id}", 1, 0))
+                count = 1
+                for dim in dims:
+                    count *= dim
+                tensors.append(GGUFTensor(name, type_name, dims, offset, count // block * block_bytes))
+            alignment = int(metadata.get("general.alignment", 32))
+            data_offset = -(-handle.tell() // alignment) * alignment
+    except _Truncated:
+        raise DistillError(f"{path} is truncated ({size} bytes end inside the header; an incomplete download?); "
+                           "download the file again") from None
+    except (ValueError, UnicodeDecodeError, struct.error) as error:
+        raise DistillError(f"{path} is not a readable GGUF file ({error}); download the file again") from None
+    end = max((data_offset + t.offset + t.nbytes for t in tensors), default=data_offset)
+    if end > size:
+        raise DistillError(f"{path} is truncated ({size} of {end} bytes; an incomplete download?); "
+                           "download the file again")
+    return GGUFHeader(path, version, metadata, tuple(tensors), data_offset)
+
+
+def check_gguf_header(header: GGUFHeader) -> None:
+    """Refuse an architecture or tensor type the converter does not handle (one line with the fix)."""
+    arch = header.architecture
+    if arch not in ARCHITECTURES:
+        raise DistillError(f"{header.path}: GGUF architecture {arch!r} is not supported (only "
+                           f"{', '.join(ARCHITECTURES)}); use a Llama, Mistral or Qwen2 GGUF, or an MLX model folder")
+    unsupported = sorted({t.type_name for t in header.tensors} - set(SUPPORTED_TYPES))
+    if unsupported:
+        raise DistillError(f"{header.path}: tensor type {', '.join(unsupported)} is not supported (only "
+                           f"{', '.join(SUPPORTED_TYPES)}); use a Q4_K_M, Q4_0, Q8_0 or F16 file of the model")

@@ -15,8 +15,8 @@ from types import ModuleType
 from mlx_distill.errors import DistillError
 
 # Listed in the order `--help` shows them.
-COMMAND_NAMES = ("run", "demo", "generate", "train", "eval", "chat", "ask", "answer", "serve", "models", "tui",
-                 "doctor")
+COMMAND_NAMES = ("run", "demo", "generate", "train", "eval", "chat", "ask", "answer", "serve", "export", "push",
+                 "models", "tui", "doctor")
 
 
 def _command_modules() -> dict[str, ModuleType]:

@@ -1,0 +1,70 @@
+"""`mlx-distill serve RUN_OR_STUDENT`: the student behind an OpenAI-compatible API on this machine.
+
+Any OpenAI client (editors, notebooks, agents) can then ask it: ``GET /v1/models``,
+``POST /v1/chat/completions`` and ``/v1/completions`` (``stream`` too), ``GET /health``.
+Concurrent requests are decoded together in one batch. Ctrl-C answers what is in flight and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mlx_distill.errors import DistillError
+
+HELP = "Serve a trained student over an OpenAI-compatible HTTP API (127.0.0.1 by default)."
+API_KEY_VARIABLE = "MLX_DISTILL_API_KEY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("student", help="a run folder (runs/NAME), its student/ folder, or any T5 student folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this Mac only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_VARIABLE} if set)")
+    parser.add_argument("--name", default=None, help="model name clients send (default: the run's name)")
+    parser.add_argument("--max-batch", type=int, default=32, help="most questions decoded together (default: 32)")
+    parser.add_argument("--queue-size", type=int, default=64,
+                        help="most questions waiting; more get 429 (default: 64)")
+    parser.add_argument("--max-tokens", type=int, default=512,
+                        help="most max_tokens a request may ask for (default: 512)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mlx_distill.commands.chat import student_folder
+    from mlx_distill.serve import ServeOptions, StudentServer, host_warning, run_folder_of
+    from mlx_distill.serve.address import remove_server_address, write_server_address
+
+    for flag in ("max_batch", "queue_size", "max_tokens"):
+        if getattr(args, flag) < 1:
+            raise DistillError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise DistillError(f"--port {args.port} is not a port; give 0-65535")
+    folder = student_folder(args.student)
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    warning = host_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
+    options = ServeOptions(host=args.host, port=args.port, api_key=api_key, max_batch=args.max_batch,
+                           queue_size=args.queue_size, max_tokens=args.max_tokens)
+    server = StudentServer(folder, options, name=args.name)
+    run_dir = run_folder_of(folder)
+    marker = []
+
+    def started(url: str) -> None:
+        print(f"serving {server.name} ({folder}) at {url}/v1"
+              f"{' (API key required)' if api_key else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
+        if run_dir is not None:
+            try:
+                marker.append(write_server_address(run_dir, url))
+            except OSError:
+                pass  # the address is only shown by the TUI; serving goes on
+
+    try:
+        server.run(started)
+    finally:
+        for path in marker:
+            remove_server_address(path)
+    print("server stopped", file=sys.stderr)
+    return 0

@@ -1,8 +1,11 @@
 """Loading and releasing the teacher LLM: resolve, check, estimate memory, load, free.
 
-The teacher runs through ``mlx_lm.load``. On a CPU-only MLX backend a quantized teacher is
-dequantized at load and run in float32 (MLX's quantized matmul on CPU is single-threaded, about
-2.5x slower than float32 here); on Apple silicon it keeps the precision it was saved in.
+The teacher runs through ``mlx_lm.load``. A GGUF teacher (a .gguf file, ``ollama:NAME[:TAG]``,
+``lmstudio:PUBLISHER/MODEL``) is first converted once into an mlx-lm folder of the user cache
+(``mlx_distill.teacher.gguf``). On a CPU-only MLX backend a quantized teacher is dequantized at
+load and run in float32 (MLX's quantized matmul on CPU is single-threaded: at batch 8, 10-13x
+slower than float32 here, see benchmarks/teacher_gguf.py); on Apple silicon it keeps the precision
+it was saved in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
 from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
+from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source, resolve_gguf
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)
@@ -70,14 +74,17 @@ def teacher_identity(teacher: str, quantize: int | None = None) -> str:
     return f"{name}@q{quantize}" if quantize else name
 
 
-def resolve_teacher_path(teacher: str) -> Path:
-    """A local folder as is; a hub id (or catalog name) fetched (config and weights) through the
-    Hugging Face cache, as ``mlx_lm.load`` would."""
+def resolve_teacher_path(teacher: str, on_event: OnEvent = ignore_event) -> Path:
+    """A local folder as is; a GGUF teacher converted (once) into the user cache; a hub id (or
+    catalog name) fetched (config and weights) through the Hugging Face cache, as ``mlx_lm.load``
+    would."""
+    if is_gguf_source(teacher):
+        return gguf_teacher_folder(teacher, on_event)
     local = Path(teacher).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise DistillError(f"teacher {local} is a file; give the model's folder (config.json + "
-                               "model.safetensors) or a Hugging Face hub id")
+            raise DistillError(f"teacher {local} is a file but not a GGUF model; give a .gguf file, the "
+                               "model's folder (config.json + model.safetensors) or a Hugging Face hub id")
         return local
     repo = resolve_model(teacher)
     # Only for a hub id (mlx_lm imports transformers, which takes seconds).
@@ -161,6 +168,9 @@ def check_teacher(teacher: str) -> None:
         DistillError: a file given for a folder, an invalid hub id, no config.json, not a causal
             LM, no weights, or a corrupt or truncated weight file; one line with the fix.
     """
+    if is_gguf_source(teacher):
+        check_gguf(teacher)
+        return
     local = Path(teacher).expanduser()
     if local.exists():
         path = resolve_teacher_path(teacher)
@@ -262,7 +272,8 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     """Check, size and load a teacher LLM with mlx-lm.
 
     Args:
-        teacher: A local folder, a Hugging Face hub id or a catalog name.
+        teacher: A local folder, a Hugging Face hub id, a catalog name, or a GGUF model (a .gguf
+            file, ``ollama:NAME[:TAG]``, ``lmstudio:PUBLISHER/MODEL``), converted once.
         quantize: 4 or 8 to quantize an unquantized model on load (mlx-lm's own quantization).
         precision: ``auto`` (float32 on a CPU-only device, as stored on Apple GPU), ``float32``, or
             ``native`` (as stored, quantized layers kept).
@@ -282,7 +293,7 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
         raise DistillError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     release_teacher()
     start = time.perf_counter()
-    path = resolve_teacher_path(teacher)
+    path = resolve_teacher_path(teacher, on_event)
     config = check_causal_lm(path)
     already_quantized = bool(config.get("quantization") or config.get("quantization_config"))
     if quantize and already_quantized:

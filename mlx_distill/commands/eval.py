@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from mlx_distill.methods import DEFAULT_METHOD, METHODS, answer_max_tokens
+from mlx_distill.methods import METHODS, answer_max_tokens
 
 HELP = "Score a trained student on a task split by generation; write per-example predictions."
 
@@ -31,26 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _recorded_method(student: Path) -> str:
-    from mlx_distill.errors import DistillError
-    from mlx_distill.train import STUDENT_META
-
-    meta = student / STUDENT_META
-    if not meta.is_file():
-        return DEFAULT_METHOD
-    try:
-        recorded = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise DistillError(f"{meta} is not readable JSON; give --method, or retrain the student") from None
-    method = recorded.get("method") if isinstance(recorded, dict) else None
-    return method if method in METHODS else DEFAULT_METHOD
-
-
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task, parse_columns
     from mlx_distill.errors import DistillError
     from mlx_distill.files import check_output_file
-    from mlx_distill.train import evaluate
+    from mlx_distill.train import evaluate, student_method
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.student import check_student, load_student
 
@@ -64,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / f"predictions_{args.split}.jsonl"
     check_output_file(out, "--out")
     check_student(args.student)
-    method = args.method or _recorded_method(Path(args.student))
+    method = args.method or student_method(args.student)
     max_tokens = args.max_tokens or answer_max_tokens(method)
     data = load_task(args.task, args.data, seed=args.seed, columns=columns)
     examples = list(getattr(data, args.split))[: args.limit]

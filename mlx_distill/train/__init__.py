@@ -8,6 +8,8 @@ loss = alpha * label + (1 - alpha) * rationale) and the baselines, resumable, re
 from mlx_distill.config import TrainConfig
 from mlx_distill.train.checkpoint import load_weights
 from mlx_distill.train.evaluate import EvalSummary, evaluate
-from mlx_distill.train.loop import STUDENT_META, TrainResult, train
+from mlx_distill.train.loop import TrainResult, train
+from mlx_distill.train.meta import STUDENT_META, read_student_meta, student_method
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "EvalSummary", "STUDENT_META", "load_weights"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "EvalSummary", "STUDENT_META", "load_weights", "read_student_meta",
+           "student_method"]

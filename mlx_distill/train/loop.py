@@ -46,10 +46,10 @@ from mlx_distill.train.batches import (
     tokenize_rows,
 )
 from mlx_distill.train.evaluate import evaluate
+from mlx_distill.train.meta import write_student_meta
 from mlx_distill.train.step import build_step, make_optimizer, make_schedule
 
 RESUME_HINT = "continue with resume=True (CLI: the same command with --resume)"
-STUDENT_META = "mlx_distill.json"
 
 # Settings that may change between a run and its resume without changing what is computed.
 RESUMABLE_CHANGES = frozenset(
@@ -504,15 +504,8 @@ class Trainer:
             raise DistillError(f"the trained weights hold non-finite values ({bad[0]}); the student is not exported; "
                                "lower --lr and train again")
         student_dir = Path(save_student(self.model, self.tokenizer, self.out_dir / "student"))
-        write_json_atomic(
-            student_dir / STUDENT_META,
-            {
-                "task": self.task_data.task,
-                "method": self.config.method,
-                "best_step": self.state.best_step,
-                "best_validation_accuracy": self.state.best_accuracy,
-            },
-        )
+        write_student_meta(student_dir, task=self.task_data.task, method=self.config.method,
+                           best_step=self.state.best_step, best_validation_accuracy=self.state.best_accuracy)
         self.emit(
             MemoryReport(
                 stage="train", active=mx.get_active_memory(), peak=mx.get_peak_memory(), total=total_memory_bytes()

@@ -53,13 +53,13 @@ def main(args: argparse.Namespace) -> int:
     marker = []
 
     def started(url: str) -> None:
-        print(f"serving {server.name} ({folder}) at {url}/v1"
-              f"{' (API key required)' if api_key else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
         if run_dir is not None:
             try:
                 marker.append(write_server_address(run_dir, url))
             except OSError:
                 pass  # the address is only shown by the TUI; serving goes on
+        print(f"serving {server.name} ({folder}) at {url}/v1"
+              f"{' (API key required)' if api_key else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     try:
         server.run(started)

@@ -6,13 +6,17 @@ flight (the worker answers them), a second one stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import uvicorn
+from uvicorn.server import HANDLED_SIGNALS
 
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import DEFAULT_METHOD, METHODS, answer_max_tokens
@@ -128,9 +132,28 @@ class StudentServer:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server that says its address once it listens."""
+    """uvicorn's server that says its address once it listens, and exits 0 after Ctrl-C."""
 
     on_started: Callable[[str], None] = staticmethod(lambda url: None)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own, without raising the signal again once drained: a stop asked for is a clean exit.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if not self.should_exit:
+            print("\nstopping: answering the requests in flight (Ctrl-C again to stop at once)…",
+                  file=sys.stderr, flush=True)
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)

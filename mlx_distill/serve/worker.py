@@ -203,10 +203,10 @@ class GenerationWorker:
 
     def _stream_part(self, job: Job, part: str, prompt: str, max_tokens: int,
                      stop: tuple[str, ...]) -> tuple[str, str, int]:
-        """Stream one prompt's text to the job as `Piece` events; its stripped text, finish, tokens.
+        """Stream one prompt's text to the job as `Piece` events; the text sent, finish, tokens.
 
-        The pieces join to the stripped text (as the batched path gives it): leading spaces are
-        dropped, and trailing spaces or a possible start of a stop string wait for what follows.
+        The pieces join to the text the batched path gives: leading spaces are dropped, trailing
+        spaces and a possible start of a stop string wait for what follows.
         """
         q = job.question
         hold = max((len(s) for s in stop), default=1) - 1
@@ -220,7 +220,7 @@ class GenerationWorker:
             tokens = response.generated_tokens - (response.finish_reason == "stop")
             text = raw.lstrip()
             text, stopped = cut_at_stop(text, stop)
-            end = len(text.rstrip())
+            end = len(text) if stopped else len(text.rstrip())  # text before a stop string is kept as it is
             if not (stopped or response.finish_reason):
                 end = min(end, len(text) - hold)
             if end > sent:
@@ -229,7 +229,7 @@ class GenerationWorker:
             if stopped or response.finish_reason:
                 finish = "stop" if stopped else response.finish_reason
                 break
-        return text.strip(), finish, tokens
+        return text[:sent], finish, tokens
 
 
 def _send(job: Job, event: Any) -> None:

@@ -33,6 +33,7 @@ from mlx_distill.teacher.prompt import (
     build_messages,
     build_query,
     cut_at_stop,
+    format_question,
     load_prompt,
     parse_prompt_text,
     render_prompt,
@@ -43,7 +44,7 @@ from mlx_distill.teacher.sharded import generate_rationales_sharded, merge_parts
 __all__ = [
     "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "MemoryEstimate", "ParsedOutput",
     "PromptTemplate", "RationaleSummary", "Teacher", "build_completion", "build_messages", "build_query",
-    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "finished_records", "generate_rationales",
+    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "finished_records", "format_question", "generate_rationales",
     "generate_rationales_sharded", "load_prompt", "load_teacher", "memory_report", "merge_parts",
     "parse_output", "parse_prompt_text", "release_teacher", "render_prompt", "stop_token_ids",
     "teacher_identity",

@@ -15,14 +15,18 @@ from types import ModuleType
 from mlx_distill.errors import DistillError
 
 # Listed in the order `--help` shows them.
-COMMAND_NAMES = ("run", "demo", "generate", "train", "eval", "chat", "ask", "answer", "serve", "export", "push",
+COMMAND_NAMES = ("run", "demo", "try", "generate", "train", "eval", "chat", "ask", "answer", "serve", "export", "push",
                  "models", "tui", "doctor")
+
+
+# A command whose name is not a valid module name.
+_MODULE_OF = {"try": "try_prompt"}
 
 
 def _command_modules() -> dict[str, ModuleType]:
     modules = {}
     for name in COMMAND_NAMES:
-        module_name = f"mlx_distill.commands.{name}"
+        module_name = f"mlx_distill.commands.{_MODULE_OF.get(name, name)}"
         try:
             modules[name] = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

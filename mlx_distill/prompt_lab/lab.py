@@ -1,0 +1,182 @@
+"""The prompt lab of one run: samples, trials, the exemplar search and adopting a prompt.
+
+Everything lives in the run folder's ``prompt-lab/``: the prompts tried (by hash), each trial's
+rationale records, and ``trials.jsonl``. Samples come from the validation split only, never the
+test split, and never hold a row used as an exemplar (exemplars come from the training split).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlx_distill.config import RunConfig
+from mlx_distill.data import TaskData
+from mlx_distill.errors import DistillError
+from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.files import exclusive_lock, write_text_atomic
+from mlx_distill.prompt_lab.exemplars import candidate_sets, exemplar_rows, prompt_with_exemplars
+from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
+from mlx_distill.teacher import load_prompt
+
+LAB_DIR = "prompt-lab"
+EXEMPLARS_PER_SET = 4
+MIN_SAMPLE = 4
+
+
+def lab_dir_for(config: RunConfig, run_dir: str | Path | None = None) -> Path:
+    run = Path(run_dir) if run_dir else Path(config.runs_dir) / config.name
+    return run / LAB_DIR
+
+
+def current_prompt_text(config: RunConfig) -> str:
+    """The prompt the teacher stage would use now: the config's prompt file, or the built-in one."""
+    return load_prompt(config.task.name, config.teacher.prompt_file or None).source
+
+
+def draw_samples(task_data: TaskData, n: int, seed: int, count: int = 1) -> list[list]:
+    """``count`` disjoint seeded samples of ``n`` validation questions (fewer when the split is small).
+
+    Raises:
+        DistillError: the validation split cannot give ``count`` samples of at least MIN_SAMPLE.
+    """
+    pool = [e for e in task_data.validation if e.label]
+    if n < 1:
+        raise DistillError(f"--n {n} must be at least 1")
+    size = min(n, len(pool) // count)
+    if size < MIN_SAMPLE:
+        raise DistillError(
+            f"the validation split has {len(pool)} labelled questions, too few for {count} sample(s) of "
+            f"{MIN_SAMPLE} or more; raise task.validation_fraction or add a validation file")
+    order = pool[:]
+    random.Random(seed).shuffle(order)
+    return [order[i * size:(i + 1) * size] for i in range(count)]
+
+
+def try_prompt(config: RunConfig, task_data: TaskData, *, n: int = 24, seed: int = 0, prompt_text: str | None = None,
+               label: str = "", run_dir: str | Path | None = None, on_event: OnEvent = ignore_event,
+               should_stop: ShouldStop = never_stop) -> tuple[Trial, list[TrialExample]]:
+    """One trial of ``prompt_text`` (default: the config's prompt) on a seeded validation sample."""
+    text = prompt_text if prompt_text is not None else current_prompt_text(config)
+    (sample,) = draw_samples(task_data, n, seed)
+    lab = lab_dir_for(config, run_dir)
+    lab.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
+        return run_trial(config, text, sample, lab, label=label or "current prompt",
+                         train_size=len(task_data.train), on_event=on_event, should_stop=should_stop)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    default_first: Trial  # the current prompt on the first sample
+    candidates: list[Trial]  # each candidate set on the first sample
+    best: Trial  # the chosen candidate (on the first sample)
+    default_second: Trial  # the current prompt on the second, disjoint sample
+    best_second: Trial  # the chosen candidate on the second sample: the figure that is reported
+    bootstrapped: bool  # exemplars were the teacher's own gold-agreeing rationales
+    exemplar_ids: list[list[str]]  # the training rows of each candidate, in candidate order
+
+    @property
+    def gain(self) -> float:
+        """Accept rate of the chosen set minus the current prompt's, on the second sample."""
+        return self.best_second.accept_rate - self.default_second.accept_rate
+
+    def spread(self) -> tuple[float, float, float]:
+        rates = [t.accept_rate for t in self.candidates]
+        return min(rates), statistics.median(rates), max(rates)
+
+
+def _rank(trial: Trial) -> tuple[int, int, int]:
+    # More accepted first; then fewer answer-restating rationales; then fewer parse failures.
+    return (trial.accepted - trial.restating, -trial.restating, -trial.parse_failures)
+
+
+def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: int = 24, seed: int = 0,
+                     run_dir: str | Path | None = None, on_event: OnEvent = ignore_event,
+                     should_stop: ShouldStop = never_stop) -> SearchResult:
+    """Score ``k`` exemplar sets from the training rows on one sample; report the best one's gain
+    over the current prompt on a second, disjoint sample (the choice never sees those numbers).
+
+    Rows with a reference rationale are used as they are; without any, the teacher first answers
+    training rows with the current prompt and its own gold-agreeing rationales become the pool.
+    """
+    if k < 1:
+        raise DistillError(f"--search {k} must be at least 1")
+    first, second = draw_samples(task_data, n, seed, count=2)
+    lab = lab_dir_for(config, run_dir)
+    lab.mkdir(parents=True, exist_ok=True)
+    template = load_prompt(config.task.name, config.teacher.prompt_file or None)
+    current = template.source
+    train_size = len(task_data.train)
+    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
+        def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:
+            result, shown = run_trial(config, text, sample, lab, label=label, train_size=train_size,
+                                      on_event=on_event, should_stop=should_stop)
+            on_event(Log(message=f"{label}: {result.accepted}/{result.questions} accepted"))
+            return result, shown
+
+        rows = exemplar_rows(task_data.train)
+        bootstrapped = not rows
+        if bootstrapped:
+            rows = _bootstrap_rows(task_data, current, k, seed, trial)
+        sets = candidate_sets(rows, k, EXEMPLARS_PER_SET, seed)
+        default_first, _ = trial(current, first, "current prompt")
+        texts = [prompt_with_exemplars(template, config.task.name, rows_) for rows_ in sets]
+        candidates = [trial(text, first, f"candidate {i + 1}")[0] for i, text in enumerate(texts)]
+        chosen = max(range(len(candidates)), key=lambda i: _rank(candidates[i]))
+        best = candidates[chosen]
+        default_second, _ = trial(current, second, "current prompt (second sample)")
+        best_second, _ = trial(texts[chosen], second, f"candidate {chosen + 1} (second sample)")
+    return SearchResult(default_first, candidates, best, default_second, best_second, bootstrapped,
+                        [[r.id for r in rows_] for rows_ in sets])
+
+
+def _bootstrap_rows(task_data: TaskData, current: str, k: int, seed: int, trial) -> list:
+    """The teacher answers training rows with the current prompt; its gold-agreeing rationales
+    that do not merely restate the answer become the exemplar pool."""
+    pool = [e for e in task_data.train if e.label]
+    random.Random(seed + 1).shuffle(pool)
+    asked = pool[:max(8, 4 * k)]
+    _, shown = trial(current, asked, "bootstrap (training rows)")
+    rationales = {e.id: e.rationale for e in shown if e.accepted and e.rationale and not e.restates}
+    rows = exemplar_rows(asked, rationales)
+    if not rows:
+        raise DistillError(
+            "the training rows have no reference rationales and the teacher got none of "
+            f"{len(asked)} training questions right with the current prompt; give a prompt file with a few "
+            "worked examples (teacher.prompt_file) and search again")
+    return rows
+
+
+_PROMPT_FILE_LINE = re.compile(r"^[ \t]*prompt_file[ \t]*=.*$", re.MULTILINE)
+_SECTION = re.compile(r"^[ \t]*\[([^\]]+)\][ \t]*$", re.MULTILINE)
+
+
+def adopt_prompt(config_path: str | Path, prompt_path: str | Path) -> None:
+    """Point the config's ``teacher.prompt_file`` at ``prompt_path``, keeping the file's comments.
+
+    Raises:
+        DistillError: the config file cannot be read or written.
+    """
+    path = Path(config_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DistillError(f"cannot read config {path}: {error}") from None
+    line = f'prompt_file = "{Path(prompt_path).resolve().as_posix()}"'
+    sections = list(_SECTION.finditer(text))
+    teacher = next((m for m in sections if m.group(1).strip() == "teacher"), None)
+    if teacher is None:
+        text = text.rstrip("\n") + f"\n\n[teacher]\n{line}\n"
+    else:
+        end = next((m.start() for m in sections if m.start() > teacher.start()), len(text))
+        body = text[teacher.end():end]
+        if _PROMPT_FILE_LINE.search(body):
+            body = _PROMPT_FILE_LINE.sub(line, body, count=1)
+        else:
+            body = f"\n{line}" + body
+        text = text[:teacher.end()] + body + text[end:]
+    write_text_atomic(path, text)

@@ -1,0 +1,241 @@
+"""One prompt trial: the real teacher stage on a small sample of validation questions, scored.
+
+A trial runs ``mlx_distill.teacher.generate_rationales`` exactly as the teacher stage does (same
+rendering, batching, parsing, filter), into a rationale file of its own under the run folder's
+``prompt-lab/``, then reads the records back and counts what matters for choosing a prompt:
+accepted, parse failures, disagreements with the gold label, rationales that only restate the
+answer, the answer distribution against the gold one (position bias shows there), tokens and time
+per answer, and the full stage's time estimated from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlx_distill.config import RunConfig
+from mlx_distill.errors import DistillError
+from mlx_distill.events import OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.files import JsonlWriter, read_jsonl_records, write_text_atomic
+from mlx_distill.teacher import generate_rationales, parse_prompt_text
+
+PROMPTS_DIR = "prompts"
+RECORDS_DIR = "records"
+TRIALS_FILE = "trials.jsonl"
+
+
+def prompt_hash(text: str) -> str:
+    """The name a prompt text is kept under in the lab (its content, not its file name)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def sample_key(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class TrialExample:
+    """One question of a trial, as the lab shows it."""
+
+    id: str
+    question: str
+    gold: str
+    answer: str
+    rationale: str
+    accepted: bool
+    parse_ok: bool
+    restates: bool
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What one prompt did on one sample."""
+
+    prompt_hash: str
+    prompt_path: str
+    label: str  # "default", "candidate 3", a file name...
+    sample: str  # sample_key of the question ids
+    questions: int
+    accepted: int
+    parse_failures: int
+    disagreements: int
+    restating: int
+    answers: dict[str, int]
+    gold: dict[str, int]
+    tokens_per_answer: float
+    seconds_per_answer: float
+    load_seconds: float
+    estimated_stage_seconds: float
+    stage_questions: int
+    created: float = field(default_factory=time.time)
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accepted / self.questions if self.questions else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trial":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def save_prompt(lab_dir: Path, text: str) -> Path:
+    """Keep a prompt text in the lab under its hash (checked first: a bad prompt is refused here)."""
+    parse_prompt_text(text, "the prompt")
+    path = lab_dir / PROMPTS_DIR / f"{prompt_hash(text)}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+    return path
+
+
+def stage_questions(config: RunConfig, train_size: int) -> int:
+    """How many questions the full teacher stage will ask (``teacher.limit`` counts)."""
+    return min(train_size, config.teacher.limit) if config.teacher.limit else train_size
+
+
+def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path, *, label: str,
+              train_size: int, on_event: OnEvent = ignore_event,
+              should_stop: ShouldStop = never_stop) -> tuple[Trial, list[TrialExample]]:
+    """Run the teacher stage with ``prompt_text`` on ``examples`` and score it.
+
+    Records are kept per (prompt, sample), so trying the same prompt on the same sample again
+    costs nothing, and a stopped trial resumes.
+
+    Raises:
+        DistillError: a bad prompt text, or anything the teacher stage refuses.
+    """
+    teacher = config.teacher
+    prompt_path = save_prompt(lab_dir, prompt_text)
+    ids = [e.id for e in examples]
+    key = sample_key(ids)
+    records_path = lab_dir / RECORDS_DIR / f"{prompt_hash(prompt_text)}-{key}.jsonl"
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary = generate_rationales(
+        examples, config.task.name, teacher.model, records_path, batch_size=teacher.batch_size,
+        max_tokens=teacher.max_tokens, filter=teacher.filter, prompt_file=prompt_path,
+        rationalize=teacher.rationalize, samples=teacher.samples, quantize=teacher.quantize or None,
+        on_event=on_event, should_stop=should_stop)
+    if summary.stopped:
+        raise TrialStopped(f"stopped; the finished answers are kept in {records_path}")
+    wall = time.perf_counter() - started
+    trial, shown = score(records_path, examples, summary, wall, prompt_hash(prompt_text), prompt_path, label, key,
+                         stage_questions(config, train_size))
+    with JsonlWriter(lab_dir / TRIALS_FILE) as log:
+        log.write(trial.to_dict())
+    return trial, shown
+
+
+class TrialStopped(DistillError):
+    """The user stopped a trial; what it finished is kept for the next try."""
+
+
+def score(records_path: Path, examples: list, summary: Any, wall_seconds: float, hash_: str, prompt_path: Path,
+          label: str, key: str, stage_size: int) -> tuple[Trial, list[TrialExample]]:
+    """Count a trial's records (only those of ``examples``)."""
+    by_id = {str(r.get("id")): r for r in read_jsonl_records(records_path)}
+    shown: list[TrialExample] = []
+    answers: Counter[str] = Counter()
+    gold: Counter[str] = Counter()
+    tokens = seconds = 0.0
+    for example in examples:
+        record = by_id.get(example.id)
+        if record is None:
+            continue
+        answer = str(record.get("answer") or "")
+        rationale = str(record.get("rationale") or "")
+        parse_ok = bool(record.get("parse_ok"))
+        restates = bool(parse_ok and answer and restates_answer(rationale, answer))
+        shown.append(TrialExample(example.id, example.input, example.label, answer, rationale,
+                                  bool(record.get("accepted")), parse_ok, restates))
+        answers[answer if parse_ok else "(no answer)"] += 1
+        gold[example.label] += 1
+        tokens += float(record.get("generated_tokens") or 0)
+        seconds += float(record.get("seconds") or 0)
+    done = len(shown)
+    # Time per question in the batched stage: the stage's own generation time over the questions it
+    # answered now (records reused from an earlier trial cost nothing and are not timed again).
+    answered_now = max(0, summary.done - summary.skipped)
+    generation_seconds = max(0.0, summary.seconds - _load_seconds(summary, wall_seconds))
+    per_question = generation_seconds / answered_now if answered_now else _previous_per_question(seconds, done)
+    load = _load_seconds(summary, wall_seconds) if answered_now else 0.0
+    trial = Trial(
+        prompt_hash=hash_, prompt_path=str(prompt_path), label=label, sample=key, questions=done,
+        accepted=sum(e.accepted for e in shown),
+        parse_failures=sum(not e.parse_ok for e in shown),
+        disagreements=sum(e.parse_ok and not e.accepted for e in shown),
+        restating=sum(e.restates for e in shown),
+        answers=dict(answers.most_common()), gold=dict(gold.most_common()),
+        tokens_per_answer=tokens / done if done else 0.0,
+        seconds_per_answer=per_question,
+        load_seconds=load,
+        estimated_stage_seconds=load + per_question * stage_size,
+        stage_questions=stage_size,
+    )
+    return trial, shown
+
+
+def _load_seconds(summary: Any, wall_seconds: float) -> float:
+    """The stage's time outside generation (loading and releasing the teacher), from its own
+    token counts and rates."""
+    generating = 0.0
+    if summary.generation_tps:
+        generating += summary.generated_tokens / summary.generation_tps
+    if summary.prompt_tps:
+        generating += summary.prompt_tokens / summary.prompt_tps
+    return max(0.0, min(summary.seconds, wall_seconds) - generating)
+
+
+def _previous_per_question(record_seconds: float, done: int) -> float:
+    # Every answer came from an earlier trial: its records' own per-question seconds (a batch's
+    # time, shared by the batch's questions only roughly) are the best there is.
+    return record_seconds / done if done else 0.0
+
+
+def read_trials(lab_dir: Path) -> list[Trial]:
+    """Every trial run in this lab, oldest first."""
+    return [Trial.from_dict(r) for r in read_jsonl_records(lab_dir / TRIALS_FILE)]
+
+
+def trial_examples(lab_dir: Path, trial: Trial, examples: list) -> list[TrialExample]:
+    """A past trial's examples (for the UI's side-by-side view)."""
+    path = lab_dir / RECORDS_DIR / f"{trial.prompt_hash}-{trial.sample}.jsonl"
+    by_id = {str(r.get("id")): r for r in read_jsonl_records(path)}
+    shown = []
+    for example in examples:
+        record = by_id.get(example.id)
+        if record is None:
+            continue
+        answer, rationale = str(record.get("answer") or ""), str(record.get("rationale") or "")
+        parse_ok = bool(record.get("parse_ok"))
+        shown.append(TrialExample(example.id, example.input, example.label, answer, rationale,
+                                  bool(record.get("accepted")), parse_ok,
+                                  bool(parse_ok and answer and restates_answer(rationale, answer))))
+    return shown
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_ANSWER_SENTENCE = re.compile(r"(so |therefore,? |thus,? )?the answer is.*$", re.IGNORECASE | re.DOTALL)
+# Words that carry no reasoning: a rationale made only of these and the answer's own words says
+# nothing the label does not.
+_FILLER = frozenset("a an the is are was were be it its this that of to in on for and or so because as "
+                    "which what kind type one thing things".split())
+
+
+def restates_answer(rationale: str, answer: str) -> bool:
+    """True when a rationale only restates its answer ("A cod is a fish. So the answer is fish."):
+    without the answer sentence, the answer's words and filler words, fewer than three words are
+    left (the question's subject alone does not explain anything)."""
+    body = _ANSWER_SENTENCE.sub("", rationale)
+    answer_words = set(_WORD.findall(answer.lower()))
+    left = [w for w in _WORD.findall(body.lower()) if w not in answer_words and w not in _FILLER]
+    return len(left) < 3

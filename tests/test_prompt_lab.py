@@ -1,0 +1,159 @@
+"""The prompt lab: samples from validation only, exemplars from training only, trials scored from
+the real teacher stage's records, the search's second sample kept apart, and adopting a prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from mlx_distill.commands.demo import demo_data_dir
+from mlx_distill.config import load_config
+from mlx_distill.data import load_task
+from mlx_distill.errors import DistillError
+from mlx_distill.prompt_lab import (
+    adopt_prompt,
+    answer_position,
+    candidate_sets,
+    draw_samples,
+    prompt_with_exemplars,
+    read_trials,
+    restates_answer,
+    search_exemplars,
+    try_prompt,
+)
+from mlx_distill.prompt_lab.exemplars import exemplar_rows
+from mlx_distill.teacher import load_prompt, parse_prompt_text
+
+
+@pytest.fixture(scope="module")
+def demo_task():
+    return load_task("jsonl", demo_data_dir(), seed=0)
+
+
+def _config(tmp_path: Path, teacher: Path, **teacher_keys) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text("# my lab run\n" + tomli_w.dumps({
+        "name": "lab", "runs_dir": str(tmp_path / "runs"),
+        "task": {"name": "jsonl", "data": str(demo_data_dir())},
+        "teacher": {"model": str(teacher), "batch_size": 8, "max_tokens": 12, **teacher_keys},
+        "train": {"rationale_source": "human"},
+    }))
+    return path
+
+
+def test_samples_come_from_validation_only_and_are_disjoint(demo_task):
+    first, second = draw_samples(demo_task, 24, seed=3, count=2)
+    validation = {e.id for e in demo_task.validation}
+    assert len(first) == len(second) == 24
+    assert {e.id for e in first} <= validation and {e.id for e in second} <= validation
+    assert not {e.id for e in first} & {e.id for e in second}
+    assert not {e.id for e in first + second} & {e.id for e in demo_task.test + demo_task.train}
+    assert [e.id for e in draw_samples(demo_task, 24, seed=3, count=2)[0]] == [e.id for e in first]
+
+
+def test_a_validation_split_too_small_is_named(demo_task):
+    import dataclasses
+
+    tiny = dataclasses.replace(demo_task, validation=demo_task.validation[:5])
+    with pytest.raises(DistillError, match="validation split has 5 labelled questions"):
+        draw_samples(tiny, 24, seed=0, count=2)
+
+
+def test_candidate_sets_vary_labels_and_answer_positions(demo_task):
+    rows = exemplar_rows(demo_task.train)
+    assert rows and all(r.position for r in rows)  # the demo's choices are inside the question
+    for chosen in candidate_sets(rows, count=6, size=4, seed=0):
+        assert len(chosen) == 4
+        assert len({r.label for r in chosen}) == 4 and len({r.position for r in chosen}) >= 3
+        assert {r.id for r in chosen} <= {e.id for e in demo_task.train}
+
+
+def test_exemplar_prompt_parses_and_shows_each_row_as_the_query_does(demo_task):
+    template = load_prompt("jsonl")
+    rows = candidate_sets(exemplar_rows(demo_task.train), count=1, size=4, seed=1)[0]
+    text = prompt_with_exemplars(template, "jsonl", rows)
+    parsed = parse_prompt_text(text)
+    assert parsed.instruction == template.instruction and parsed.query == template.query
+    assert len(parsed.exemplars) == 4
+    for row, exemplar in zip(rows, parsed.exemplars):
+        assert row.question in exemplar.question
+        assert exemplar.answer.endswith(f"So the answer is ({row.position}) {row.label}.")
+
+
+@pytest.mark.parametrize("rationale, answer, restates", [
+    ("A cod is a fish. So the answer is fish.", "fish", True),
+    ("The answer is (c) bird.", "bird", True),
+    ("Cod live in water and breathe with gills, so they are fish. So the answer is fish.", "fish", False),
+    ("8 - 3 = 5 pens are left. So the answer is 5.", "5", False),
+])
+def test_restating_rationales_are_told_apart(rationale, answer, restates):
+    assert restates_answer(rationale, answer) is restates
+
+
+def test_answer_position_reads_the_choices_in_the_question():
+    question = "Which kind of animal is the robin?\nAnswer Choices:\n(a) fish\n(b) bird"
+    assert answer_position(question, "bird") == "b" and answer_position(question, "cat") == ""
+    assert answer_position("Where?", "cupboard", ("table", "cupboard")) == "b"
+
+
+def test_a_trial_scores_the_stage_records_and_is_kept(tmp_path, demo_models, demo_task):
+    config = load_config(_config(tmp_path, demo_models["teacher"], limit=30))
+    trial, shown = try_prompt(config, demo_task, n=8, seed=0)
+    assert trial.questions == len(shown) == 8
+    assert trial.accepted + trial.parse_failures + trial.disagreements == 8
+    assert sum(trial.gold.values()) == sum(trial.answers.values()) == 8
+    assert trial.stage_questions == 30 and trial.estimated_stage_seconds > 0
+    lab = tmp_path / "runs" / "lab" / "prompt-lab"
+    records = [json.loads(line) for line in (lab / "records" / f"{trial.prompt_hash}-{trial.sample}.jsonl")
+               .read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(e.id for e in shown)
+    assert sum(r["accepted"] for r in records) == trial.accepted
+    assert [t.prompt_hash for t in read_trials(lab)] == [trial.prompt_hash]
+
+
+def test_search_keeps_the_second_sample_apart_and_exemplars_out_of_samples(tmp_path, demo_models, demo_task):
+    config = load_config(_config(tmp_path, demo_models["teacher"]))
+    result = search_exemplars(config, demo_task, k=2, n=6, seed=0)
+    assert len(result.candidates) == 2 and result.best in result.candidates
+    assert not result.bootstrapped  # the demo rows carry reference rationales
+    lab = tmp_path / "runs" / "lab" / "prompt-lab"
+    trials = read_trials(lab)
+    assert len(trials) == 1 + 2 + 2
+    first, second = result.default_first.sample, result.default_second.sample
+    assert first != second and result.best.sample == first and result.best_second.sample == second
+    sample_ids = set()
+    for trial in trials:
+        path = lab / "records" / f"{trial.prompt_hash}-{trial.sample}.jsonl"
+        sample_ids |= {json.loads(line)["id"] for line in path.read_text().splitlines()}
+    exemplar_ids = {i for ids in result.exemplar_ids for i in ids}
+    assert sample_ids <= {e.id for e in demo_task.validation}
+    assert exemplar_ids <= {e.id for e in demo_task.train} and not exemplar_ids & sample_ids
+    assert result.gain == result.best_second.accept_rate - result.default_second.accept_rate
+
+
+def test_adopting_a_prompt_keeps_the_config_s_comments_and_is_read_back(tmp_path, demo_models):
+    path = _config(tmp_path, demo_models["teacher"])
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Answer.\n---\nQ: {input}\nA:")
+    adopt_prompt(path, prompt)
+    assert path.read_text().startswith("# my lab run\n")
+    assert load_config(path).teacher.prompt_file == str(prompt.resolve())
+    other = tmp_path / "q.txt"
+    other.write_text("Answer again.\n---\nQ: {input}\nA:")
+    adopt_prompt(path, other)
+    assert load_config(path).teacher.prompt_file == str(other.resolve())
+    assert path.read_text().count("prompt_file") == 1
+
+
+def test_try_through_the_cli_prints_the_counts_and_adopts(tmp_path, demo_models):
+    from test_bad_inputs import run_cli
+
+    path = _config(tmp_path, demo_models["teacher"])
+    result = run_cli("try", path, "--n", "6", "--adopt", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "on 6 validation questions" in result.stdout and "accepted" in result.stdout
+    assert "the full stage (" in result.stdout and "adopted:" in result.stdout
+    assert load_config(path).teacher.prompt_file.endswith(".txt")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 from mlx_distill.events import Event, OnEvent
+from mlx_distill.methods import explain_prompt, predict_prompt
 
 # What a request's parts are called in ChatToken/ChatDone/ChatFailed.
 ANSWER, RATIONALE, TEACHER = "answer", "rationale", "teacher"
@@ -205,9 +206,9 @@ class Engine:
         return model
 
     def _answer(self, request: ChatRequest) -> None:
-        parts = [(ANSWER, "student", f"predict: {request.question}", request.max_tokens)]
+        parts = [(ANSWER, "student", predict_prompt(request.question), request.max_tokens)]
         if request.explain:
-            parts.append((RATIONALE, "student", f"explain: {request.question}", request.max_tokens))
+            parts.append((RATIONALE, "student", explain_prompt(request.question), request.max_tokens))
         if request.teacher:
             parts.append((TEACHER, "teacher", request.question, request.teacher_max_tokens))
         for part, role, prompt, max_tokens in parts:

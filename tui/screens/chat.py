@@ -15,6 +15,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static, Switch
 
+from mlx_distill.pipeline import exported_student
+from mlx_distill.serve import serve_command, server_address
 from mlx_distill.tui.chat_history import append_chat, read_chat
 from mlx_distill.tui.engine import ANSWER, RATIONALE, TEACHER, ChatDone, ChatFailed, ChatToken, ModelLoading
 from mlx_distill.events import Event
@@ -63,6 +65,19 @@ class Reply(Vertical):
         self.border_subtitle = note or (f"{seconds:.2f} s" if seconds is not None else "")
 
 
+class ServeLine(Static):
+    """How other apps reach this run's student: its serve command, or the live server's address."""
+
+    DEFAULT_CSS = "ServeLine { height: 1; padding: 0 2; color: $text-muted; }"
+
+    def show_run(self, run_dir: Path | None) -> None:
+        student = exported_student(run_dir) if run_dir is not None else None
+        self.display = student is not None
+        if student is not None:
+            url = server_address(run_dir)
+            self.update(f"OpenAI API: serving at {url}/v1" if url else f"other apps: {serve_command(run_dir)}")
+
+
 class Exchange(Vertical):
     """A question and the replies to it."""
 
@@ -104,6 +119,7 @@ class ChatScreen(Screen):
             yield Switch(id="explain-switch")
             yield Label("teacher", classes="switch-label")
             yield Switch(id="teacher-switch")
+        yield ServeLine("", id="chat-serve", markup=False)
         yield VerticalScroll(id="chat-view")
         yield Input(placeholder="Ask the student a question from its task…", id="chat-input")
         yield Footer()
@@ -111,6 +127,7 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#chat-view", VerticalScroll).anchor()
         self.load_run()
+        self.set_interval(3.0, lambda: self.query_one(ServeLine).show_run(self.app.run_dir))
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:
@@ -157,6 +174,7 @@ class ChatScreen(Screen):
                 shown = shown.relative_to(run_dir.resolve().parent)
             label = f"student: {shown}" + (" (checkpoint)" if source.weights else "")
         self.query_one("#chat-model", Static).update(label)
+        self.query_one(ServeLine).show_run(run_dir)
         switch = self.query_one("#teacher-switch", Switch)
         switch.disabled = teacher is None
         switch.tooltip = why_not or f"also ask {teacher}"

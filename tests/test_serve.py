@@ -310,3 +310,21 @@ def test_server_file_of_a_dead_server_is_ignored(tmp_path):
     assert server_address(tmp_path) is None
     (tmp_path / SERVER_FILE).write_text(json.dumps({"url": "http://127.0.0.1:2", "pid": os.getpid()}))
     assert server_address(tmp_path) == "http://127.0.0.1:2"
+
+
+async def test_tui_chat_shows_the_serve_command_then_the_address(tmp_path, monkeypatch):
+    from mlx_distill.serve.address import write_server_address
+    from mlx_distill.testing.ui_fakes import EchoBackend, make_run
+    from mlx_distill.tui.app import DistillApp
+
+    monkeypatch.chdir(tmp_path)
+    run = make_run(Path("runs"), "r1")
+    app = DistillApp("runs", run_dir=run, mode="chat", chat_backend=EchoBackend(), choices=[],
+                     available_memory=lambda: 16_000_000_000, poll_interval=60)
+    async with app.run_test() as pilot:
+        line = app.screen.query_one("#chat-serve")
+        assert str(line.render()) == "other apps: mlx-distill serve runs/r1"
+        write_server_address(run, "http://127.0.0.1:8123")
+        app.screen.update_bar()
+        await pilot.pause()
+        assert str(line.render()) == "OpenAI API: serving at http://127.0.0.1:8123/v1"

@@ -101,6 +101,11 @@ def push_folder(plan: PushPlan, token: str | None = None, endpoint: str | None =
                                f"{_FIX_OWNER}") from None
         raise DistillError(f"the hub at {where} answered {status} for {plan.repo_id}: "
                            f"{str(error).splitlines()[0]}") from None
+    except ValueError as error:
+        if not str(error).startswith("Invalid metadata in README.md"):
+            raise
+        raise DistillError(f"the hub refused {plan.folder / 'README.md'}: "
+                           f"{' '.join(str(error).split())}; fix its front matter and push again") from None
     except httpx2.TransportError as error:  # no network, DNS, refused connection, timeout
         raise DistillError(f"cannot reach the hub at {where} ({type(error).__name__}); check the network "
                            "and push again") from None

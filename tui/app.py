@@ -8,9 +8,12 @@ Everything a test needs to replace is a constructor argument.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
@@ -294,6 +297,22 @@ class DistillApp(App):
         if chat.is_mounted:
             chat.show_engine_event(message.event)
 
+    # ---- export and push (their own processes: MLX and the network stay out of the UI) ----
+
+    def run_share_command(self, argv: list[str]) -> None:
+        """Run ``mlx-distill export|push ARGS`` as a process; its result comes back as a notification."""
+        self.notify(f"{argv[0]} of {Path(argv[1]).name} started", title=argv[0].capitalize())
+        self._share_worker(argv)
+
+    @work(thread=True, exit_on_error=False, group="share")
+    def _share_worker(self, argv: list[str]) -> None:
+        done = subprocess.run([sys.executable, "-m", "mlx_distill", *argv], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        output = (done.stdout if done.returncode == 0 else done.stderr).strip().splitlines()
+        message = "\n".join(output[-12:]) or f"exit status {done.returncode}"
+        self.call_from_thread(self.notify, message, title=f"{argv[0].capitalize()} of {Path(argv[1]).name}",
+                              severity="information" if done.returncode == 0 else "error", timeout=20)
+
     # ---- everything else ----
 
     def show_error(self, title: str, message: str) -> None:
@@ -312,6 +331,11 @@ class DistillApp(App):
         yield SystemCommand("Runs", "Browse past runs", lambda: self.switch_mode("runs"))
         yield SystemCommand("Dashboard", "Watch the current run", lambda: self.switch_mode("dashboard"))
         yield SystemCommand("Chat with student", "Ask the current run's student", lambda: self.switch_mode("chat"))
+        if isinstance(screen, RunsScreen):
+            yield SystemCommand("Export…", "Export the selected run's student, optionally quantized (e)",
+                                lambda: screen.action_share("export"))
+            yield SystemCommand("Push…", "Push the selected run's student to the Hugging Face hub (p)",
+                                lambda: screen.action_share("push"))
         yield SystemCommand("Toggle light/dark", "Switch between the light and dark theme", self.action_toggle_dark)
 
 

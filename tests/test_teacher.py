@@ -17,7 +17,7 @@ from mlx_distill.data import Example, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import TeacherLoaded, TeacherProgress, TeacherReleased
 from mlx_distill.files import lock_holder, lock_path_for
-from mlx_distill.teacher import (current_teacher, generate_rationales, load_prompt, load_teacher, release_teacher,
+from mlx_distill.teacher import (current_teacher, pick_exemplars, generate_rationales, load_prompt, load_teacher, release_teacher,
                                  render_prompt)
 from mlx_distill.testing.tiny_llm import build_tiny_llm
 
@@ -214,13 +214,23 @@ def _demo_data(tmp_path: Path, n: int) -> Path:
     return path
 
 
+def _asked_ids(data: Path) -> set[str]:
+    """The training ids the teacher is asked: all but the rows taken as the prompt's exemplars."""
+    train = load_task("jsonl", data).train
+    return {e.id for e in train} - {e.id for e in pick_exemplars(train)}
+
+
 def test_cli_whole_stage(qwen2, tmp_path):
     data = _demo_data(tmp_path, 30)
     out = tmp_path / "r.jsonl"
     result = _cli("generate", "--task", "jsonl", "--data", str(data), "--teacher", str(qwen2), "--out", str(out),
                   "--max-tokens", "12", "--batch-size", "4", "--filter", "all")
     assert result.returncode == 0, result.stderr
-    train_ids = {e.id for e in load_task("jsonl", data).train}
+    train = load_task("jsonl", data).train
+    # Rows with reference rationales in varied answer positions are the prompt's exemplars, not asked.
+    held_out = {e.id for e in pick_exemplars(train)}
+    assert len(held_out) == 4
+    train_ids = {e.id for e in train} - held_out
     records = _records(out)
     assert {r["id"] for r in records} == train_ids and len(records) == len(train_ids)
     assert "teacher released" in result.stderr
@@ -244,7 +254,7 @@ def test_cli_sigkill_then_rerun_gives_one_record_per_example(llama, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     partial = len(_records(out))
-    expected = {e.id for e in load_task("jsonl", data).train}
+    expected = _asked_ids(data)
     assert 12 <= partial < len(expected)
     result = _cli(*args)
     assert result.returncode == 0, result.stderr
@@ -282,7 +292,7 @@ def test_cli_second_writer_of_the_same_file_fails_at_once(llama, tmp_path):
             first.wait()
     assert first.returncode == 0, stderr
     ids = [r["id"] for r in _records(out)]
-    assert len(ids) == len(set(ids)) and set(ids) == {e.id for e in load_task("jsonl", data).train}
+    assert len(ids) == len(set(ids)) and set(ids) == _asked_ids(data)
 
 
 def test_cli_ctrl_c_stops_after_saving_and_releases_the_teacher(llama, tmp_path):

@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True,
                         help="svamp, cqa, esnli, anli, or jsonl/csv for your own data")
     parser.add_argument("--data", required=True, help="the dataset file or folder")
-    parser.add_argument("--teacher", required=True, help="local model folder, Hugging Face hub id or catalog name")
+    parser.add_argument("--teacher", required=True,
+                        help="local model folder, Hugging Face hub id, catalog name, or a GGUF model: a .gguf file, "
+                             "ollama:NAME[:TAG] or lmstudio:PUBLISHER/MODEL (converted once into the user cache)")
     parser.add_argument("--out", required=True, help="the rationale JSONL file (resumed when it exists)")
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "teacher: trust the teacher (unlabeled data)")
     parser.add_argument("--prompt-file", default=None, help="your few-shot prompt file with {input}")
     parser.add_argument("--rationalize", action="store_true", help="show the gold answer in the prompt")
+    parser.add_argument("--reject-restating", action="store_true",
+                        help="also reject rationales that only restate the answer (counted either way)")
     parser.add_argument("--samples", type=int, default=1, help="answers per question, majority vote")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None,
                         help="quantize an unquantized teacher on load")
@@ -67,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
                 examples, args.task, args.teacher, args.out, batch_size=args.batch_size,
                 max_tokens=args.max_tokens, filter=args.filter, limit=args.limit, prompt_file=args.prompt_file,
                 rationalize=args.rationalize, samples=args.samples, quantize=args.quantize,
-                precision=args.precision, prefix_cache=not args.no_prefix_cache, on_event=printer,
+                precision=args.precision, prefix_cache=not args.no_prefix_cache,
+                reject_restating=args.reject_restating, on_event=printer,
                 should_stop=should_stop)
     finally:
         printer.close()
@@ -76,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     print(f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
-          f"({summary.accept_rate:.0%}), {summary.parse_failures} parse failures; "
+          f"({summary.accept_rate:.0%}), {summary.restating} of them only restate the answer, "
+          f"{summary.parse_failures} parse failures; "
           f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")
     return 0

@@ -7,7 +7,10 @@ Other packages import these names from ``mlx_distill.teacher`` only, never its m
 - ``load_teacher`` / ``release_teacher`` / ``current_teacher``: the teacher LLM (mlx-lm), with a
   memory check before it loads; ``check_teacher`` opens a teacher without loading it (config and
   safetensors headers), to refuse a bad one before any work.
-- ``load_prompt`` / ``render_prompt`` / ``parse_output``: few-shot prompts and output parsing.
+- ``load_prompt`` / ``render_prompt`` / ``parse_output``: few-shot prompts and output parsing;
+  ``pick_exemplars`` (the user's own rows as exemplars), ``choices_in_input``, ``restates_answer``.
+- GGUF teachers: ``is_gguf_source`` / ``resolve_gguf`` / ``check_gguf`` / ``gguf_teacher_folder``
+  (converted once into ``cache_root()``); ``smollm2_gguf``: the demo's and the tests' real teacher.
 """
 
 from mlx_distill.teacher.generate import RationaleSummary, finished_records, generate_rationales
@@ -24,7 +27,8 @@ from mlx_distill.teacher.model import (
     release_teacher,
     teacher_identity,
 )
-from mlx_distill.teacher.parse import ParsedOutput, parse_output
+from mlx_distill.teacher.gguf import cache_root, check_gguf, convert_gguf, gguf_teacher_folder, is_gguf_source, resolve_gguf
+from mlx_distill.teacher.parse import ParsedOutput, parse_output, restates_answer
 from mlx_distill.teacher.prompt import (
     BUILTIN_TASKS,
     STOP_STRINGS,
@@ -32,14 +36,17 @@ from mlx_distill.teacher.prompt import (
     build_completion,
     build_messages,
     build_query,
+    choices_in_input,
     cut_at_stop,
     format_question,
     load_prompt,
     parse_prompt_text,
+    pick_exemplars,
     render_prompt,
     stop_token_ids,
 )
 from mlx_distill.teacher.sharded import generate_rationales_sharded, merge_parts
+from mlx_distill.teacher.smollm2 import smollm2_gguf, smollm2_path
 
 __all__ = [
     "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "MemoryEstimate", "ParsedOutput",

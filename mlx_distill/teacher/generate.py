@@ -40,8 +40,9 @@ from mlx_distill.files import JsonlWriter, cut_torn_tail, exclusive_lock, lock_p
 from mlx_distill.methods import FILTERS
 from mlx_distill.metrics import is_correct, normalize_label
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
-from mlx_distill.teacher.parse import ParsedOutput, parse_output
-from mlx_distill.teacher.prompt import STOP_STRINGS, PromptTemplate, load_prompt, render_prompt, stop_token_ids
+from mlx_distill.teacher.parse import ParsedOutput, parse_output, restates_answer
+from mlx_distill.teacher.prompt import (BUILTIN_TASKS, STOP_STRINGS, PromptTemplate, choices_in_input, load_prompt,
+                                        pick_exemplars, render_prompt, stop_token_ids)
 
 SAMPLE_TEMPERATURE = 0.7
 SAMPLE_TOP_P = 0.95
@@ -76,6 +77,8 @@ class RationaleSummary:
     stopped: bool = False
     teacher: str = ""
     prompt_hash: str = ""
+    restating: int = 0  # accepted rationales that only restate the answer (parse.restates_answer)
+    exemplar_ids: tuple[str, ...] = ()  # training rows shown as the prompt's worked exemplars
 
     @property
     def accept_rate(self) -> float:
@@ -116,14 +119,23 @@ def _read_finished(path: Path, teacher: str, prompt_hash: str) -> dict[str, dict
     return finished
 
 
+def exemplars_for(task: str, prompt_file: str | Path | None, pool: list) -> list:
+    """The user's rows shown as worked exemplars: only for a task with no built-in prompt and no
+    prompt file, from the rows of ``pool`` that carry a reference rationale."""
+    if task in BUILTIN_TASKS or prompt_file is not None:
+        return []
+    return pick_exemplars(pool)
+
+
 def _prompt_and_hash(task: str, prompt_file: str | Path | None, rationalize: bool,
-                     samples: int) -> tuple[PromptTemplate, str]:
-    template = load_prompt(task, prompt_file)
+                     samples: int, exemplars: list = ()) -> tuple[PromptTemplate, str]:
+    template = load_prompt(task, prompt_file, exemplars)
     return template, template.hash(rationalize=rationalize, extra=f"samples={samples}")
 
 
 def finished_records(out_path: str | Path, task: str, teacher: str, *, prompt_file: str | Path | None = None,
-                     rationalize: bool = False, samples: int = 1, quantize: int | None = None) -> dict[str, dict]:
+                     rationalize: bool = False, samples: int = 1, quantize: int | None = None,
+                     exemplar_pool: list | None = None) -> dict[str, dict]:
     """The records already in a rationale file, by id (a torn last line is cut off).
 
     For a caller that holds the file's lock (``lock_path_for(out_path)``); loads no model.
@@ -131,7 +143,8 @@ def finished_records(out_path: str | Path, task: str, teacher: str, *, prompt_fi
     Raises:
         DistillError: the file holds a bad line or records of another teacher or prompt.
     """
-    _, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples)
+    exemplars = exemplars_for(task, prompt_file, exemplar_pool or [])
+    _, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples, exemplars)
     return _read_finished(Path(out_path).expanduser(), teacher_identity(teacher, quantize), prompt_hash)
 
 
@@ -161,22 +174,30 @@ def _prefill_prefix(model, tokens: list[int], stream, step: int = 2048) -> list:
     return cache
 
 
-def _judge(task: str, example, parsed: ParsedOutput, policy: str) -> tuple[bool | None, bool]:
-    """(agrees with gold or None without a gold label, accepted under the filter policy)."""
+def _judge(task: str, example, parsed: ParsedOutput, policy: str, restating: bool,
+           reject_restating: bool) -> tuple[bool | None, str]:
+    """(agrees with gold or None without a gold label, why it is rejected: "" when accepted)."""
     agrees = None
     if example.label:
         agrees = parsed.parse_ok and is_correct(task, parsed.answer, example.label)
-    has_rationale = bool(parsed.rationale.strip())
-    if policy == "gold":
-        return agrees, bool(agrees) and has_rationale
-    if policy == "teacher":
-        return agrees, parsed.parse_ok and has_rationale
-    return agrees, has_rationale
+    if policy in ("gold", "teacher") and not parsed.parse_ok:
+        return agrees, "no answer found (no 'So the answer is ...')"
+    if policy == "gold" and not agrees:
+        return agrees, "answer disagrees with the gold label"
+    if not parsed.rationale.strip():
+        return agrees, "empty rationale"
+    if reject_restating and restating:
+        return agrees, "rationale only restates the answer"
+    return agrees, ""
+
+
+def _choices(example) -> tuple[str, ...]:
+    return example.choices or choices_in_input(example.input)
 
 
 def _vote(task: str, example, samples: list[tuple[str, int, float]]) -> tuple[str, ParsedOutput]:
     """Self-consistency: the first sample whose answer is the most common parsed answer."""
-    parsed = [parse_output(task, text, example.choices) for text, _, _ in samples]
+    parsed = [parse_output(task, text, _choices(example)) for text, _, _ in samples]
     votes = Counter(normalize_label(task, p.answer) for p in parsed if p.parse_ok)
     if votes:
         winner = votes.most_common(1)[0][0]
@@ -191,7 +212,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                         limit: int | None = None, prompt_file: str | Path | None = None,
                         rationalize: bool = False, samples: int = 1, quantize: int | None = None,
                         precision: str = "auto", prefix_cache: bool = True,
-                        max_question_tokens: int = MAX_QUESTION_TOKENS, on_event: OnEvent = ignore_event,
+                        max_question_tokens: int = MAX_QUESTION_TOKENS, reject_restating: bool = False,
+                        exemplar_pool: list | None = None, on_event: OnEvent = ignore_event,
                         should_stop: ShouldStop = never_stop) -> RationaleSummary:
     """Ask the teacher for a rationale and answer per example; append records to ``out_path``.
 
@@ -216,6 +238,12 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         max_question_tokens: A question longer than this many teacher tokens (or than the model's
             context leaves after the few-shot prompt and ``max_tokens``) is cut to fit; one Log
             event says how many were. Default: ``MAX_QUESTION_TOKENS`` (1024).
+        reject_restating: Also reject a rationale that only restates the answer ("A cod is a
+            fish."); counted in ``RationaleSummary.restating`` either way. Default: ``False``.
+        exemplar_pool: For a task with no built-in prompt and no ``prompt_file``: the rows whose
+            reference rationales become the prompt's worked exemplars (held out from generation).
+            Default: ``examples`` (before ``limit``); pass the training rows when ``examples`` is
+            another split or a shard.
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
 
@@ -233,9 +261,15 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         raise DistillError(f"filter {filter!r} is not one of {', '.join(FILTERS)}")
     if batch_size < 1 or max_tokens < 1 or samples < 1 or max_question_tokens < 1:
         raise DistillError("batch size, max tokens, samples and max question tokens must each be at least 1")
+    exemplars = exemplars_for(task, prompt_file, examples if exemplar_pool is None else exemplar_pool)
+    held_out = {e.id for e in exemplars}
+    examples = [e for e in examples if e.id not in held_out]
     if limit is not None:
         examples = examples[:max(limit, 0)]
-    template, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples)
+    template, prompt_hash = _prompt_and_hash(task, prompt_file, rationalize, samples, exemplars)
+    if exemplars:
+        on_event(Log(f"prompt: {len(exemplars)} training rows with reference rationales are the worked exemplars "
+                     f"(not asked): {', '.join(sorted(held_out))}"))
     out = Path(out_path).expanduser()
     identity = teacher_identity(teacher, quantize)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,13 +283,15 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             on_event(Log(f"resuming {out}: {skipped} of {len(examples)} examples already done"))
         accepted = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted"))
         failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
-        state = _Progress(len(examples), skipped, accepted, failures)
+        restating = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted") and r.get("restates_answer"))
+        state = _Progress(len(examples), skipped, accepted, failures, restating=restating)
         if not pending:
             on_event(TeacherProgress(done=skipped, total=len(examples), accepted=accepted,
                                      parse_failures=failures, generated_tokens=0, generation_tps=0.0,
                                      prompt_tps=0.0, eta_seconds=0.0))
             return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
-                                    0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash)
+                                    0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash, restating=restating,
+                                    exemplar_ids=tuple(sorted(held_out)))
 
         pending = _cut_characters(pending, max_question_tokens * _CHARS_PER_TOKEN_BOUND)
 
@@ -271,8 +307,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                 jobs = [_Job(e, render_prompt(loaded.tokenizer, template, task, e.input, e.label, rationalize))
                         for e in fitted]
                 with JsonlWriter(out, durable=True) as writer:
-                    stopped = _generate(loaded, jobs, task, filter, samples, batch_size, max_tokens,
-                                        prefix_cache, prompt_hash, writer, state, on_event, stop)
+                    stopped = _generate(loaded, jobs, task, (filter, reject_restating), samples, batch_size,
+                                        max_tokens, prefix_cache, prompt_hash, writer, state, on_event, stop)
                 on_event(memory_report())
             finally:
                 peak = int(mx.get_peak_memory())
@@ -280,7 +316,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             return RationaleSummary(
                 str(out), len(examples), state.done, skipped, state.accepted, state.failures,
                 state.generated_tokens, state.prompt_tokens, time.perf_counter() - start, state.generation_tps,
-                state.prompt_tps, peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash)
+                state.prompt_tps, peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash,
+                restating=state.restating, exemplar_ids=tuple(sorted(held_out)))
 
         return _in_own_thread(run, should_stop)
 
@@ -374,10 +411,11 @@ class _Progress:
     prompt_tokens: int = 0
     generation_tps: float = 0.0
     prompt_tps: float = 0.0
+    restating: int = 0
     latest: tuple = (None, None, False)  # (example, parsed output, accepted) last written
 
 
-def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, batch_size: int,
+def _generate(loaded, jobs: list[_Job], task: str, policy: tuple[str, bool], samples: int, batch_size: int,
               max_tokens: int, use_prefix: bool, prompt_hash: str, writer: JsonlWriter, state: _Progress,
               on_event: OnEvent, should_stop: ShouldStop) -> bool:
     """Run every job through one BatchGenerator; write records as examples finish. True if stopped."""
@@ -462,22 +500,26 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: str, samples: int, ba
     return stopped
 
 
-def _record(job: _Job, task: str, policy: str, teacher: str, prompt_hash: str, state: _Progress) -> str:
+def _record(job: _Job, task: str, policy: tuple[str, bool], teacher: str, prompt_hash: str, state: _Progress) -> str:
     example = job.example
     if len(job.samples) == 1:
-        raw, parsed = job.samples[0][0], parse_output(task, job.samples[0][0], example.choices)
+        raw, parsed = job.samples[0][0], parse_output(task, job.samples[0][0], _choices(example))
     else:
         raw, parsed = _vote(task, example, job.samples)
-    agrees, accepted = _judge(task, example, parsed, policy)
+    filter_name, reject_restating = policy
+    restating = bool(parsed.rationale.strip()) and restates_answer(parsed.rationale, example.input, parsed.answer)
+    agrees, rejected = _judge(task, example, parsed, filter_name, restating, reject_restating)
+    accepted = not rejected
     generated = sum(s[1] for s in job.samples)
     state.done += 1
     state.accepted += accepted
     state.failures += not parsed.parse_ok
+    state.restating += accepted and restating
     state.generated_tokens += generated
     state.latest = (example, parsed, accepted)
     record = {"id": example.id, "teacher": teacher, "prompt_hash": prompt_hash, "raw": raw,
               "rationale": parsed.rationale, "answer": parsed.answer, "agrees": agrees, "accepted": accepted,
-              "parse_ok": parsed.parse_ok, "prompt_tokens": len(job.tokens), "generated_tokens": generated,
+              "rejected_because": rejected, "restates_answer": restating, "parse_ok": parsed.parse_ok, "prompt_tokens": len(job.tokens), "generated_tokens": generated,
               "seconds": round(max(s[2] for s in job.samples), 3)}
     return json.dumps(record, ensure_ascii=False)
 

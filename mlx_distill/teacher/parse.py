@@ -4,10 +4,17 @@ The output is first cut at the next invented exemplar (``Q:``, ``Premise:``...),
 answer phrase ``So the answer is`` (also ``The answer is`` / ``Therefore, the answer is``): the
 text before it is the rationale, the text after it the answer, normalised per task:
 
-* ``cqa``: ``(b) cupboard`` / ``(b)`` / ``cupboard`` -> the choice text from ``Example.choices``;
+* ``cqa``, and any task whose input holds ``Answer Choices: (a) ... (b) ...``: ``(b) cupboard`` /
+  ``(b)`` / ``b`` / ``cupboard`` -> the choice text;
 * ``svamp``: ``( 12 - 5 ) = 7`` -> the equation ``( 12 - 5 )``; a bare number stays a number;
 * ``esnli`` / ``anli``: the label word ``entailment`` / ``neutral`` / ``contradiction``;
 * anything else: the answer sentence without its final full stop.
+
+When nothing comes before the answer phrase, the reasoning written after the answer sentence
+("The answer is (c) bird. Birds have feathers...") is the rationale (reason-after-answer). For
+multiple choice, a first line that is only an answer (``(c) bird``) is the answer, the rest the
+rationale. ``restates_answer`` tells a rationale that says nothing beyond the question and the
+answer ("A cod is a fish.").
 
 A failure is a value (``parse_ok=False``), never an exception.
 """
@@ -34,11 +41,33 @@ NLI_WORDS = (
 )
 
 
+# A label before reasoning written after the answer ("Reasoning: ...").
+_REASON_LABEL = re.compile(r"^\s*(?:reasoning|explanation|rationale|because|why)\s*:?\s*", re.IGNORECASE)
+# A first line that is only a multiple-choice answer: "(c) bird", "c)", "(c)".
+_ANSWER_LINE = re.compile(r"^\s*\(?\s*([a-z])\s*\)\s*[^\n]{0,60}$", re.IGNORECASE)
+_WORD = re.compile(r"[a-z][a-z'-]+")
+# Words that carry no reasoning of their own.
+_FUNCTION_WORDS = frozenset(
+    "a an the is are was were be been it its this that these those so therefore thus hence answer correct "
+    "choice option which what kind type group class of in on to and or as for with by from because since "
+    "animal animals like such one best described would you put belong belongs called".split())
+MIN_NEW_WORDS = 2
+
+
 @dataclass(frozen=True)
 class ParsedOutput:
     rationale: str
     answer: str
     parse_ok: bool
+
+
+def restates_answer(rationale: str, question: str, answer: str) -> bool:
+    """True when the rationale adds fewer than ``MIN_NEW_WORDS`` words that are not in the
+    question, the answer or a list of function words ("A cod is a fish." for "cod" -> "fish")."""
+    known = set(_WORD.findall(f"{question} {answer}".lower())) | _FUNCTION_WORDS
+    known |= {w + "s" for w in known} | {w.rstrip("s") for w in known}
+    new = {w for w in _WORD.findall(rationale.lower()) if w not in known}
+    return len(new) < MIN_NEW_WORDS
 
 
 def _answer_sentence(after: str) -> str:
@@ -54,6 +83,11 @@ def _answer_sentence(after: str) -> str:
 def parse_cqa(answer: str, choices: tuple[str, ...]) -> str | None:
     if not choices:
         return answer or None
+    # "(c) fish" where (c) is not fish: the text wins (small models' letters follow position bias).
+    text = CHOICE_LETTER.sub(" ", answer).strip().lower()
+    for choice in choices:
+        if text == choice.lower():
+            return choice
     letter = CHOICE_LETTER.search(answer)
     if letter is not None:
         index = ord(letter.group(1).lower()) - ord("a")
@@ -96,16 +130,40 @@ def parse_nli(answer: str) -> str | None:
     return min(found)[1] if found else None
 
 
+def _without_answer_sentences(text: str) -> str:
+    """The text with every sentence that holds the answer phrase removed."""
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
+    return " ".join(s.strip() for s in sentences if s.strip() and not ANSWER_PHRASE.search(s)).strip()
+
+
+def _after_answer(text: str, answer_end: int) -> str:
+    """The reasoning written after the answer sentence (its label and any restated answer removed)."""
+    rest = text[answer_end:].strip().split("\n", 1)
+    first_line_rest = rest[0]
+    stop = re.search(r"\.(?!\d)", first_line_rest)
+    after = (first_line_rest[stop.end():] if stop else "") + ("\n" + rest[1] if len(rest) > 1 else "")
+    return _without_answer_sentences(_REASON_LABEL.sub("", after.strip()))
+
+
 def parse_output(task: str, raw: str, choices: tuple[str, ...] = ()) -> ParsedOutput:
     """Split a raw teacher continuation into rationale and task answer."""
     text, _ = cut_at_stop(raw)
     text = text.strip()
+    if choices:
+        first, _, rest = text.partition("\n")
+        if _ANSWER_LINE.match(first) and not ANSWER_PHRASE.search(first):
+            answer = parse_cqa(first.strip(), choices)
+            if answer is not None:
+                rationale = _without_answer_sentences(_REASON_LABEL.sub("", rest.strip()))
+                return ParsedOutput(rationale=rationale, answer=answer, parse_ok=True)
     match = ANSWER_PHRASE.search(text)
     if match is None:
         return ParsedOutput(rationale=text, answer="", parse_ok=False)
     rationale = text[: match.start()].strip()
+    if not rationale:
+        rationale = _after_answer(text, match.end())
     sentence = _answer_sentence(text[match.end():])
-    if task == "cqa":
+    if task == "cqa" or choices:
         answer = parse_cqa(sentence, choices)
     elif task == "svamp":
         answer = parse_svamp(sentence)

@@ -102,8 +102,9 @@ def parse_prompt_text(text: str, origin: str = "<prompt>") -> PromptTemplate:
     return PromptTemplate(instruction, tuple(exemplars), query, text)
 
 
-def load_prompt(task: str, prompt_file: str | Path | None = None) -> PromptTemplate:
-    """The user's prompt file, else the built-in one for ``task``, else the generic template."""
+def load_prompt(task: str, prompt_file: str | Path | None = None, exemplars: list | tuple = ()) -> PromptTemplate:
+    """The user's prompt file, else the built-in one for ``task``, else a few-shot prompt from
+    ``exemplars`` (see ``pick_exemplars``), else the generic template."""
     if prompt_file is not None:
         path = Path(prompt_file).expanduser()
         try:
@@ -114,7 +115,78 @@ def load_prompt(task: str, prompt_file: str | Path | None = None) -> PromptTempl
     if task in BUILTIN_TASKS:
         text = resources.files("mlx_distill.teacher.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
         return parse_prompt_text(text, f"built-in {task}.txt")
+    if exemplars:
+        return parse_prompt_text(exemplar_prompt_text(exemplars), "few-shot prompt from your training rows")
     return parse_prompt_text(GENERIC_TEMPLATE, "built-in generic prompt")
+
+
+# Multiple choice written inside the input, as the CQA format writes it:
+# "question\nAnswer Choices:\n(a) first\n(b) second" (or the choices on one line).
+_CHOICES_HEADER = re.compile(r"answer\s+choices\s*:", re.IGNORECASE)
+_CHOICE_ITEM = re.compile(r"\(\s*([a-z])\s*\)\s*(.+?)\s*(?=\(\s*[a-z]\s*\)|$)", re.IGNORECASE | re.DOTALL)
+EXEMPLAR_COUNT = 4
+# Rows a task needs before some of them are taken as exemplars (held out from generation).
+MIN_ROWS_FOR_EXEMPLARS = 16
+
+
+def choices_in_input(text: str) -> tuple[str, ...]:
+    """The choices of a multiple-choice question written inside its input, in letter order, or ()."""
+    header = _CHOICES_HEADER.search(text)
+    if header is None:
+        return ()
+    items = _CHOICE_ITEM.findall(text[header.end():])
+    letters = [letter.lower() for letter, _ in items]
+    if len(items) < 2 or letters != [chr(ord("a") + i) for i in range(len(items))]:
+        return ()
+    return tuple(" ".join(choice.split()) for _, choice in items)
+
+
+def _gold_position(example) -> int:
+    choices = example.choices or choices_in_input(example.input)
+    lowered = [c.lower() for c in choices]
+    return lowered.index(example.label.lower()) if example.label.lower() in lowered else -1
+
+
+def pick_exemplars(examples: list, count: int = EXEMPLAR_COUNT) -> list:
+    """Up to ``count`` training rows with a reference rationale to show the teacher as worked
+    exemplars: a fixed choice (by a hash of the id, so reruns pick the same), with the answers in
+    different choice positions where the task is multiple choice (against position bias). None
+    when the task has fewer than ``MIN_ROWS_FOR_EXEMPLARS`` rows."""
+    candidates = [e for e in examples if (e.rationale or "").strip() and e.label.strip()]
+    if len(examples) < MIN_ROWS_FOR_EXEMPLARS:
+        return []  # too few rows to spare any
+    candidates.sort(key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
+    picked, positions, labels = [], set(), set()
+    for strict in (True, False):
+        for example in candidates:
+            if len(picked) == count:
+                return picked
+            position, label = _gold_position(example), example.label.lower()
+            if example in picked or (strict and (position in positions or label in labels)):
+                continue
+            picked.append(example)
+            positions.add(position)
+            labels.add(label)
+    return picked
+
+
+def _exemplar_answer_text(example) -> str:
+    choices = example.choices or choices_in_input(example.input)
+    position = _gold_position(example)
+    # The choice's text, no letter: a small model's letters follow the exemplars' positions.
+    answer = choices[position] if position >= 0 else example.label.strip()
+    rationale = " ".join(example.rationale.split())
+    return f"{rationale} {COT_ANSWER_PHRASE} {answer}."
+
+
+def exemplar_prompt_text(exemplars: list) -> str:
+    """A prompt file's text whose worked exemplars are the user's own rows (see ``pick_exemplars``)."""
+    multiple_choice = any(e.choices or choices_in_input(e.input) for e in exemplars)
+    ending = f"{COT_ANSWER_PHRASE} <the text of the right choice>." if multiple_choice else f"{COT_ANSWER_PHRASE} <answer>."
+    blocks = [f"Answer each question. First explain your reasoning in one or two sentences, then end with: {ending}"]
+    blocks += [f"Q: {e.input.strip()}\nA: {_exemplar_answer_text(e)}" for e in exemplars]
+    blocks.append("Q: {input}\nA:")
+    return "\n---\n".join(blocks) + "\n"
 
 
 def format_question(task: str, text: str) -> str:

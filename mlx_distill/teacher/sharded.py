@@ -24,10 +24,10 @@ from mlx_distill import distributed
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
 from mlx_distill.files import complete_lines, exclusive_lock, lock_path_for, read_jsonl_records, write_jsonl_atomic
-from mlx_distill.teacher.generate import RationaleSummary, finished_records, generate_rationales
+from mlx_distill.teacher.generate import RationaleSummary, exemplars_for, finished_records, generate_rationales
 
 # The options of generate_rationales that decide whose records a rationale file may hold.
-_IDENTITY_OPTIONS = ("prompt_file", "rationalize", "samples", "quantize")
+_IDENTITY_OPTIONS = ("prompt_file", "rationalize", "samples", "quantize", "exemplar_pool")
 
 
 def _read_records(path: Path) -> dict[str, dict]:
@@ -89,6 +89,10 @@ def generate_rationales_sharded(examples: list, task: str, teacher: str, out_pat
     if size == 1:
         return generate_rationales(examples, task, teacher, out_path, limit=limit, on_event=on_event,
                                    should_stop=should_stop, **options)
+    # Every rank's prompt shows the same exemplars, picked from all the rows (not from its shard).
+    options.setdefault("exemplar_pool", examples)
+    held_out = {e.id for e in exemplars_for(task, options.get("prompt_file"), options["exemplar_pool"])}
+    examples = [e for e in examples if e.id not in held_out]
     if limit is not None:
         examples = examples[:max(limit, 0)]
     out = Path(out_path).expanduser()
@@ -130,7 +134,8 @@ def _generate_shards(examples: list, task: str, teacher: str, out: Path, done: s
         merged = merge_parts(out, parts, [e.id for e in examples])
         wanted = [merged[e.id] for e in examples if e.id in merged]
         totals = {"done": len(wanted), "accepted": sum(bool(r.get("accepted")) for r in wanted),
-                  "parse_failures": sum(not r.get("parse_ok") for r in wanted)}
+                  "parse_failures": sum(not r.get("parse_ok") for r in wanted),
+                  "restating": sum(bool(r.get("accepted") and r.get("restates_answer")) for r in wanted)}
     totals = distributed.broadcast_json(totals)  # also the barrier: the merge is on disk now
     part.unlink(missing_ok=True)
     combined = dataclasses.replace(
@@ -141,6 +146,7 @@ def _generate_shards(examples: list, task: str, teacher: str, out: Path, done: s
         skipped=len(done & {e.id for e in examples}) + sum(s["skipped"] for s in per_rank),
         accepted=totals["accepted"],
         parse_failures=totals["parse_failures"],
+        restating=totals["restating"],
         generated_tokens=sum(s["generated_tokens"] for s in per_rank),
         prompt_tokens=sum(s["prompt_tokens"] for s in per_rank),
         seconds=max(s["seconds"] for s in per_rank),

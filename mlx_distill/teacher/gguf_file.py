@@ -7,6 +7,7 @@ Array metadata (the tokenizer's vocabulary and merges) is skipped; only its leng
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ FLOAT_TYPES = ("F32", "F16")
 SUPPORTED_TYPES = (*FLOAT_TYPES, *EXACT_QUANT_TYPES, *KQUANT_TYPES)
 ARCHITECTURES = ("llama", "qwen2")
 
+_KNOWN_TENSOR = re.compile(
+    r"^(?:token_embd|output_norm|output|rope_freqs|blk\.\d+\.(?:attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|"
+    r"ffn_down|attn_norm|ffn_norm))\.(?:weight|bias)$")
 _MAGIC = b"GGUF"
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
@@ -152,6 +156,10 @@ def check_gguf_header(header: GGUFHeader) -> None:
     if arch not in ARCHITECTURES:
         raise DistillError(f"{header.path}: GGUF architecture {arch!r} is not supported (only "
                            f"{', '.join(ARCHITECTURES)}); use a Llama, Mistral or Qwen2 GGUF, or an MLX model folder")
+    stray = [t.name for t in header.tensors if not _KNOWN_TENSOR.match(t.name)]
+    if stray:
+        raise DistillError(f"{header.path}: GGUF tensor {stray[0]!r} has no place in a {arch} model; use a plain "
+                           "Llama/Mistral/Qwen2 GGUF file")
     unsupported = sorted({t.type_name for t in header.tensors} - set(SUPPORTED_TYPES))
     if unsupported:
         raise DistillError(f"{header.path}: tensor type {', '.join(unsupported)} is not supported (only "

@@ -354,3 +354,37 @@ def test_push_dry_run_lists_every_file_and_sends_nothing(demo_run, exports):
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_cli("export", tmp_path), "not a run folder")
     assert_one_line_error(run_cli("push", tmp_path, "me/x", "--dry-run"), "not a run folder")
+
+
+# ---- the TUI's runs screen ---------------------------------------------------------------------
+
+def test_share_arguments_follow_the_dialog():
+    from mlx_distill.tui.screens.runs import share_arguments
+
+    run = Path("runs/demo")
+    assert share_arguments("export", run) == ["export", "runs/demo", "--quiet"]
+    assert share_arguments("export", run, quantize="8", group_size="32") == [
+        "export", "runs/demo", "--quantize", "8", "--group-size", "32", "--quiet"]
+    assert share_arguments("push", run, repo_id="me/x", quantize="4", private=True, dry_run=True) == [
+        "push", "runs/demo", "me/x", "--quantize", "4", "--private", "--dry-run", "--quiet"]
+
+
+async def test_runs_screen_push_dialog_runs_a_dry_run(demo_run, exports):
+    from textual.widgets import Input
+
+    from mlx_distill.testing.ui_fakes import EchoBackend, ScriptedStarter
+    from mlx_distill.tui.app import DistillApp
+    from mlx_distill.tui.screens.runs import ShareScreen
+
+    app = DistillApp(demo_run.parent, starter=ScriptedStarter(), chat_backend=EchoBackend(), choices=[],
+                     available_memory=lambda: 16_000_000_000, poll_interval=60)
+    app.animation_level = "none"
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("p")
+        assert isinstance(app.screen, ShareScreen)
+        app.screen.query_one("#repo-id", Input).value = "me/demo-student"
+        await pilot.click("#go")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.1)
+        messages = [n.message for n in app._notifications]
+        assert any("dry run: would push" in m and "README.md" in m for m in messages), messages

@@ -18,14 +18,12 @@ from mlx_distill.prompt_lab import (
     answer_position,
     candidate_sets,
     draw_samples,
-    prompt_with_exemplars,
     read_trials,
-    restates_answer,
     search_exemplars,
     try_prompt,
+    with_rationales,
 )
-from mlx_distill.prompt_lab.exemplars import exemplar_rows
-from mlx_distill.teacher import load_prompt, parse_prompt_text
+from mlx_distill.teacher import exemplar_prompt_text, parse_prompt_text
 
 
 @pytest.fixture(scope="module")
@@ -63,47 +61,38 @@ def test_a_validation_split_too_small_is_named(demo_task):
 
 
 def test_candidate_sets_vary_labels_and_answer_positions(demo_task):
-    rows = exemplar_rows(demo_task.train)
-    assert rows and all(r.position for r in rows)  # the demo's choices are inside the question
-    for chosen in candidate_sets(rows, count=6, size=4, seed=0):
+    rows = with_rationales(demo_task.train)
+    assert rows and all(answer_position(r) >= 0 for r in rows)  # the demo's choices are inside the question
+    sets = candidate_sets(rows, count=6, size=4, seed=0)
+    for chosen in sets:
         assert len(chosen) == 4
-        assert len({r.label for r in chosen}) == 4 and len({r.position for r in chosen}) >= 3
+        assert len({r.label for r in chosen}) == 4 and len({answer_position(r) for r in chosen}) >= 3
         assert {r.id for r in chosen} <= {e.id for e in demo_task.train}
+    assert len({tuple(r.id for r in chosen) for chosen in sets}) == 6  # six different sets
 
 
-def test_exemplar_prompt_parses_and_shows_each_row_as_the_query_does(demo_task):
-    template = load_prompt("jsonl")
-    rows = candidate_sets(exemplar_rows(demo_task.train), count=1, size=4, seed=1)[0]
-    text = prompt_with_exemplars(template, "jsonl", rows)
-    parsed = parse_prompt_text(text)
-    assert parsed.instruction == template.instruction and parsed.query == template.query
+def test_a_candidate_set_becomes_the_teacher_s_exemplar_prompt(demo_task):
+    chosen = candidate_sets(with_rationales(demo_task.train), count=1, size=4, seed=1)[0]
+    parsed = parse_prompt_text(exemplar_prompt_text(chosen))
     assert len(parsed.exemplars) == 4
-    for row, exemplar in zip(rows, parsed.exemplars):
-        assert row.question in exemplar.question
-        assert exemplar.answer.endswith(f"So the answer is ({row.position}) {row.label}.")
+    for row, exemplar in zip(chosen, parsed.exemplars):
+        assert row.input.strip() in exemplar.question and exemplar.answer.endswith(f"So the answer is {row.label}.")
 
 
-@pytest.mark.parametrize("rationale, answer, restates", [
-    ("A cod is a fish. So the answer is fish.", "fish", True),
-    ("The answer is (c) bird.", "bird", True),
-    ("Cod live in water and breathe with gills, so they are fish. So the answer is fish.", "fish", False),
-    ("8 - 3 = 5 pens are left. So the answer is 5.", "5", False),
-])
-def test_restating_rationales_are_told_apart(rationale, answer, restates):
-    assert restates_answer(rationale, answer) is restates
+def test_answer_position_reads_the_choices_in_the_question(demo_task):
+    import dataclasses
 
-
-def test_answer_position_reads_the_choices_in_the_question():
-    question = "Which kind of animal is the robin?\nAnswer Choices:\n(a) fish\n(b) bird"
-    assert answer_position(question, "bird") == "b" and answer_position(question, "cat") == ""
-    assert answer_position("Where?", "cupboard", ("table", "cupboard")) == "b"
+    example = dataclasses.replace(demo_task.train[0], input="Which kind is the robin?\nAnswer Choices:\n(a) fish\n(b) bird",
+                                  label="bird", choices=())
+    assert answer_position(example) == 1
+    assert answer_position(dataclasses.replace(example, label="cat")) == -1
 
 
 def test_a_trial_scores_the_stage_records_and_is_kept(tmp_path, demo_models, demo_task):
     config = load_config(_config(tmp_path, demo_models["teacher"], limit=30))
     trial, shown = try_prompt(config, demo_task, n=8, seed=0)
     assert trial.questions == len(shown) == 8
-    assert trial.accepted + trial.parse_failures + trial.disagreements == 8
+    assert trial.accepted + trial.parse_failures + trial.disagreements == 8  # filter gold, restating kept
     assert sum(trial.gold.values()) == sum(trial.answers.values()) == 8
     assert trial.stage_questions == 30 and trial.estimated_stage_seconds > 0
     lab = tmp_path / "runs" / "lab" / "prompt-lab"

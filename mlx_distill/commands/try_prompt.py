@@ -103,7 +103,7 @@ def _print_trial(trial, shown) -> None:
     for title, chosen in (("accepted", [e for e in shown if e.accepted]),
                           ("rejected", [e for e in shown if not e.accepted])):
         for example in chosen[:EXAMPLES_SHOWN]:
-            why = "" if example.accepted else (" (no answer parsed)" if not example.parse_ok else " (disagrees)")
+            why = "" if example.accepted else f" ({example.rejected_because or 'rejected'})"
             print(f"\n--- {title}{why}: {example.id}\n{example.question}\n"
                   f"teacher: {example.rationale} → {example.answer or '-'}\ngold: {example.gold}")
 

@@ -6,7 +6,7 @@ one sample and reports its gain on a second, disjoint one; ``adopt_prompt`` writ
 prompt into the run's config. Results live in the run folder's ``prompt-lab/``.
 """
 
-from mlx_distill.prompt_lab.exemplars import ExemplarRow, answer_position, candidate_sets, prompt_with_exemplars
+from mlx_distill.prompt_lab.exemplars import answer_position, candidate_sets, with_rationales
 from mlx_distill.prompt_lab.lab import (
     LAB_DIR,
     SearchResult,
@@ -23,12 +23,11 @@ from mlx_distill.prompt_lab.trial import (
     TrialStopped,
     prompt_hash,
     read_trials,
-    restates_answer,
     save_prompt,
     trial_examples,
 )
 
-__all__ = ["LAB_DIR", "ExemplarRow", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt",
+__all__ = ["LAB_DIR", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt",
            "answer_position", "candidate_sets", "current_prompt_text", "draw_samples", "lab_dir_for",
-           "prompt_hash", "prompt_with_exemplars", "read_trials", "restates_answer", "save_prompt",
-           "search_exemplars", "trial_examples", "try_prompt"]
+           "prompt_hash", "read_trials", "save_prompt",
+           "search_exemplars", "trial_examples", "try_prompt", "with_rationales"]

@@ -18,9 +18,9 @@ from mlx_distill.data import TaskData
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
 from mlx_distill.files import exclusive_lock, write_text_atomic
-from mlx_distill.prompt_lab.exemplars import candidate_sets, exemplar_rows, prompt_with_exemplars
+from mlx_distill.prompt_lab.exemplars import candidate_sets, with_rationales
 from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
-from mlx_distill.teacher import load_prompt
+from mlx_distill.teacher import exemplar_prompt_text, load_prompt
 
 LAB_DIR = "prompt-lab"
 EXEMPLARS_PER_SET = 4
@@ -108,8 +108,7 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
     first, second = draw_samples(task_data, n, seed, count=2)
     lab = lab_dir_for(config, run_dir)
     lab.mkdir(parents=True, exist_ok=True)
-    template = load_prompt(config.task.name, config.teacher.prompt_file or None)
-    current = template.source
+    current = current_prompt_text(config)
     train_size = len(task_data.train)
     with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
         def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:
@@ -118,13 +117,13 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
             on_event(Log(message=f"{label}: {result.accepted}/{result.questions} accepted"))
             return result, shown
 
-        rows = exemplar_rows(task_data.train)
+        rows = with_rationales(task_data.train)
         bootstrapped = not rows
         if bootstrapped:
             rows = _bootstrap_rows(task_data, current, k, seed, trial)
         sets = candidate_sets(rows, k, EXEMPLARS_PER_SET, seed)
         default_first, _ = trial(current, first, "current prompt")
-        texts = [prompt_with_exemplars(template, config.task.name, rows_) for rows_ in sets]
+        texts = [exemplar_prompt_text(rows_) for rows_ in sets]
         candidates = [trial(text, first, f"candidate {i + 1}")[0] for i, text in enumerate(texts)]
         chosen = max(range(len(candidates)), key=lambda i: _rank(candidates[i]))
         best = candidates[chosen]
@@ -142,7 +141,7 @@ def _bootstrap_rows(task_data: TaskData, current: str, k: int, seed: int, trial)
     asked = pool[:max(8, 4 * k)]
     _, shown = trial(current, asked, "bootstrap (training rows)")
     rationales = {e.id: e.rationale for e in shown if e.accepted and e.rationale and not e.restates}
-    rows = exemplar_rows(asked, rationales)
+    rows = with_rationales(asked, rationales)
     if not rows:
         raise DistillError(
             "the training rows have no reference rationales and the teacher got none of "

@@ -11,7 +11,6 @@ per answer, and the full stage's time estimated from them.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,8 @@ class TrialExample:
     accepted: bool
     parse_ok: bool
     restates: bool
+    agrees: bool | None = None  # with the gold label (None: not judged)
+    rejected_because: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,8 @@ def score(records_path: Path, examples: list, summary: Any, wall_seconds: float,
         record = by_id.get(example.id)
         if record is None:
             continue
-        answer = str(record.get("answer") or "")
-        rationale = str(record.get("rationale") or "")
-        parse_ok = bool(record.get("parse_ok"))
-        restates = bool(parse_ok and answer and restates_answer(rationale, answer))
-        shown.append(TrialExample(example.id, example.input, example.label, answer, rationale,
-                                  bool(record.get("accepted")), parse_ok, restates))
-        answers[answer if parse_ok else "(no answer)"] += 1
+        shown.append(_example(example, record))
+        answers[shown[-1].answer if shown[-1].parse_ok else "(no answer)"] += 1
         gold[example.label] += 1
         tokens += float(record.get("generated_tokens") or 0)
         seconds += float(record.get("seconds") or 0)
@@ -172,7 +168,7 @@ def score(records_path: Path, examples: list, summary: Any, wall_seconds: float,
         prompt_hash=hash_, prompt_path=str(prompt_path), label=label, sample=key, questions=done,
         accepted=sum(e.accepted for e in shown),
         parse_failures=sum(not e.parse_ok for e in shown),
-        disagreements=sum(e.parse_ok and not e.accepted for e in shown),
+        disagreements=sum(e.parse_ok and e.agrees is False for e in shown),
         restating=sum(e.restates for e in shown),
         answers=dict(answers.most_common()), gold=dict(gold.most_common()),
         tokens_per_answer=tokens / done if done else 0.0,
@@ -215,27 +211,12 @@ def trial_examples(lab_dir: Path, trial: Trial, examples: list) -> list[TrialExa
         record = by_id.get(example.id)
         if record is None:
             continue
-        answer, rationale = str(record.get("answer") or ""), str(record.get("rationale") or "")
-        parse_ok = bool(record.get("parse_ok"))
-        shown.append(TrialExample(example.id, example.input, example.label, answer, rationale,
-                                  bool(record.get("accepted")), parse_ok,
-                                  bool(parse_ok and answer and restates_answer(rationale, answer))))
+        shown.append(_example(example, record))
     return shown
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-_ANSWER_SENTENCE = re.compile(r"(so |therefore,? |thus,? )?the answer is.*$", re.IGNORECASE | re.DOTALL)
-# Words that carry no reasoning: a rationale made only of these and the answer's own words says
-# nothing the label does not.
-_FILLER = frozenset("a an the is are was were be it its this that of to in on for and or so because as "
-                    "which what kind type one thing things".split())
-
-
-def restates_answer(rationale: str, answer: str) -> bool:
-    """True when a rationale only restates its answer ("A cod is a fish. So the answer is fish."):
-    without the answer sentence, the answer's words and filler words, fewer than three words are
-    left (the question's subject alone does not explain anything)."""
-    body = _ANSWER_SENTENCE.sub("", rationale)
-    answer_words = set(_WORD.findall(answer.lower()))
-    left = [w for w in _WORD.findall(body.lower()) if w not in answer_words and w not in _FILLER]
-    return len(left) < 3
+def _example(example, record: dict[str, Any]) -> TrialExample:
+    return TrialExample(example.id, example.input, example.label, str(record.get("answer") or ""),
+                        str(record.get("rationale") or ""), bool(record.get("accepted")),
+                        bool(record.get("parse_ok")), bool(record.get("restates_answer")), record.get("agrees"),
+                        str(record.get("rejected_because") or ""))

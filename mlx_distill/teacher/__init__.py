@@ -38,6 +38,7 @@ from mlx_distill.teacher.prompt import (
     build_query,
     choices_in_input,
     cut_at_stop,
+    exemplar_prompt_text,
     format_question,
     load_prompt,
     parse_prompt_text,

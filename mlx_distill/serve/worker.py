@@ -1,11 +1,11 @@
 """The generation worker: the one thread that touches MLX, answering queued questions in batches.
 
 Requests from any thread `submit` a `Job` to a bounded queue and get `Piece` / `Done` /
-`Refused` events back through the job's ``deliver`` callback. The worker takes the first queued
-job, waits ``batch_wait`` seconds for more (up to ``max_batch``), and answers them all in one
-`answer_batch` call: concurrent requests are decoded together. A streaming request that is
-alone is streamed token by token (`mlx_distill.student.stream_generate`); streaming requests
-that share a batch get their text when the batch ends.
+`Refused` events back through the job's ``deliver`` callback. The worker takes every queued job
+(up to ``max_batch``), waits ``batch_wait`` seconds for more when the last batch had company,
+and answers them all in one `answer_batch` call: concurrent requests are decoded together. A
+streaming request that is alone is streamed token by token (`mlx_distill.student.stream_generate`);
+streaming requests that share a batch get their text when the batch ends.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class GenerationWorker:
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._stopping = False
+        self._last_batch = 0
 
     # ---- the requesters' side (any thread) ----
 
@@ -156,12 +157,14 @@ class GenerationWorker:
 
     def _next_batch(self) -> list:
         batch = [self.jobs.get()]
-        deadline = time.perf_counter() + self.batch_wait
+        # Wait for company only when requests have been coming together: a lone client waits for nobody.
+        deadline = time.perf_counter() + (self.batch_wait if self._last_batch > 1 else 0.0)
         while len(batch) < self.max_batch and batch[-1] is not _STOP:
             try:
                 batch.append(self.jobs.get(timeout=max(0.0, deadline - time.perf_counter())))
             except queue.Empty:
                 break
+        self._last_batch = len(batch)
         return batch
 
     def _answer(self, jobs: list[Job]) -> None:

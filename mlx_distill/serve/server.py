@@ -20,9 +20,11 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import DEFAULT_METHOD, METHODS, answer_max_tokens
+from mlx_distill.pipeline import is_run_dir
 from mlx_distill.serve.app import MAX_BODY_BYTES, build_app
 from mlx_distill.serve.requests import Limits
 from mlx_distill.serve.worker import GenerationWorker
+from mlx_distill.student import load_student
 from mlx_distill.train import STUDENT_META
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -39,8 +41,6 @@ def student_method(folder: Path) -> str:
 
 def run_folder_of(student: Path) -> Path | None:
     """The run folder a student belongs to (``RUN/student`` or ``RUN/train/student``), or None."""
-    from mlx_distill.pipeline import is_run_dir
-
     student = Path(student).resolve()
     if student.name != "student":
         return None
@@ -89,8 +89,6 @@ class StudentServer:
     """
 
     def __init__(self, student: Path, options: ServeOptions = ServeOptions(), *, name: str | None = None):
-        from mlx_distill.student import load_student  # MLX: loaded on the worker thread
-
         self.student, self.options = Path(student), options
         self.name = name or model_name(self.student)
         method = student_method(self.student)

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import mlx.core as mx
+
 from mlx_distill.methods import MAX_INPUT_TOKENS, RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch, cut_at_stop
 from mlx_distill.student import encode_prompts, stream_generate
@@ -135,8 +137,6 @@ class GenerationWorker:
     # ---- the worker thread ----
 
     def _run(self) -> None:
-        import mlx.core as mx  # the worker owns MLX; clear its thread-local streams before it ends
-
         try:
             try:
                 self.model, self.tokenizer = self.load()
@@ -153,7 +153,7 @@ class GenerationWorker:
                 if len(jobs) < len(batch):
                     return
         finally:
-            mx.clear_streams()
+            mx.clear_streams()  # MLX's thread-local streams abort at exit unless cleared by their thread
 
     def _next_batch(self) -> list:
         batch = [self.jobs.get()]

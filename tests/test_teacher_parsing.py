@@ -184,3 +184,43 @@ def test_prompt_hash_changes_with_prompt_and_rationalize():
     assert a.hash() != b.hash()
     assert a.hash() != a.hash(rationalize=True)
     assert a.hash() == load_prompt("svamp").hash()
+
+
+# Real SmolLM2-135M outputs on the demo task (issue #12) and the forms they take.
+DEMO_INPUT = "Which kind of animal is the snake?\nAnswer Choices:\n(a) reptile\n(b) mammal\n(c) bird"
+
+
+def test_choices_written_inside_the_input_are_found():
+    from mlx_distill.teacher import choices_in_input
+
+    assert choices_in_input(DEMO_INPUT) == ("reptile", "mammal", "bird")
+    assert choices_in_input("Pick one. Answer Choices: (a) ice cream (b) tea") == ("ice cream", "tea")
+    assert choices_in_input("What is (a) plus (b)?") == ()
+
+
+def test_an_answer_to_choices_in_the_input_maps_to_the_choice_text():
+    choices = ("reptile", "mammal", "bird")
+    for raw in ("Snakes have scales. So the answer is (a) reptile.", "Snakes have scales. So the answer is (a).",
+                "Snakes have scales. So the answer is reptile.", "Snakes have scales. So the answer is a."):
+        assert parse_output("jsonl", raw, choices).answer == "reptile", raw
+    # A letter that disagrees with the text (position bias): the text wins.
+    assert parse_output("jsonl", "Snakes have scales. So the answer is (c) reptile.", choices).answer == "reptile"
+
+
+def test_reasoning_after_the_answer_is_the_rationale():
+    choices = ("reptile", "mammal", "bird")
+    raw = ("The answer is (a) reptile.\n\nReasoning: Snakes have dry scales and are cold-blooded. "
+           "Therefore, the answer is (a) reptile.")
+    parsed = parse_output("jsonl", raw, choices)
+    assert parsed.parse_ok and parsed.answer == "reptile"
+    assert parsed.rationale == "Snakes have dry scales and are cold-blooded."
+    first_line = parse_output("jsonl", "(a) reptile\n\nReasoning: Snakes lay eggs on land.", choices)
+    assert (first_line.answer, first_line.rationale) == ("reptile", "Snakes lay eggs on land.")
+
+
+def test_a_rationale_that_only_restates_the_answer_is_told_apart():
+    from mlx_distill.teacher import restates_answer
+
+    assert restates_answer("A cod is a fish.", "Which kind of animal is the cod?", "fish")
+    assert not restates_answer("A cod has fins and gills and lives in water.", "Which kind of animal is the cod?",
+                               "fish")

@@ -8,8 +8,10 @@ Everything a test needs to replace is a constructor argument.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -20,12 +22,17 @@ from textual.reactive import var
 from textual.screen import Screen
 
 from mlx_distill.catalog import usable_memory_bytes
+from mlx_distill.config import parse_config
+from mlx_distill.data import load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Event, Failed, Finished, Log
-from mlx_distill.pipeline import (EVENTS_FILE, EventTail, StudentSource, read_run, read_run_config, student_source,
-                                  teacher_of)
+from mlx_distill.pipeline import (EVENTS_FILE, EventTail, StudentSource, read_run, read_run_config, read_state, stage_states,
+                                  student_source, teacher_of)
 from mlx_distill.platform import format_bytes
-from mlx_distill.tui.engine import ChatBackend, ChatRequest, Engine
+from mlx_distill.prompt_lab import (Trial, TrialExample, adopt_prompt, current_prompt_text, lab_dir_for, read_trials,
+                                    save_prompt, trial_examples, try_prompt)
+from mlx_distill.teacher import BUILTIN_TASKS, parse_prompt_text
+from mlx_distill.tui.engine import ChatBackend, ChatRequest, Engine, Job, JobDone, JobFailed
 from mlx_distill.tui.processes import (LOG_FILE, PipelineStarter, SubprocessStarter, log_tail, new_run_dir,
                                       write_new_run_config)
 from mlx_distill.tui.model_choices import ModelChoice, find_choice, is_downloaded, load_choices
@@ -34,6 +41,7 @@ from mlx_distill.tui.screens.chat import ChatScreen
 from mlx_distill.tui.screens.dashboard import DashboardScreen
 from mlx_distill.tui.screens.modals import ConfirmScreen, MessageScreen
 from mlx_distill.tui.screens.new_run import NewRunScreen
+from mlx_distill.tui.screens.prompt_lab import PromptLabScreen
 from mlx_distill.tui.screens.runs import RunsScreen
 
 LIGHT_THEME, DARK_THEME = "textual-light", "textual-dark"
@@ -46,14 +54,16 @@ class DistillApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "mlx-distill"
-    SCREENS = {"runs": RunsScreen, "new": NewRunScreen, "dashboard": DashboardScreen, "chat": ChatScreen}
-    MODES = {"runs": "runs", "new": "new", "dashboard": "dashboard", "chat": "chat"}
+    SCREENS = {"runs": RunsScreen, "new": NewRunScreen, "dashboard": DashboardScreen, "chat": ChatScreen,
+               "lab": PromptLabScreen}
+    MODES = {"runs": "runs", "new": "new", "dashboard": "dashboard", "chat": "chat", "lab": "lab"}
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("f1", "switch_mode('runs')", "Runs"),
         Binding("f2", "switch_mode('new')", "New"),
         Binding("f3", "switch_mode('dashboard')", "Dash"),
         Binding("f4", "switch_mode('chat')", "Chat"),
+        Binding("f5", "switch_mode('lab')", "Lab"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -287,15 +297,113 @@ class DistillApp(App):
     def ask(self, question: str, student: StudentSource, *, explain: bool = False,
             teacher: str | None = None) -> int:
         """Queue a question on the engine thread; returns the request id its events carry."""
-        if self.engine is None or not self.engine.alive:
-            self.engine = Engine(lambda event: self.post_message(EngineEvent(event)), self.chat_backend)
-        return self.engine.submit(ChatRequest(question=question, student=student.model,
+        return self._engine().submit(ChatRequest(question=question, student=student.model,
                                               student_weights=student.weights, explain=explain, teacher=teacher))
 
     def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        lab = self.get_screen("lab", PromptLabScreen)
+        if isinstance(event, (JobDone, JobFailed)) and event.name == LAB_JOB:
+            if lab.is_mounted:
+                lab.show_result(event.result if isinstance(event, JobDone) else None, _trial_message(event))
+            if isinstance(event, JobFailed):
+                self.notify(event.error, title="Prompt lab", severity="error", timeout=10)
+            return
+        if lab.is_mounted and lab.running:
+            lab.show_progress(event)
+            return
         chat = self.get_screen("chat", ChatScreen)
         if chat.is_mounted:
-            chat.show_engine_event(message.event)
+            chat.show_engine_event(event)
+
+    def _engine(self) -> Engine:
+        if self.engine is None or not self.engine.alive:
+            self.engine = Engine(lambda event: self.post_message(EngineEvent(event)), self.chat_backend)
+        return self.engine
+
+    def stop_engine_work(self) -> None:
+        """Stop what the engine is doing now (a chat answer or a trial); finished work is kept."""
+        if self.engine is not None:
+            self.engine.cancel()
+
+    # ---- the prompt lab ----
+
+    def _lab_config(self):
+        """The current run's config and its prompt-lab folder, or a one-line reason why not."""
+        if self.run_dir is None:
+            return None, None, "no run open: pick one on the Runs screen (F1) or start one (F2)"
+        try:
+            config = parse_config(read_run_config(self.run_dir), source=str(self.run_dir / "config.toml"),
+                                  base_dir=self.run_dir)
+        except DistillError as error:
+            return None, None, str(error)
+        if not config.teacher.enabled:
+            return None, None, f"{self.run_dir.name} has no teacher stage (teacher.enabled = false)"
+        return config, lab_dir_for(config, self.run_dir), ""
+
+    def prompt_lab_view(self) -> LabView:
+        config, lab, problem = self._lab_config()
+        if problem:
+            return LabView(problem=problem)
+        try:
+            text = current_prompt_text(config, _task_data(config).train)
+        except DistillError as error:
+            return LabView(problem=str(error))
+        if config.teacher.prompt_file:
+            source = Path(config.teacher.prompt_file).name
+        elif config.task.name in BUILTIN_TASKS:
+            source = "built-in prompt"
+        else:
+            # The generic prompt has no worked exemplars: one separator only.
+            source = "prompt from the training rows" if text.count("\n---\n") > 1 else "generic prompt"
+        teacher = config.teacher.model.rstrip("/").rsplit("/", 1)[-1]
+        return LabView(run_name=self.run_dir.name, prompt_text=text, trials=read_trials(lab),
+                       summary=f"teacher {teacher}, {source}, {config.task.name} validation questions")
+
+    def prompt_lab_examples(self, trial: Trial) -> list[TrialExample]:
+        _, lab, problem = self._lab_config()
+        return [] if problem else trial_examples(lab, trial)
+
+    def try_prompt(self, prompt_text: str, n: int = 24, seed: int = 0) -> bool:
+        """Queue a trial of ``prompt_text`` on the engine thread; False (and why) when it cannot run."""
+        config, _, problem = self._lab_config()
+        if not problem:
+            try:
+                parse_prompt_text(prompt_text, "the prompt")
+            except DistillError as error:
+                problem = str(error)
+        if problem:
+            self.notify(problem, title="Prompt lab", severity="warning", timeout=8)
+            return False
+        run_dir = self.run_dir
+
+        def work(on_event, should_stop) -> Trial:
+            trial, _ = try_prompt(config, _task_data(config), n=n, seed=seed, prompt_text=prompt_text,
+                                  label="edited prompt", run_dir=run_dir, on_event=on_event, should_stop=should_stop)
+            return trial
+
+        self._engine().submit(Job(LAB_JOB, work))
+        return True
+
+    def use_prompt(self, prompt_text: str) -> bool:
+        """Write ``prompt_text`` into the current run's config (only before its teacher stage)."""
+        config, lab, problem = self._lab_config()
+        if not problem:
+            state = stage_states(read_state(self.run_dir)).get("teacher")
+            if state in ("done", "running") or self.is_running():
+                problem = (f"{self.run_dir.name}'s teacher stage has {'run' if state == 'done' else 'started'}; "
+                           "a new prompt applies to a new run, or to this one with `mlx-distill run --redo teacher`")
+        if not problem:
+            try:
+                path = save_prompt(lab, prompt_text)
+                adopt_prompt(self.run_dir / "config.toml", path)
+            except DistillError as error:
+                problem = str(error)
+        if problem:
+            self.notify(problem, title="Prompt lab", severity="warning", timeout=10)
+            return False
+        self.notify(f"{self.run_dir.name} will use prompt {path.stem}", title="Prompt lab")
+        return True
 
     # ---- export and push (their own processes: MLX and the network stay out of the UI) ----
 
@@ -331,12 +439,50 @@ class DistillApp(App):
         yield SystemCommand("Runs", "Browse past runs", lambda: self.switch_mode("runs"))
         yield SystemCommand("Dashboard", "Watch the current run", lambda: self.switch_mode("dashboard"))
         yield SystemCommand("Chat with student", "Ask the current run's student", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Prompt lab", "Try the teacher's prompt on a few questions before the full stage",
+                            lambda: self.switch_mode("lab"))
         if isinstance(screen, RunsScreen):
             yield SystemCommand("Export…", "Export the selected run's student, optionally quantized (e)",
                                 lambda: screen.action_share("export"))
             yield SystemCommand("Push…", "Push the selected run's student to the Hugging Face hub (p)",
                                 lambda: screen.action_share("push"))
         yield SystemCommand("Toggle light/dark", "Switch between the light and dark theme", self.action_toggle_dark)
+
+
+LAB_JOB = "prompt-lab trial"
+
+
+_TASK_DATA: dict[str, Any] = {}
+
+
+def _task_data(config: Any) -> Any:
+    """The run's task data, read once per task settings (the lab shows it again and again)."""
+    key = repr(dataclasses.asdict(config.task))
+    if key not in _TASK_DATA:
+        task = config.task
+        _TASK_DATA.clear()  # one task at a time: a large data set is not kept twice
+        _TASK_DATA[key] = load_task(task.name, task.data, seed=task.seed,
+                                    validation_fraction=task.validation_fraction, subsample=task.subsample,
+                                    columns=task.columns or None, human_rationales=task.human_rationales or None)
+    return _TASK_DATA[key]
+
+
+@dataclass(frozen=True)
+class LabView:
+    """What the prompt lab shows for the current run (``problem`` when it cannot be used)."""
+
+    problem: str = ""
+    run_name: str = ""
+    summary: str = ""
+    prompt_text: str = ""
+    trials: list[Trial] = field(default_factory=list)
+
+
+def _trial_message(event: JobDone | JobFailed) -> str:
+    if isinstance(event, JobFailed):
+        return f"failed: {event.error}"
+    trial = event.result
+    return f"{trial.accepted}/{trial.questions} accepted ({trial.accept_rate:.0%}), prompt {trial.prompt_hash}"
 
 
 def _model_bytes(name: str, choices: Iterable[ModelChoice]) -> int | None:

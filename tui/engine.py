@@ -1,9 +1,10 @@
-"""The chat engine: the one thread of the UI process that touches MLX.
+"""The engine: the one thread of the UI process that runs MLX work.
 
 MLX streams are thread-local (mlx >= 0.31), so every model the chat uses is loaded, run and
 freed on one ``threading.Thread`` named ``mlx-engine`` that takes jobs from a queue and reports
 through ``on_event`` (the UI passes a thread-safe ``post_message``). Requests run one after the
-other, so the student and the teacher never generate at the same time.
+other, so the student and the teacher never generate at the same time. Besides chat requests it
+runs ``Job``s: a function of (on_event, should_stop), such as a prompt-lab trial.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import threading
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
-from mlx_distill.events import Event, OnEvent
+from mlx_distill.errors import DistillError
+from mlx_distill.events import Event, OnEvent, ShouldStop
 from mlx_distill.methods import explain_prompt, predict_prompt
 
 # What a request's parts are called in ChatToken/ChatDone/ChatFailed.
@@ -38,6 +40,29 @@ class ChatRequest:
     max_tokens: int = 128
     teacher_max_tokens: int = 256
     id: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work for the engine thread: ``work(on_event, should_stop)``; its result comes back in JobDone."""
+
+    name: str
+    work: Callable[[OnEvent, ShouldStop], Any]
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class JobDone(Event):
+    request_id: int
+    name: str
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class JobFailed(Event):
+    request_id: int
+    name: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -150,15 +175,15 @@ class Engine:
     def __init__(self, on_event: OnEvent, backend: ChatBackend | None = None) -> None:
         self.on_event = on_event
         self.backend = backend if backend is not None else MlxBackend()
-        self._jobs: queue.Queue[ChatRequest | None] = queue.Queue()
+        self._jobs: queue.Queue[ChatRequest | Job | None] = queue.Queue()
         self._stop = threading.Event()
         self._ids = itertools.count(1)
         self._loaded: dict[str, tuple[tuple, Any]] = {}  # role -> (what was loaded, model)
         self._thread = threading.Thread(target=self._serve, name="mlx-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, request: ChatRequest) -> int:
-        """Queue a request; returns its id (used by its events)."""
+    def submit(self, request: ChatRequest | Job) -> int:
+        """Queue a chat request or a job; returns its id (used by its events)."""
         request_id = request.id or next(self._ids)
         self._jobs.put(dataclasses.replace(request, id=request_id))
         return request_id
@@ -181,13 +206,25 @@ class Engine:
         try:
             while (request := self._jobs.get()) is not None:
                 self._stop.clear()
-                self._answer(request)
+                if isinstance(request, Job):
+                    self._run_job(request)
+                else:
+                    self._answer(request)
         finally:
             self._loaded.clear()
             try:
                 self.backend.close()
             except Exception:  # noqa: BLE001 - cleanup at exit must not raise into the UI
                 pass
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            result = job.work(self.on_event, self._stop.is_set)
+        except Exception as error:  # noqa: BLE001 - shown in the UI, never raised into it
+            self.on_event(JobFailed(job.id, job.name, str(error) if isinstance(error, DistillError)
+                                    else f"{type(error).__name__}: {error}"))
+            return
+        self.on_event(JobDone(job.id, job.name, result))
 
     def _model(self, role: str, request: ChatRequest, part: str) -> Any:
         if role == "student":

@@ -20,7 +20,7 @@ from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_sto
 from mlx_distill.files import exclusive_lock, write_text_atomic
 from mlx_distill.prompt_lab.exemplars import candidate_sets, with_rationales
 from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
-from mlx_distill.teacher import exemplar_prompt_text, load_prompt
+from mlx_distill.teacher import exemplar_prompt_text, exemplars_for, load_prompt
 
 LAB_DIR = "prompt-lab"
 EXEMPLARS_PER_SET = 4
@@ -32,9 +32,11 @@ def lab_dir_for(config: RunConfig, run_dir: str | Path | None = None) -> Path:
     return run / LAB_DIR
 
 
-def current_prompt_text(config: RunConfig) -> str:
-    """The prompt the teacher stage would use now: the config's prompt file, or the built-in one."""
-    return load_prompt(config.task.name, config.teacher.prompt_file or None).source
+def current_prompt_text(config: RunConfig, train: list) -> str:
+    """The prompt the teacher stage would use now: the config's prompt file, else the built-in one,
+    else a few-shot prompt from the training rows' reference rationales, else the generic one."""
+    prompt_file = config.teacher.prompt_file or None
+    return load_prompt(config.task.name, prompt_file, exemplars_for(config.task.name, prompt_file, train)).source
 
 
 def draw_samples(task_data: TaskData, n: int, seed: int, count: int = 1) -> list[list]:
@@ -60,7 +62,7 @@ def try_prompt(config: RunConfig, task_data: TaskData, *, n: int = 24, seed: int
                label: str = "", run_dir: str | Path | None = None, on_event: OnEvent = ignore_event,
                should_stop: ShouldStop = never_stop) -> tuple[Trial, list[TrialExample]]:
     """One trial of ``prompt_text`` (default: the config's prompt) on a seeded validation sample."""
-    text = prompt_text if prompt_text is not None else current_prompt_text(config)
+    text = prompt_text if prompt_text is not None else current_prompt_text(config, task_data.train)
     (sample,) = draw_samples(task_data, n, seed)
     lab = lab_dir_for(config, run_dir)
     lab.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
     first, second = draw_samples(task_data, n, seed, count=2)
     lab = lab_dir_for(config, run_dir)
     lab.mkdir(parents=True, exist_ok=True)
-    current = current_prompt_text(config)
+    current = current_prompt_text(config, task_data.train)
     train_size = len(task_data.train)
     with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
         def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:

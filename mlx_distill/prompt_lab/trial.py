@@ -20,11 +20,13 @@ from typing import Any
 from mlx_distill.config import RunConfig
 from mlx_distill.errors import DistillError
 from mlx_distill.events import OnEvent, ShouldStop, ignore_event, never_stop
-from mlx_distill.files import JsonlWriter, read_jsonl_records, write_text_atomic
+from mlx_distill.data import Example
+from mlx_distill.files import JsonlWriter, read_jsonl_records, write_jsonl_atomic, write_text_atomic
 from mlx_distill.teacher import generate_rationales, parse_prompt_text
 
 PROMPTS_DIR = "prompts"
 RECORDS_DIR = "records"
+SAMPLES_DIR = "samples"
 TRIALS_FILE = "trials.jsonl"
 
 
@@ -120,6 +122,10 @@ def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path
     key = sample_key(ids)
     records_path = lab_dir / RECORDS_DIR / f"{prompt_hash(prompt_text)}-{key}.jsonl"
     records_path.parent.mkdir(parents=True, exist_ok=True)
+    sample_path = lab_dir / SAMPLES_DIR / f"{key}.jsonl"
+    if not sample_path.exists():  # the questions and gold answers, for showing a trial later
+        sample_path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(sample_path, [{"id": e.id, "input": e.input, "label": e.label} for e in examples])
     started = time.perf_counter()
     summary = generate_rationales(
         examples, config.task.name, teacher.model, records_path, batch_size=teacher.batch_size,
@@ -202,15 +208,16 @@ def read_trials(lab_dir: Path) -> list[Trial]:
     return [Trial.from_dict(r) for r in read_jsonl_records(lab_dir / TRIALS_FILE)]
 
 
-def trial_examples(lab_dir: Path, trial: Trial, examples: list) -> list[TrialExample]:
-    """A past trial's examples (for the UI's side-by-side view)."""
+def trial_examples(lab_dir: Path, trial: Trial) -> list[TrialExample]:
+    """A past trial's examples, each beside its gold answer (for the UI's side-by-side view)."""
     path = lab_dir / RECORDS_DIR / f"{trial.prompt_hash}-{trial.sample}.jsonl"
     by_id = {str(r.get("id")): r for r in read_jsonl_records(path)}
     shown = []
-    for example in examples:
-        record = by_id.get(example.id)
+    for row in read_jsonl_records(lab_dir / SAMPLES_DIR / f"{trial.sample}.jsonl"):
+        record = by_id.get(str(row.get("id")))
         if record is None:
             continue
+        example = Example(str(row["id"]), str(row.get("input", "")), str(row.get("label", "")))
         shown.append(_example(example, record))
     return shown
 

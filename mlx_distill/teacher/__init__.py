@@ -13,7 +13,7 @@ Other packages import these names from ``mlx_distill.teacher`` only, never its m
   (converted once into ``cache_root()``); ``smollm2_gguf``: the demo's and the tests' real teacher.
 """
 
-from mlx_distill.teacher.generate import RationaleSummary, finished_records, generate_rationales
+from mlx_distill.teacher.generate import RationaleSummary, exemplars_for, finished_records, generate_rationales
 from mlx_distill.teacher.model import (
     PRECISIONS,
     QUANTIZE_BITS,
@@ -52,7 +52,7 @@ from mlx_distill.teacher.smollm2 import smollm2_gguf, smollm2_path
 __all__ = [
     "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "MemoryEstimate", "ParsedOutput",
     "PromptTemplate", "RationaleSummary", "Teacher", "build_completion", "build_messages", "build_query",
-    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "finished_records", "format_question", "generate_rationales",
+    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "exemplars_for", "finished_records", "format_question", "generate_rationales",
     "generate_rationales_sharded", "load_prompt", "load_teacher", "memory_report", "merge_parts",
     "parse_output", "parse_prompt_text", "release_teacher", "render_prompt", "stop_token_ids",
     "teacher_identity",

@@ -70,6 +70,7 @@ class TeacherConfig:
     samples: int = 1
     limit: int = 0
     evaluate_test: bool = False
+    reject_restating: bool = False
 
 
 @dataclass

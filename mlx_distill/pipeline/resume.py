@@ -34,10 +34,16 @@ def _files_signature(path: str) -> list:
     return []
 
 
+# Teacher keys added after the first release, with their defaults: left at the default they are
+# left out of the fingerprint, so runs made before they existed are not taken as changed.
+_LATER_TEACHER_KEYS = {"reject_restating": False}
+
+
 def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
     """The config values (and data file sizes) each stage's result depends on, by stage."""
     data = {"task": dataclasses.asdict(config.task), "files": _files_signature(config.task.data)}
-    teacher = {k: v for k, v in dataclasses.asdict(config.teacher).items() if k != "evaluate_test"}
+    teacher = {k: v for k, v in dataclasses.asdict(config.teacher).items()
+               if k != "evaluate_test" and not (k in _LATER_TEACHER_KEYS and v == _LATER_TEACHER_KEYS[k])}
     defaults = TrainConfig().to_dict()
     # Trainer keys left at their defaults are left out, so adding a setting to TrainConfig does not
     # make every earlier run look changed.

@@ -241,8 +241,11 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
     if not teacher.enabled:
         return "teacher disabled in the config"
     # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
+    # exemplar_pool: the worked exemplars of a task without a built-in prompt come from the training
+    # rows, whatever split is asked and however the rows are sharded over ranks.
     options = dict(batch_size=teacher.batch_size, max_tokens=teacher.max_tokens, prompt_file=teacher.prompt_file or None,
                    rationalize=teacher.rationalize, samples=teacher.samples, quantize=teacher.quantize or None,
+                   reject_restating=teacher.reject_restating, exemplar_pool=task_data.train,
                    on_event=emit, should_stop=should_stop)
     teacher_id = resolve_model(teacher.model)
     summary = generate_rationales_sharded(task_data.train, config.task.name, teacher_id, folder.rationales_path,

@@ -12,7 +12,7 @@ from mlx_distill.files import read_jsonl_records
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 from mlx_distill.student import generate, load_student
 from mlx_distill.train import STUDENT_META
-from test_bad_inputs import assert_one_line_error, run_cli
+from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
 
 QUESTIONS = ["Is a dog a mammal?", "Is a tuna a fish?", "Is an eagle a bird?", "Is a bat a bird?",
              "Is a herring a mammal?"]

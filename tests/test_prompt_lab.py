@@ -138,7 +138,7 @@ def test_adopting_a_prompt_keeps_the_config_s_comments_and_is_read_back(tmp_path
 
 
 def test_try_through_the_cli_prints_the_counts_and_adopts(tmp_path, demo_models):
-    from test_bad_inputs import run_cli
+    from mlx_distill.testing.cli_runner import run_cli
 
     path = _config(tmp_path, demo_models["teacher"])
     result = run_cli("try", path, "--n", "6", "--adopt", "--quiet")

@@ -25,7 +25,7 @@ import pytest
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 from mlx_distill.serve import SERVER_FILE, ServeOptions, StudentServer, host_warning, server_address
 from mlx_distill.serve.requests import ApiError, Limits, parse_chat
-from mlx_distill.serve.worker import Done, Job
+from mlx_distill.serve.worker import Job
 from mlx_distill.serve.answers import Question
 from mlx_distill.student import encode_prompts, generate, generate_tokens, load_student
 

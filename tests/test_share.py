@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mlx_distill.errors import DistillError
-from test_bad_inputs import OPENBLAS, ROOT, assert_one_line_error, run_cli, run_cli_process
+from mlx_distill.testing.cli_runner import OPENBLAS, ROOT, assert_one_line_error, run_cli, run_cli_process
 
 pytestmark = pytest.mark.slow
 

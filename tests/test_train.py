@@ -11,7 +11,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 
 from mlx_distill.train.batches import (
     BatchOrder,
@@ -22,7 +21,7 @@ from mlx_distill.train.batches import (
     tokenize_rows,
 )
 from mlx_distill.train.checkpoint import latest_checkpoint, read_checkpoint_state
-from mlx_distill.data import Example, RationaleRecord, TaskData, load_task
+from mlx_distill.data import Example, RationaleRecord, load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import parse_cot_answer
 from mlx_distill.events import Log, TrainStep

@@ -8,20 +8,17 @@ app's real engine thread.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
-import pytest
 from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, Switch
 
-from mlx_distill import events as ev
 from mlx_distill.config import FORMAT_VERSION
 from mlx_distill.pipeline import CONFIG_FILE
 from mlx_distill.tui.chat_history import read_chat
 from mlx_distill.tui.app import DistillApp
 from mlx_distill.tui.model_choices import ModelChoice
 from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, fake_student, make_run, sample_events
-from mlx_distill.tui.screens.chat import ChatScreen, Exchange, Reply
+from mlx_distill.tui.screens.chat import ChatScreen, Exchange
 from mlx_distill.tui.screens.dashboard import DashboardScreen
 from mlx_distill.tui.screens.modals import ConfirmScreen, MessageScreen
 from mlx_distill.tui.screens.new_run import NewRunScreen

@@ -14,7 +14,7 @@ import pytest
 
 from mlx_distill.tui.app import DistillApp
 from mlx_distill.tui.model_choices import ModelChoice
-from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, fake_student, make_run, sample_events
+from mlx_distill.testing.ui_fakes import T0, EchoBackend, ScriptedStarter, fake_student, make_run
 
 CHOICES = [
     ModelChoice("mlx-community/Qwen2.5-1.5B-Instruct-4bit", "teacher", 3_000_000_000, "1.5B", downloaded=True),

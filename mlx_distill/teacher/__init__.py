@@ -50,10 +50,12 @@ from mlx_distill.teacher.sharded import generate_rationales_sharded, merge_parts
 from mlx_distill.teacher.smollm2 import smollm2_gguf, smollm2_path
 
 __all__ = [
-    "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "MemoryEstimate", "ParsedOutput",
-    "PromptTemplate", "RationaleSummary", "Teacher", "build_completion", "build_messages", "build_query",
-    "check_teacher", "current_teacher", "cut_at_stop", "estimate_memory", "exemplars_for", "finished_records", "format_question", "generate_rationales",
-    "generate_rationales_sharded", "load_prompt", "load_teacher", "memory_report", "merge_parts",
-    "parse_output", "parse_prompt_text", "release_teacher", "render_prompt", "stop_token_ids",
-    "teacher_identity",
+    "BUILTIN_TASKS", "PRECISIONS", "QUANTIZE_BITS", "STOP_STRINGS", "build_completion", "build_messages",
+    "build_query", "cache_root", "check_gguf", "check_teacher", "choices_in_input", "convert_gguf",
+    "current_teacher", "cut_at_stop", "estimate_memory", "exemplar_prompt_text", "exemplars_for",
+    "finished_records", "format_question", "generate_rationales", "generate_rationales_sharded",
+    "gguf_teacher_folder", "is_gguf_source", "load_prompt", "load_teacher", "memory_report", "MemoryEstimate",
+    "merge_parts", "parse_output", "parse_prompt_text", "ParsedOutput", "pick_exemplars", "PromptTemplate",
+    "RationaleSummary", "release_teacher", "render_prompt", "resolve_gguf", "restates_answer", "smollm2_gguf",
+    "smollm2_path", "stop_token_ids", "Teacher", "teacher_identity",
 ]

@@ -28,7 +28,7 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
 from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
-from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source, resolve_gguf
+from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)

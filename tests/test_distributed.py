@@ -81,6 +81,7 @@ def test_two_rank_teacher_merges_every_example_once(task, tmp_path):
     kept = {i: {**reference[i], "raw": f"kept {i}"} for i in ids[:5]}
     two.write_text("".join(json.dumps(r) + "\n" for r in kept.values()))
     rank1_shard = distributed.shard([i for i in ids_in_order(task) if i not in kept], 1, 2)
+    assert len(ids) == len(ids_in_order(task))  # every training row asked: none held out as an exemplar
     part = distributed.part_path(two, 1, 2)
     from_part = {i: {**reference[i], "raw": f"part {i}"} for i in rank1_shard[:3]}
     part.write_text("".join(json.dumps(r) + "\n" for r in from_part.values()) + '{"id": "torn')
@@ -99,9 +100,13 @@ def test_two_rank_teacher_merges_every_example_once(task, tmp_path):
 
 
 def ids_in_order(task: Path) -> list[str]:
+    """The training rows the teacher is asked, in order (rows shown as worked exemplars are not)."""
     from mlx_distill.data import load_task
+    from mlx_distill.teacher import exemplars_for
 
-    return [e.id for e in load_task("jsonl", task, seed=0).train]
+    train = load_task("jsonl", task, seed=0).train
+    held_out = {e.id for e in exemplars_for("jsonl", None, train)}
+    return [e.id for e in train if e.id not in held_out]
 
 
 @pytest.mark.slow

@@ -119,6 +119,8 @@ def _print_search(result) -> None:
         print(f"  {trial.label:<15} {trial.accept_rate:.0%} accepted, {trial.restating} restating, "
               f"{trial.parse_failures} parse failures{mark}")
     print(f"  spread: {low:.0%} to {high:.0%} (median {mid:.0%})")
+    if result.best is result.default_first:
+        print("  no set beats the current prompt on this sample: the current prompt stays")
     print(f"second sample ({result.best_second.questions} other questions; not used to choose):")
     print(f"  current prompt {result.default_second.accept_rate:.0%}, chosen set {result.best_second.accept_rate:.0%}: "
           f"gain {result.gain * 100:+.0f} points")

@@ -11,6 +11,7 @@ from mlx_distill.prompt_lab.lab import (
     LAB_DIR,
     SearchResult,
     adopt_prompt,
+    choose_set,
     current_prompt_text,
     draw_samples,
     lab_dir_for,
@@ -27,7 +28,7 @@ from mlx_distill.prompt_lab.trial import (
     trial_examples,
 )
 
-__all__ = ["LAB_DIR", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt",
+__all__ = ["LAB_DIR", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt", "choose_set",
            "answer_position", "candidate_sets", "current_prompt_text", "draw_samples", "lab_dir_for",
            "prompt_hash", "read_trials", "save_prompt",
            "search_exemplars", "trial_examples", "try_prompt", "with_rationales"]

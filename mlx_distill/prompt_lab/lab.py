@@ -75,7 +75,7 @@ def try_prompt(config: RunConfig, task_data: TaskData, *, n: int = 24, seed: int
 class SearchResult:
     default_first: Trial  # the current prompt on the first sample
     candidates: list[Trial]  # each candidate set on the first sample
-    best: Trial  # the chosen candidate (on the first sample)
+    best: Trial  # the chosen candidate on the first sample (the current prompt when none beats it)
     default_second: Trial  # the current prompt on the second, disjoint sample
     best_second: Trial  # the chosen candidate on the second sample: the figure that is reported
     bootstrapped: bool  # exemplars were the teacher's own gold-agreeing rationales
@@ -92,8 +92,18 @@ class SearchResult:
 
 
 def _rank(trial: Trial) -> tuple[int, int, int]:
-    # More accepted first; then fewer answer-restating rationales; then fewer parse failures.
-    return (trial.accepted - trial.restating, -trial.restating, -trial.parse_failures)
+    # More accepted first (what the student learns from); then fewer rationales that only restate
+    # the answer; then fewer parse failures.
+    return (trial.accepted, -trial.restating, -trial.parse_failures)
+
+
+def choose_set(current: Trial, candidates: list[Trial]) -> int | None:
+    """The index of the candidate that beats the current prompt most on the same sample, or None
+    when none beats it (the current prompt then stays)."""
+    if not candidates:
+        return None
+    best = max(range(len(candidates)), key=lambda i: _rank(candidates[i]))
+    return best if _rank(candidates[best]) > _rank(current) else None
 
 
 def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: int = 24, seed: int = 0,
@@ -127,10 +137,13 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
         default_first, _ = trial(current, first, "current prompt")
         texts = [exemplar_prompt_text(rows_) for rows_ in sets]
         candidates = [trial(text, first, f"candidate {i + 1}")[0] for i, text in enumerate(texts)]
-        chosen = max(range(len(candidates)), key=lambda i: _rank(candidates[i]))
-        best = candidates[chosen]
+        chosen = choose_set(default_first, candidates)
         default_second, _ = trial(current, second, "current prompt (second sample)")
-        best_second, _ = trial(texts[chosen], second, f"candidate {chosen + 1} (second sample)")
+        if chosen is None:
+            best, best_second = default_first, default_second
+        else:
+            best = candidates[chosen]
+            best_second, _ = trial(texts[chosen], second, f"candidate {chosen + 1} (second sample)")
     return SearchResult(default_first, candidates, best, default_second, best_second, bootstrapped,
                         [[r.id for r in rows_] for rows_ in sets])
 

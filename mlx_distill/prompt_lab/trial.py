@@ -135,8 +135,9 @@ def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path
     if summary.stopped:
         raise TrialStopped(f"stopped; the finished answers are kept in {records_path}")
     wall = time.perf_counter() - started
+    earlier = [t for t in read_trials(lab_dir) if t.prompt_hash == prompt_hash(prompt_text) and t.sample == key]
     trial, shown = score(records_path, examples, summary, wall, prompt_hash(prompt_text), prompt_path, label, key,
-                         stage_questions(config, train_size))
+                         stage_questions(config, train_size), earlier[0] if earlier else None, teacher.batch_size)
     with JsonlWriter(lab_dir / TRIALS_FILE) as log:
         log.write(trial.to_dict())
     return trial, shown
@@ -147,8 +148,11 @@ class TrialStopped(DistillError):
 
 
 def score(records_path: Path, examples: list, summary: Any, wall_seconds: float, hash_: str, prompt_path: Path,
-          label: str, key: str, stage_size: int) -> tuple[Trial, list[TrialExample]]:
-    """Count a trial's records (only those of ``examples``)."""
+          label: str, key: str, stage_size: int, earlier: Trial | None = None,
+          batch_size: int = 1) -> tuple[Trial, list[TrialExample]]:
+    """Count a trial's records (only those of ``examples``); ``earlier`` is the last trial of the
+    same prompt on the same sample (the one that generated), whose timing stands when every answer
+    was already there."""
     by_id = {str(r.get("id")): r for r in read_jsonl_records(records_path)}
     shown: list[TrialExample] = []
     answers: Counter[str] = Counter()
@@ -167,9 +171,14 @@ def score(records_path: Path, examples: list, summary: Any, wall_seconds: float,
     # Time per question in the batched stage: the stage's own generation time over the questions it
     # answered now (records reused from an earlier trial cost nothing and are not timed again).
     answered_now = max(0, summary.done - summary.skipped)
-    generation_seconds = max(0.0, summary.seconds - _load_seconds(summary, wall_seconds))
-    per_question = generation_seconds / answered_now if answered_now else _previous_per_question(seconds, done)
-    load = _load_seconds(summary, wall_seconds) if answered_now else 0.0
+    if answered_now:
+        load = _load_seconds(summary, wall_seconds)
+        per_question = max(0.0, summary.seconds - load) / answered_now
+    elif earlier is not None:
+        load, per_question = earlier.load_seconds, earlier.seconds_per_answer
+    else:
+        # Records written outside a trial: each holds its batch's time, shared by the batch.
+        load, per_question = 0.0, seconds / done / max(1, batch_size) if done else 0.0
     trial = Trial(
         prompt_hash=hash_, prompt_path=str(prompt_path), label=label, sample=key, questions=done,
         accepted=sum(e.accepted for e in shown),
@@ -195,12 +204,6 @@ def _load_seconds(summary: Any, wall_seconds: float) -> float:
     if summary.prompt_tps:
         generating += summary.prompt_tokens / summary.prompt_tps
     return max(0.0, min(summary.seconds, wall_seconds) - generating)
-
-
-def _previous_per_question(record_seconds: float, done: int) -> float:
-    # Every answer came from an earlier trial: its records' own per-question seconds (a batch's
-    # time, shared by the batch's questions only roughly) are the best there is.
-    return record_seconds / done if done else 0.0
 
 
 def read_trials(lab_dir: Path) -> list[Trial]:

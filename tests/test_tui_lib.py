@@ -289,6 +289,16 @@ def test_form_problems_name_the_bad_value(tmp_path):
     assert check_form(_form(tmp_path, teacher=big.name, method="finetune"), [big]) == []
 
 
+def test_form_takes_a_gguf_teacher_file_and_ollama_names(tmp_path):
+    gguf = tmp_path / "model.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert check_form(_form(tmp_path, teacher=str(gguf))) == []
+    assert check_form(_form(tmp_path, teacher="ollama:qwen2.5:7b")) == []
+    problems = check_form(_form(tmp_path, teacher=str(tmp_path / "missing.gguf")))
+    assert problems == [f"teacher folder or .gguf file {tmp_path / 'missing.gguf'} does not exist; "
+                        "give an existing folder or .gguf file or a hub id"]
+
+
 def test_check_config_parses_the_data_and_reports_a_bad_line(tmp_path):
     form = _form(tmp_path)
     summary = check_config(build_config(form, tmp_path / "runs"))

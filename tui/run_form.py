@@ -55,8 +55,11 @@ def _check_model(role: str, name: str, choices: Iterable[ModelChoice]) -> None:
             f"{role} {name} needs {format_bytes(choice.memory_bytes or 0)} of memory, more than this "
             f"machine has available; pick a smaller {role}"
         )
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        raise DistillError(f"{role} folder {name} does not exist; give an existing folder or a hub id")
+    path = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not (path.is_dir() or (role == "teacher" and path.suffix == ".gguf"
+                                                                  and path.is_file())):
+        what = "folder or .gguf file" if role == "teacher" else "folder"
+        raise DistillError(f"{role} {what} {name} does not exist; give an existing {what} or a hub id")
 
 
 def check_form(form: RunForm, choices: Iterable[ModelChoice] = ()) -> list[str]:

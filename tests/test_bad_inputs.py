@@ -422,7 +422,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(teache
     import tomli_w
 
     from mlx_distill.commands.demo import demo_data_dir
-    from mlx_distill.files import lock_holder
+    from mlx_distill.files import lock_holder, read_jsonl_records
     from mlx_distill.pipeline import read_run
 
     with small_disk(tmp_path / "disk", size) as disk:
@@ -443,8 +443,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(teache
         assert state[stage]["status"] == "failed"
         assert [p.name for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name] == []
         assert lock_holder(run / "pid") is None and read_run(run).status != "running"
-        kept = [json.loads(line) for line in (run / "rationales.jsonl").read_text().splitlines()
-                if line.endswith("}")]
+        kept = read_jsonl_records(run / "rationales.jsonl")  # whole lines: the disk filled mid-line
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         second = run_cli_process("run", config, "--quiet", timeout=300)

@@ -73,7 +73,7 @@ class ServeOptions:
     port: int = 8000
     api_key: str | None = None
     max_batch: int = 32
-    batch_wait: float = 0.005
+    batch_wait: float = 0.02  # GenerationWorker's default, see there
     queue_size: int = 64
     max_tokens: int = 512
     max_body_bytes: int = MAX_BODY_BYTES

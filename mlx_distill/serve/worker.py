@@ -82,13 +82,13 @@ class GenerationWorker:
         method: The student's training method (how answers and rationales are read).
         max_batch: Most questions decoded together. Default: ``32``.
         batch_wait: Seconds to wait after the first queued job for others to join its batch.
-            Default: ``0.005``.
+            Default: ``0.02`` (measured: 16 clients 4.3x one at a time; 5 ms gave 3.2x).
         queue_size: Most jobs waiting; `submit` raises `QueueFull` past it. Default: ``64``.
         max_input_tokens: Longer questions are refused. Default: ``512``.
     """
 
     def __init__(self, load: Callable[[], tuple[Any, Any]], method: str, *, max_batch: int = 32,
-                 batch_wait: float = 0.005, queue_size: int = 64, max_input_tokens: int = MAX_INPUT_TOKENS):
+                 batch_wait: float = 0.02, queue_size: int = 64, max_input_tokens: int = MAX_INPUT_TOKENS):
         self.load, self.method = load, method
         self.max_batch, self.batch_wait, self.max_input_tokens = max_batch, batch_wait, max_input_tokens
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)

@@ -181,6 +181,8 @@ def _judge(task: str, example, parsed: ParsedOutput, policy: str, restating: boo
     if example.label:
         agrees = parsed.parse_ok and is_correct(task, parsed.answer, example.label)
     if policy in ("gold", "teacher") and not parsed.parse_ok:
+        if parsed.answer:  # written, but not a choice, a number or a label the task can take
+            return agrees, f"the answer {parsed.answer[:40]!r} is not one the task can take"
         return agrees, "no answer found (no 'So the answer is ...')"
     if policy == "gold" and not agrees:
         return agrees, "answer disagrees with the gold label"

@@ -66,6 +66,12 @@ def answer_of(method: str, generated: str) -> str:
     return parse_cot_answer(generated) if method == "cot" else generated.strip()
 
 
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to the first of ``stops`` (empty ones ignored), and whether one was found."""
+    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 def answer_max_tokens(method: str, cot_max_tokens: int = COT_MAX_TOKENS,
                       answer_max_tokens: int = ANSWER_MAX_TOKENS) -> int:
     """How many tokens an answer of this method may take (``cot`` answers carry their rationale)."""

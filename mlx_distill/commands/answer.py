@@ -9,7 +9,6 @@ the accuracy is printed too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -62,10 +61,10 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import parse_columns
     from mlx_distill.files import check_output_file, exclusive_lock, lock_path_for
     from mlx_distill.methods import MAX_INPUT_TOKENS, answer_max_tokens
-    from mlx_distill.serve import check_explainable, student_method
+    from mlx_distill.serve import check_explainable
     from mlx_distill.serve.questions import answer_file, read_questions
     from mlx_distill.student import load_student
-    from mlx_distill.train import STUDENT_META
+    from mlx_distill.train import read_student_meta, student_method
 
     for flag in ("batch_size", "max_tokens"):
         value = getattr(args, flag)
@@ -82,10 +81,7 @@ def main(args: argparse.Namespace) -> int:
     method = student_method(folder)
     if args.explain:
         check_explainable(method)
-    try:
-        task = json.loads((folder / STUDENT_META).read_text(encoding="utf-8")).get("task")
-    except (OSError, ValueError, AttributeError):
-        task = None
+    task = read_student_meta(folder).get("task")
     with exclusive_lock(lock_path_for(out), f"--out {out}"):
         model, tokenizer = load_student(folder)
         with stop_on_signals("stopping after the current batch (Ctrl-C again to stop at once)…") as should_stop:

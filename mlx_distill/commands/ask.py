@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.chat import student_folder
     from mlx_distill.methods import answer_max_tokens
-    from mlx_distill.serve import Question, answer_batch, check_explainable, student_method
+    from mlx_distill.serve import Question, answer_batch, check_explainable
+    from mlx_distill.train import student_method
     from mlx_distill.student import load_student
 
     if args.max_tokens is not None and args.max_tokens < 1:

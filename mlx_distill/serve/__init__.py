@@ -4,9 +4,9 @@
 from mlx_distill.serve.address import SERVER_FILE, serve_command, server_address
 from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch, check_explainable
 from mlx_distill.serve.requests import ApiError, Limits
-from mlx_distill.serve.server import ServeOptions, StudentServer, host_warning, model_name, run_folder_of, student_method
+from mlx_distill.serve.server import ServeOptions, StudentServer, host_warning, model_name, run_folder_of
 from mlx_distill.serve.worker import GenerationWorker
 
 __all__ = ["SERVER_FILE", "Answer", "ApiError", "GenerationWorker", "Limits", "Question", "ServeOptions",
            "StudentServer", "TooLong", "answer_batch", "check_explainable", "host_warning", "model_name",
-           "run_folder_of", "serve_command", "server_address", "student_method"]
+           "run_folder_of", "serve_command", "server_address"]

@@ -17,6 +17,7 @@ from mlx_distill.methods import (
     MAX_INPUT_TOKENS,
     RATIONALE_MAX_TOKENS,
     answer_of,
+    cut_at_stop,
     explain_prompt,
     predict_prompt,
 )
@@ -82,12 +83,6 @@ def decode_text(tokenizer: Any, tokens: list[int]) -> str:
     """The text of generated token ids, as `mlx_distill.student.generate` decodes it."""
     vocab = len(tokenizer)
     return tokenizer.decode([t for t in tokens if t < vocab], skip_special_tokens=True)
-
-
-def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
-    """``text`` up to the first stop string, and whether one was found."""
-    ends = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(ends)], True) if ends else (text, False)
 
 
 def _rows(method: str, questions: list[Question]) -> list[_Row]:

@@ -7,7 +7,6 @@ flight (the worker answers them), a second one stops at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -19,24 +18,15 @@ import uvicorn
 from uvicorn.server import HANDLED_SIGNALS
 
 from mlx_distill.errors import DistillError
-from mlx_distill.methods import DEFAULT_METHOD, METHODS, answer_max_tokens
+from mlx_distill.methods import answer_max_tokens
 from mlx_distill.pipeline import is_run_dir
 from mlx_distill.serve.app import MAX_BODY_BYTES, build_app
 from mlx_distill.serve.requests import Limits
 from mlx_distill.serve.worker import GenerationWorker
 from mlx_distill.student import load_student
-from mlx_distill.train import STUDENT_META
+from mlx_distill.train import student_method
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def student_method(folder: Path) -> str:
-    """The training method recorded beside a student (``mlx_distill.json``); step-by-step if none."""
-    try:
-        method = json.loads((Path(folder) / STUDENT_META).read_text(encoding="utf-8")).get("method")
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_METHOD
-    return method if method in METHODS else DEFAULT_METHOD
 
 
 def run_folder_of(student: Path) -> Path | None:

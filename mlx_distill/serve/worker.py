@@ -19,7 +19,8 @@ from typing import Any, Callable
 import mlx.core as mx
 
 from mlx_distill.methods import MAX_INPUT_TOKENS, RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
-from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch, cut_at_stop
+from mlx_distill.methods import cut_at_stop
+from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch
 from mlx_distill.student import encode_prompts, stream_generate
 
 ANSWER, RATIONALE = "answer", "rationale"

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from mlx_distill.errors import DistillError
+from mlx_distill import methods
 from mlx_distill.methods import COT_ANSWER_PHRASE
 
 BUILTIN_TASKS = ("svamp", "cqa", "esnli", "anli")
@@ -270,8 +271,5 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...] = STOP_STRINGS) -> tuple[str, bool]:
-    """Cut ``text`` at the first stop string; returns (text, whether a stop string was found)."""
-    positions = [p for p in (text.find(s) for s in stops) if p >= 0]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
+    """``methods.cut_at_stop`` with the teacher's stop strings by default."""
+    return methods.cut_at_stop(text, stops)

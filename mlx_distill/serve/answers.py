@@ -21,7 +21,7 @@ from mlx_distill.methods import (
     explain_prompt,
     predict_prompt,
 )
-from mlx_distill.student import encode_prompts, generate_tokens
+from mlx_distill.student import decode_tokens, encode_prompts, generate_tokens
 
 # Methods whose student learned the explain: task; a cot student's rationale is its own answer text.
 EXPLAINING_METHODS = ("step-by-step", "cot")
@@ -79,12 +79,6 @@ def check_explainable(method: str) -> None:
                            f"ask without explain, or train a step-by-step student")
 
 
-def decode_text(tokenizer: Any, tokens: list[int]) -> str:
-    """The text of generated token ids, as `mlx_distill.student.generate` decodes it."""
-    vocab = len(tokenizer)
-    return tokenizer.decode([t for t in tokens if t < vocab], skip_special_tokens=True)
-
-
 def _rows(method: str, questions: list[Question]) -> list[_Row]:
     rows = []
     for i, q in enumerate(questions):
@@ -138,12 +132,12 @@ def answer_batch(model: Any, tokenizer: Any, method: str, questions: list[Questi
             results.append(TooLong(prompt_tokens[i], max_input_tokens))
             continue
         tokens, limit = texts[(i, "answer")]
-        generated = decode_text(tokenizer, tokens)
+        generated = decode_tokens(tokenizer, tokens)
         rationale = None
         if q.explain and method == "cot":
             rationale = generated.strip()
         elif (i, "rationale") in texts:
-            rationale = decode_text(tokenizer, texts[(i, "rationale")][0]).strip()
+            rationale = decode_tokens(tokenizer, texts[(i, "rationale")][0]).strip()
         text, stopped = cut_at_stop(answer_of(method, generated), q.stop)
         finish = "stop" if stopped or len(tokens) < limit else "length"
         used = len(tokens) + (len(texts[(i, "rationale")][0]) if (i, "rationale") in texts else 0)

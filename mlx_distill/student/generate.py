@@ -245,13 +245,14 @@ def _until_eos(tokens: list[int], eos: int) -> list[int]:
     return tokens[: tokens.index(eos)] if eos in tokens else tokens
 
 
-def _detokenize(tokenizer: Any, tokens: list[int]) -> str:
+def decode_tokens(tokenizer: Any, tokens: list[int]) -> str:
+    """The text of generated token ids (ids past the vocabulary and special tokens left out)."""
     vocab = len(tokenizer)
     return tokenizer.decode([t for t in tokens if t < vocab], skip_special_tokens=True)
 
 
 def _hidden_tokens(tokenizer: Any) -> set[int]:
-    """The ids `_detokenize` drops besides those past the vocabulary (skip_special_tokens)."""
+    """The ids `decode_tokens` drops besides those past the vocabulary (skip_special_tokens)."""
     return set(tokenizer.all_special_ids)
 
 
@@ -347,7 +348,7 @@ def generate(model: Model, tokenizer: Any, prompts: list[str], max_tokens: int =
     """
     tokens = generate_tokens(model, tokenizer, prompts, max_tokens, num_beams, temperature, top_p, batch_size,
                              max_input_tokens, on_truncated)
-    return [_detokenize(tokenizer, t) for t in tokens]
+    return [decode_tokens(tokenizer, t) for t in tokens]
 
 
 def stream_generate(model: Model, tokenizer: Any, prompt: str, max_tokens: int = 256, temperature: float = 0.0,

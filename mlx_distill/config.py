@@ -33,6 +33,7 @@ from mlx_distill.methods import (
     METHODS,
     RATIONALE_METHODS,
     RATIONALE_SOURCES,
+    TEACHER_BATCH_SIZE,
     answer_max_tokens,
 )
 
@@ -61,7 +62,7 @@ class TaskConfig:
 class TeacherConfig:
     enabled: bool = True
     model: str = ""
-    batch_size: int = 16
+    batch_size: int = TEACHER_BATCH_SIZE
     max_tokens: int = 256
     filter: str = "gold"
     quantize: int = 0

@@ -26,6 +26,9 @@ PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
 COT_ANSWER_PHRASE = "So the answer is"
 
+# Questions the teacher generates for together (config teacher.batch_size, `generate --batch-size`).
+TEACHER_BATCH_SIZE = 16
+
 # Inputs are cut to this many tokens, EOS included, in training and at inference alike.
 MAX_INPUT_TOKENS = 512
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlx_distill.methods import FILTERS
+from mlx_distill.methods import FILTERS, TEACHER_BATCH_SIZE
 
 HELP = "Have a teacher LLM write step-by-step rationales for a task (resumable JSONL)."
 
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the rationale JSONL file (resumed when it exists)")
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=TEACHER_BATCH_SIZE,
+                        help=f"questions generated together (default: {TEACHER_BATCH_SIZE}, as teacher.batch_size)")
     parser.add_argument("--max-tokens", type=int, default=256, help="generated tokens per answer at most")
     parser.add_argument("--filter", default="gold", choices=FILTERS,
                         help="gold: keep answers that agree with the label; all: keep all; "

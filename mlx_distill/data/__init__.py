@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from mlx_distill.data.readers import carve, check_unique_ids, read_jsonl
+from mlx_distill.data.readers import carve, check_unique_ids, read_csv, read_jsonl
 from mlx_distill.data.records import Example, RationaleRecord, TaskData
 from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rationales, load_anli, load_cqa,
                                     load_esnli, load_svamp, load_user, multiple_choice_input, nli_input,
@@ -38,7 +38,7 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
 
 __all__ = ["TASKS", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
-           "load_rationales", "nli_input", "multiple_choice_input", "parse_columns"]
+           "load_rationales", "read_csv", "nli_input", "multiple_choice_input", "parse_columns"]
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
 CARVED_TEST_FRACTION = 0.1

@@ -121,18 +121,44 @@ def _skip_space(text: str, pos: int) -> int:
 
 
 def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yield ("file:line", row dict) for each record of a CSV file with a header line."""
+    """Yield ("file:line", row dict) for each record of a CSV file with a header line.
+
+    Strict, so that no value lands silently in the wrong column: a header that names a column
+    twice, a row with more or fewer fields than the header, and a quote left open at the end of
+    the file are each refused with ``file:line``.
+    """
     # Decoded whole first, so a non-UTF-8 byte is reported with its line.
     handle = io.StringIO(decode_utf8(path, _read_bytes(path)), newline="")
     with handle:
-        reader = csv.DictReader(handle)
-        start = 2
+        reader = csv.reader(handle, strict=True)
+        start = 1
         try:
-            for rec in reader:
-                yield f"{path}:{start}", {k: v for k, v in rec.items() if k is not None}
+            header = next(reader, None)
+            if header is None:
+                raise DistillError(f"{path}:1: empty CSV file; the first line must name the columns")
+            _check_header(path, header)
+            start = reader.line_num + 1
+            for fields in reader:
+                where = f"{path}:{start}"
                 start = reader.line_num + 1
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DistillError(f"{path}:{reader.line_num}: broken CSV ({exc}); fix the file") from None
+                if not fields or fields == [""]:
+                    continue  # a blank line
+                if len(fields) != len(header):
+                    more = "more" if len(fields) > len(header) else "fewer"
+                    raise DistillError(f"{where}: {len(fields)} fields but the header names {len(header)} "
+                                       f"columns ({more}); quote a value that holds a comma, e.g. \"a, b\"")
+                yield where, dict(zip(header, fields))
+        except csv.Error as exc:
+            problem = "a quote is never closed" if "unexpected end of data" in str(exc) else str(exc)
+            raise DistillError(f"{path}:{start}: broken CSV ({problem}); fix the file") from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DistillError(f"{path}:1: the header names column {name!r} twice; give each column its own name")
+        seen.add(name)
 
 
 def get_field(rec: Any, name: str, where: str, label: str | None = None, fix: str | None = None) -> Any:

@@ -7,15 +7,14 @@ where it stopped: ids already answered are skipped.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from mlx_distill.data import read_csv
 from mlx_distill.errors import DistillError
 from mlx_distill.events import ShouldStop, never_stop
 from mlx_distill.files import JsonlWriter, read_jsonl_records
@@ -62,18 +61,13 @@ def _text(path: Path, data: bytes) -> str:
 
 
 def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
+    if fmt == "csv":
+        yield from read_csv(path)  # the tasks' strict reader: no value lands in the wrong column
+        return
     try:
         text = _text(path, path.read_bytes())
     except OSError as error:
         raise DistillError(f"{path}: cannot read ({error.strerror or error}); give a readable file") from None
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            for record in reader:
-                yield f"{path}:{reader.line_num}", {k: v for k, v in record.items() if k is not None}
-        except csv.Error as error:
-            raise DistillError(f"{path}:{reader.line_num}: broken CSV ({error}); fix the file") from None
-        return
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue

@@ -37,7 +37,7 @@ import mlx.core as mx
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
 from mlx_distill.files import JsonlWriter, cut_torn_tail, exclusive_lock, lock_path_for, read_jsonl_lines
-from mlx_distill.methods import FILTERS
+from mlx_distill.methods import FILTERS, TEACHER_BATCH_SIZE
 from mlx_distill.metrics import is_correct, normalize_label
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
 from mlx_distill.teacher.parse import ParsedOutput, parse_output, restates_answer
@@ -210,7 +210,7 @@ def _vote(task: str, example, samples: list[tuple[str, int, float]]) -> tuple[st
 
 
 def generate_rationales(examples: list, task: str, teacher: str, out_path: str | Path, *,
-                        batch_size: int = 8, max_tokens: int = 256, filter: str = "gold",
+                        batch_size: int = TEACHER_BATCH_SIZE, max_tokens: int = 256, filter: str = "gold",
                         limit: int | None = None, prompt_file: str | Path | None = None,
                         rationalize: bool = False, samples: int = 1, quantize: int | None = None,
                         precision: str = "auto", prefix_cache: bool = True,
@@ -225,7 +225,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             (generic prompt and parser; give ``prompt_file`` for your own task).
         teacher: Local folder, hub id or catalog name of a causal LM.
         out_path: The JSONL rationale file (created, or resumed).
-        batch_size: Sequences generated together. Default: ``8``.
+        batch_size: Sequences generated together. Default: ``TEACHER_BATCH_SIZE`` (16).
         max_tokens: Generated tokens per answer at most. Default: ``256``.
         filter: ``gold`` (accept when the answer agrees with the gold label), ``all``, or
             ``teacher`` (accept any parsed answer; for unlabeled data). Default: ``gold``.

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from mlx_distill.catalog import resolve_model
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
+from mlx_distill.methods import TEACHER_BATCH_SIZE
 from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
 from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source
@@ -267,7 +268,7 @@ def memory_report(stage: str = "teacher") -> MemoryReport:
 
 
 def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = "auto",
-                 batch_size: int = 8, prompt_tokens: int = 1024, max_tokens: int = 256,
+                 batch_size: int = TEACHER_BATCH_SIZE, prompt_tokens: int = 1024, max_tokens: int = 256,
                  on_event: OnEvent = ignore_event) -> Teacher:
     """Check, size and load a teacher LLM with mlx-lm.
 

@@ -15,12 +15,12 @@ from types import ModuleType
 from mlx_distill.errors import DistillError
 
 # Listed in the order `--help` shows them.
-COMMAND_NAMES = ("run", "demo", "try", "generate", "train", "eval", "chat", "ask", "answer", "serve", "export", "push",
+COMMAND_NAMES = ("run", "demo", "try", "fetch-data", "data", "generate", "train", "eval", "chat", "ask", "answer", "serve", "export", "push",
                  "models", "tui", "doctor")
 
 
 # A command whose name is not a valid module name.
-_MODULE_OF = {"try": "try_prompt"}
+_MODULE_OF = {"try": "try_prompt", "fetch-data": "fetch_data", "data": "data_check"}
 
 
 def _command_modules() -> dict[str, ModuleType]:

@@ -21,7 +21,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from mlx_distill.catalog import load_catalog
-from mlx_distill.data import TASKS
+from mlx_distill.data import DEFAULT_DATASETS, HUB_PREFIX, TASKS, default_source, parse_hub_spec
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import (
     ANSWER_MAX_TOKENS,
@@ -296,7 +296,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
         raise DistillError(f"{source}: missing 'task.name'; one of: {', '.join(TASKS)}")
     if task.name not in TASKS:
         raise DistillError(f"{source}: unknown task '{task.name}'; known tasks: {', '.join(TASKS)}")
-    if not task.data:
+    if not task.data and task.name not in DEFAULT_DATASETS:
         raise DistillError(f"{source}: missing 'task.data': the path of the {task.name} data file or folder")
     if not 0 < task.subsample <= 1:
         raise DistillError(f"{source}: task.subsample must be in (0, 1], got {task.subsample}")
@@ -333,8 +333,14 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     catalog = load_catalog()
     teacher.model = teacher.model or catalog.default_teacher
     train.student = train.student or catalog.default_student
-    task.data = _resolve_path(task.data, base)
-    task.human_rationales = _resolve_path(task.human_rationales, base)
+    # A built-in task without task.data reads its default hub copy; a hub id is kept as written.
+    if not task.data:
+        hub = default_source(task.name)
+    else:
+        hub = None if (base / Path(task.data).expanduser()).exists() else parse_hub_spec(task.data)
+    task.data = hub.spec if hub is not None else _resolve_path(task.data, base)
+    if not task.human_rationales.startswith(HUB_PREFIX):
+        task.human_rationales = _resolve_path(task.human_rationales, base)
     teacher.prompt_file = _resolve_path(teacher.prompt_file, base)
     teacher.model = _resolve_model(teacher.model, base)
     train.student = _resolve_model(train.student, base)

@@ -23,6 +23,8 @@ def _required(name: str) -> list[str]:
         "eval": ["--task", "jsonl", "--data", "d", "--student", "s"],
         "chat": ["runs/x"],
         "try": ["c.toml"],
+        "fetch-data": ["svamp"],
+        "data": ["c.toml"],
         "ask": ["runs/x", "question"],
         "answer": ["runs/x", "--in", "q.jsonl", "--out", "a.jsonl"],
         "serve": ["runs/x"],

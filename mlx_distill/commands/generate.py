@@ -13,7 +13,9 @@ HELP = "Have a teacher LLM write step-by-step rationales for a task (resumable J
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True,
                         help="svamp, cqa, esnli, anli, or jsonl/csv for your own data")
-    parser.add_argument("--data", required=True, help="the dataset file or folder")
+    parser.add_argument("--data", default=None,
+                        help="the dataset file or folder, or a hub dataset hf:ORG/NAME[:CONFIG][@REVISION] "
+                             "(default for svamp, cqa, esnli, anli: the task's hub copy)")
     parser.add_argument("--teacher", required=True,
                         help="local model folder, Hugging Face hub id, catalog name, or a GGUF model: a .gguf file, "
                              "ollama:NAME[:TAG] or lmstudio:PUBLISHER/MODEL (converted once into the user cache)")

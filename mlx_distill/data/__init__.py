@@ -29,6 +29,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from mlx_distill.data.hub import (DEFAULT_DATASETS, HUB_PREFIX, HubSource, default_source, join_cose,
+                                  load_hub_task, parse_hub_spec)
 from mlx_distill.data.readers import carve, check_unique_ids, read_csv, read_jsonl
 from mlx_distill.data.records import Example, RationaleRecord, TaskData
 from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rationales, load_anli, load_cqa,
@@ -37,7 +39,7 @@ from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rational
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
 
-__all__ = ["TASKS", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
+__all__ = ["TASKS", "DEFAULT_DATASETS", "HUB_PREFIX", "HubSource", "default_source", "parse_hub_spec", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
            "load_rationales", "read_csv", "nli_input", "multiple_choice_input", "parse_columns"]
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")
@@ -45,14 +47,16 @@ CARVED_TEST_FRACTION = 0.1
 CARVED_TEST_SEED = 0
 
 
-def load_task(task: str, path: str | Path, *, seed: int = 0, validation_fraction: float = 0.1,
+def load_task(task: str, path: str | Path | None = None, *, seed: int = 0, validation_fraction: float = 0.1,
               subsample: float = 1.0, columns: dict[str, str] | None = None,
               human_rationales: str | Path | None = None) -> TaskData:
     """Load a task's train/validation/test examples from its own published files.
 
     Args:
         task: One of ``TASKS``.
-        path: The dataset file, or a folder holding the dataset's files.
+        path: The dataset file, a folder holding the dataset's files, or a hub dataset
+            (``hf:ORG/NAME[:CONFIG][@REVISION]``, fetched once into the HF cache). Left out (None or
+            ""), a built-in task reads its default hub copy (``DEFAULT_DATASETS``).
         seed: Seed for carving validation from train and for ``subsample``.
         validation_fraction: Share of train carved out as validation when the dataset has no
             validation split. Default: ``0.1``.
@@ -80,17 +84,27 @@ def load_task(task: str, path: str | Path, *, seed: int = 0, validation_fraction
     if columns is not None and task not in ("jsonl", "csv"):
         raise DistillError(f"columns (--columns, task.columns) apply to the jsonl and csv tasks only, "
                            f"not {task!r}; leave them out")
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise DistillError(f"{root}: no such file or folder; give the {task} dataset's file or folder")
-
     notes: list[str] = []
-    if task in ("jsonl", "csv"):
-        splits = load_user(root, notes, columns, task)
+    source = default_source(task) if not str(path or "").strip() else parse_hub_spec(str(path))
+    if source is not None:
+        splits = load_hub_task(task, source, notes)
+        cose = parse_hub_spec(str(human_rationales)) if human_rationales is not None else None
+        if cose is not None or (human_rationales is None and task == "cqa"):
+            splits = join_cose(splits, notes, *([cose] if cose is not None else []))
+        elif human_rationales is not None:
+            splits = join_human_rationales(Path(human_rationales), human_rationales, splits, notes)
     else:
-        splits = {"svamp": load_svamp, "cqa": load_cqa, "esnli": load_esnli, "anli": load_anli}[task](root, notes)
-    if human_rationales is not None or task == "cqa":
-        splits = join_human_rationales(root, human_rationales, splits, notes)
+        root = Path(str(path)).expanduser()
+        if not root.exists():
+            raise DistillError(f"{root}: no such file or folder; give the {task} dataset's file or folder"
+                               + (f", or a hub dataset such as {default_source(task).spec}" if task in DEFAULT_DATASETS
+                                  else ""))
+        if task in ("jsonl", "csv"):
+            splits = load_user(root, notes, columns, task)
+        else:
+            splits = {"svamp": load_svamp, "cqa": load_cqa, "esnli": load_esnli, "anli": load_anli}[task](root, notes)
+        if human_rationales is not None or task == "cqa":
+            splits = join_human_rationales(root, human_rationales, splits, notes)
 
     train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
     if test is None:

@@ -40,15 +40,22 @@ def multiple_choice_input(question: str, choices: list[str] | tuple[str, ...]) -
 def load_svamp(root: Path, notes: list[str]) -> Splits:
     """SVAMP.json -> the paper's 800/200 train/test split (numpy RandomState(0) permutation)."""
     path = find_one(root, ["SVAMP.json", "svamp.json"], "svamp", "the SVAMP.json file")
-    rows = []
-    for line_no, rec in read_json_array(path):
-        where = f"{path}:{line_no}"
-        body, question = get_field(rec, "Body", where), get_field(rec, "Question", where)
-        # Exactly the paper's f"{Body}\n{Question}", even where Body has no final period.
-        ex = Example(id=str(get_field(rec, "ID", where)), input=f"{body}\n{question}",
-                     label=str(get_field(rec, "Equation", where)).strip())
-        rows.append((ex, where))
+    rows = [svamp_example(rec, f"{path}:{line_no}") for line_no, rec in read_json_array(path)]
     require_rows(rows, path)
+    return svamp_paper_split(rows, notes)
+
+
+def svamp_example(rec: dict, where: str) -> Row:
+    """One SVAMP problem (``ID``, ``Body``, ``Question``, ``Equation``) as the paper builds it."""
+    body, question = get_field(rec, "Body", where), get_field(rec, "Question", where)
+    # Exactly the paper's f"{Body}\n{Question}", even where Body has no final period.
+    ex = Example(id=str(get_field(rec, "ID", where)), input=f"{body}\n{question}",
+                 label=str(get_field(rec, "Equation", where)).strip())
+    return ex, where
+
+
+def svamp_paper_split(rows: list[Row], notes: list[str]) -> Splits:
+    """The paper's 80/20 train/test split of all problems in SVAMP.json order."""
     order = np.random.RandomState(seed=0).permutation(len(rows))
     n_train = round(len(rows) * 0.8)
     notes.append(f"train/test: the paper's {n_train}/{len(rows) - n_train} split "
@@ -80,17 +87,23 @@ def _read_cqa_file(path: Path) -> list[Row]:
         choices = get_field(question, "choices", where, "question.choices")
         if not isinstance(choices, list) or len(choices) < 2:
             raise DistillError(f"{where}: 'question.choices' must list at least two choices")
-        texts = tuple(str(get_field(c, "text", where, "question.choices[].text")) for c in choices)
+        texts = [str(get_field(c, "text", where, "question.choices[].text")) for c in choices]
         keys = [str(get_field(c, "label", where, "question.choices[].label")) for c in choices]
-        answer_key = str(get_field(rec, "answerKey", where,
-                                   fix="every example needs its answer (the unlabeled test file cannot be used)"))
-        if answer_key not in keys:
-            raise DistillError(f"{where}: answerKey {answer_key!r} is not one of the choice labels {keys}")
-        ex = Example(id=str(get_field(rec, "id", where)), input=multiple_choice_input(stem, texts),
-                     label=texts[keys.index(answer_key)], choices=texts)
-        rows.append((ex, where))
+        answer_key = get_field(rec, "answerKey", where,
+                               fix="every example needs its answer (the unlabeled test file cannot be used)")
+        rows.append(cqa_example(str(get_field(rec, "id", where)), str(stem), keys, texts, str(answer_key), where))
     require_rows(rows, path)
     return rows
+
+
+def cqa_example(ex_id: str, stem: str, keys: list[str], texts: list[str], answer_key: str, where: str) -> Row:
+    """One CommonsenseQA question: the paper's multiple-choice input, the answer's text as label."""
+    if answer_key not in keys:
+        raise DistillError(f"{where}: answerKey {answer_key!r} is not one of the choice labels {keys}")
+    choices = tuple(texts)
+    ex = Example(id=ex_id, input=multiple_choice_input(stem, choices), label=choices[keys.index(answer_key)],
+                 choices=choices)
+    return ex, where
 
 
 def load_esnli(root: Path, notes: list[str]) -> Splits:
@@ -111,13 +124,18 @@ def _read_esnli_file(path: Path) -> list[Row]:
     rows = []
     for where, rec in read_csv(path):
         premise, hypothesis = get_field(rec, "Sentence1", where), get_field(rec, "Sentence2", where)
-        label = nli_label(get_field(rec, "gold_label", where), where)
-        text = nli_input(premise, hypothesis)
-        rationale = (rec.get("Explanation_1") or "").strip() or None
-        ex_id = rec.get("pairID") or content_id(text, label)
-        rows.append((Example(id=ex_id, input=text, label=label, rationale=rationale), where))
+        rows.append(nli_example(premise, hypothesis, get_field(rec, "gold_label", where), rec.get("Explanation_1"),
+                                rec.get("pairID"), where))
     require_rows(rows, path)
     return rows
+
+
+def nli_example(premise: Any, hypothesis: Any, label: Any, rationale: Any, ex_id: Any, where: str) -> Row:
+    """One NLI pair (esnli, anli); an example without an id gets one from its content."""
+    word = nli_label(label, where)
+    text = nli_input(str(premise), str(hypothesis))
+    rationale = (rationale.strip() or None) if isinstance(rationale, str) else None
+    return Example(id=str(ex_id or content_id(text, word)), input=text, label=word, rationale=rationale), where
 
 
 def load_anli(root: Path, notes: list[str]) -> Splits:
@@ -147,13 +165,8 @@ def _read_anli_file(path: Path) -> list[Row]:
             premise = rec["context"]
         else:
             premise = get_field(rec, "premise", where, "premise (or context)")
-        hypothesis = get_field(rec, "hypothesis", where)
-        label = nli_label(get_field(rec, "label", where), where)
-        text = nli_input(str(premise), str(hypothesis))
-        reason = rec.get("reason")
-        rationale = (reason.strip() or None) if isinstance(reason, str) else None
-        ex_id = str(rec.get("uid") or content_id(text, label))
-        rows.append((Example(id=ex_id, input=text, label=label, rationale=rationale), where))
+        rows.append(nli_example(premise, get_field(rec, "hypothesis", where), get_field(rec, "label", where),
+                                rec.get("reason"), rec.get("uid"), where))
     require_rows(rows, path)
     return rows
 
@@ -276,6 +289,11 @@ def join_human_rationales(root: Path, source: str | Path | None, splits: Splits,
             else:
                 text = get_field(rec, "rationale", where, "rationale (or explanation.open-ended)")
             by_id[str(get_field(rec, "id", where))] = str(text or "").strip()
+    return join_rationales_by_id(by_id, splits, notes, ", ".join(p.name for p in files))
+
+
+def join_rationales_by_id(by_id: dict[str, str], splits: Splits, notes: list[str], source: str) -> Splits:
+    """Set ``Example.rationale`` from ``by_id`` (example id -> text); ``source`` names where they came from."""
     joined, total, out = 0, 0, {}
     for split, rows in splits.items():
         new_rows = []
@@ -287,8 +305,7 @@ def join_human_rationales(root: Path, source: str | Path | None, splits: Splits,
                 ex = Example(ex.id, ex.input, ex.label, text, ex.choices)
             new_rows.append((ex, where))
         out[split] = new_rows
-    notes.append(f"human rationales from {', '.join(p.name for p in files)} joined for "
-                 f"{joined} of {total} examples")
+    notes.append(f"human rationales from {source} joined for {joined} of {total} examples")
     return out
 
 

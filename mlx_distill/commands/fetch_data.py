@@ -1,0 +1,36 @@
+"""`mlx-distill fetch-data TASK`: download a built-in task's dataset into the Hugging Face cache, once.
+
+Afterwards every command reads it from the cache, offline (``HF_HUB_OFFLINE=1`` works).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Download a built-in task's dataset (svamp, cqa, esnli, anli, or all) into the HF cache, once."
+
+BUILT_IN = ("svamp", "cqa", "esnli", "anli")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", choices=(*BUILT_IN, "all"), help="the task whose dataset to fetch")
+    parser.add_argument("--data", default=None, metavar="hf:ORG/NAME[:CONFIG][@REVISION]",
+                        help="another hub copy than the task's default")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mlx_distill.data import DEFAULT_DATASETS, default_source, load_task, parse_hub_spec
+    from mlx_distill.errors import DistillError
+
+    if args.task == "all" and args.data:
+        raise DistillError("--data names one dataset; give one task with it, e.g. fetch-data anli --data hf:facebook/anli:all")
+    for task in BUILT_IN if args.task == "all" else (args.task,):
+        source = parse_hub_spec(args.data) if args.data else default_source(task)
+        if source is None:
+            raise DistillError(f"--data {args.data} is not a hub dataset; write hf:ORG/NAME[:CONFIG][@REVISION]")
+        size = DEFAULT_DATASETS[task].size if source == default_source(task) else "size: see its dataset card"
+        print(f"{task}: {source.spec} ({size})", flush=True)
+        data = load_task(task, source.spec)
+        print(f"{task}: cached, readable offline: {len(data.train)} train / {len(data.validation)} validation / "
+              f"{len(data.test)} test (task.seed 0)")
+    return 0

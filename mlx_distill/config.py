@@ -21,7 +21,8 @@ else:  # pragma: no cover
 import tomli_w
 
 from mlx_distill.catalog import load_catalog
-from mlx_distill.data import DEFAULT_DATASETS, HUB_PREFIX, TASKS, default_source, parse_hub_spec
+from mlx_distill.data import (DEFAULT_DATASETS, HUB_PREFIX, PAPER_NAMES, PAPER_SOURCES, TASKS, default_source,
+                              parse_hub_spec)
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import (
     ANSWER_MAX_TOKENS,
@@ -151,6 +152,9 @@ class TrainConfig:
 class TrainSection:
     student: str = ""
     rationale_source: str = "teacher"
+    # The unzipped datasets.zip of the paper's authors, for rationale_source paper-palm / paper-gpt-neox
+    # ("" = where `mlx-distill fetch-data paper-rationales` puts it).
+    paper_rationales: str = ""
     baselines: list[str] = field(default_factory=list)
     trainer: TrainConfig = field(default_factory=TrainConfig)
 
@@ -328,6 +332,9 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
             f"{source}: train.rationale_source is 'teacher' but teacher.enabled is false; "
             "enable the teacher or set rationale_source = \"human\" or \"none\""
         )
+    if train.rationale_source in PAPER_SOURCES and task.name not in PAPER_NAMES:
+        raise DistillError(f"{source}: train.rationale_source {train.rationale_source!r} exists for the paper's tasks "
+                           f"({', '.join(PAPER_NAMES)}), not {task.name!r}; use \"teacher\" or \"human\"")
     train.trainer.validate(where=f"{source}: train.")
 
     catalog = load_catalog()
@@ -342,6 +349,8 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     if not task.human_rationales.startswith(HUB_PREFIX):
         task.human_rationales = _resolve_path(task.human_rationales, base)
     teacher.prompt_file = _resolve_path(teacher.prompt_file, base)
+    if train.paper_rationales:
+        train.paper_rationales = str((base / Path(train.paper_rationales).expanduser()).resolve())
     teacher.model = _resolve_model(teacher.model, base)
     train.student = _resolve_model(train.student, base)
 

@@ -16,7 +16,8 @@ RATIONALE_METHODS = ("step-by-step", "cot")
 
 # Where step-by-step labels come from, and where rationales come from.
 LABEL_SOURCES = ("gold", "teacher")
-RATIONALE_SOURCES = ("teacher", "human", "none")
+# paper-palm / paper-gpt-neox: the Distilling step-by-step authors' published teacher outputs.
+RATIONALE_SOURCES = ("teacher", "human", "none", "paper-palm", "paper-gpt-neox")
 
 # Which teacher records keep their rationale: gold agrees with the label; all keeps every
 # parsed answer; teacher keeps the majority answer of several samples.

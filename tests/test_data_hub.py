@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
 
 from mlx_distill.data import DEFAULT_DATASETS, load_task, parse_hub_spec
-from mlx_distill.data.hub import COSE, HubSource
+from mlx_distill.data.hub import HubSource
 from mlx_distill.errors import DistillError
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli_process
-from mlx_distill.testing.hub_cache import put_dataset
+from mlx_distill.testing.hub_cache import offline_hf_cache, put_cqa, put_dataset, put_svamp, svamp_record
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LABELS = ("entailment", "neutral", "contradiction")
@@ -27,31 +26,7 @@ LABELS = ("entailment", "neutral", "contradiction")
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty HF cache in tmp with the hub switched off (env for subprocesses, constants for this one,
-    since huggingface_hub reads them at import)."""
-    home = tmp_path / "hf"
-    cache = home / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def svamp_record(i: int) -> dict:
-    return {"ID": f"chal-{i}", "Body": f"Jack had {i} apples.", "Question": f"How many now{i}?",
-            "Equation": f"( {i}.0 + 1.0 )", "Answer": float(i + 1), "Type": "Addition",
-            "question_concat": f"Jack had {i} apples. How many now{i}?"}
-
-
-def put_svamp(cache: Path, records: list[dict]) -> None:
-    # The hub copy ships its own 700/300 split, in its own order.
-    shuffled = [records[i] for i in np.random.RandomState(5).permutation(len(records))]
-    cut = len(records) * 7 // 10
-    put_dataset(cache, "ChilleD/SVAMP", {"data/train-00000-of-00001.parquet": shuffled[:cut],
-                                         "data/test-00000-of-00001.parquet": shuffled[cut:]})
+    return offline_hf_cache(tmp_path / "hf", monkeypatch)
 
 
 def test_svamp_from_the_hub_is_the_papers_split_whatever_the_hub_ships(hf_cache):
@@ -66,28 +41,6 @@ def test_svamp_from_the_hub_is_the_papers_split_whatever_the_hub_ships(hf_cache)
     assert first.input == f"Jack had {number} apples.\nHow many now{number}?"
     assert first.label == f"( {number}.0 + 1.0 )"
     assert any("hf:ChilleD/SVAMP" in note for note in data.notes)
-
-
-def put_cqa(cache: Path, n_train: int = 20, n_dev: int = 8, n_test: int = 5) -> None:
-    def rows(prefix: str, n: int, labelled: bool = True) -> list[dict]:
-        return [{"id": f"{prefix}{i}", "question": f"Where is thing {i}?", "question_concept": "thing",
-                 "choices": {"label": list("ABCDE"), "text": [f"place {i}{c}" for c in "abcde"]},
-                 "answerKey": "ABCDE"[i % 5] if labelled else ""} for i in range(n)]
-
-    put_dataset(cache, "tau/commonsense_qa", {
-        "data/train-00000-of-00001.parquet": rows("t", n_train),
-        "data/validation-00000-of-00001.parquet": rows("v", n_dev),
-        "data/test-00000-of-00001.parquet": rows("x", n_test, labelled=False)},
-        revision=DEFAULT_DATASETS["cqa"].source.revision)
-
-    def cose(prefix: str, n: int) -> list[dict]:
-        return [{"id": f"{prefix}{i}", "question": f"Where is thing {i}?", "choices": [f"place {i}{c}" for c in "abcde"],
-                 "answer": f"place {i}{'abcde'[i % 5]}", "abstractive_explanation": f"because {prefix}{i}",
-                 "extractive_explanation": "thing"} for i in range(n)]
-
-    put_dataset(cache, "Salesforce/cos_e", {"v1.11/train-00000-of-00001.parquet": cose("t", n_train),
-                                            "v1.11/validation-00000-of-00001.parquet": cose("v", n_dev)},
-                revision=COSE.revision)
 
 
 def test_cqa_from_the_hub_uses_dev_as_test_and_joins_cose(hf_cache):

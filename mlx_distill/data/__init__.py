@@ -31,6 +31,8 @@ from pathlib import Path
 
 from mlx_distill.data.hub import (DEFAULT_DATASETS, HUB_PREFIX, HubSource, default_source, join_cose,
                                   load_hub_task, parse_hub_spec)
+from mlx_distill.data.paper import (DSS_ZIP_URL, PAPER_NAMES, PAPER_SOURCES, fetch_paper_archive, load_paper_rationales,
+                                    paper_folder, parse_paper_output)
 from mlx_distill.data.readers import carve, check_unique_ids, read_csv, read_jsonl
 from mlx_distill.data.records import Example, RationaleRecord, TaskData
 from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rationales, load_anli, load_cqa,
@@ -39,7 +41,9 @@ from mlx_distill.data.tasks import (COLUMN_KEYS, NLI_LABELS, join_human_rational
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
 
-__all__ = ["TASKS", "DEFAULT_DATASETS", "HUB_PREFIX", "HubSource", "default_source", "parse_hub_spec", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
+__all__ = ["TASKS", "DEFAULT_DATASETS", "HUB_PREFIX", "HubSource", "default_source", "parse_hub_spec",
+           "DSS_ZIP_URL", "PAPER_NAMES", "PAPER_SOURCES", "fetch_paper_archive", "load_paper_rationales", "paper_folder",
+           "parse_paper_output", "NLI_LABELS", "COLUMN_KEYS", "Example", "TaskData", "RationaleRecord", "load_task",
            "load_rationales", "read_csv", "nli_input", "multiple_choice_input", "parse_columns"]
 
 TASKS = ("svamp", "cqa", "esnli", "anli", "jsonl", "csv")

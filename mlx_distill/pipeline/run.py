@@ -21,7 +21,7 @@ import mlx.core as mx
 from mlx_distill import distributed
 from mlx_distill.catalog import fits_in_memory, load_catalog, resolve_model, usable_memory_bytes
 from mlx_distill.config import RunConfig
-from mlx_distill.data import load_rationales, load_task
+from mlx_distill.data import PAPER_SOURCES, load_paper_rationales, load_rationales, load_task, paper_folder
 from mlx_distill.errors import DistillError
 from mlx_distill.events import (
     STAGES,
@@ -45,7 +45,7 @@ from mlx_distill.pipeline.resume import check_unchanged, discard_from, stage_fin
 from mlx_distill.pipeline.runfolder import EventLog, RunFolder
 from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_student, count_parameters, generate, load_student
-from mlx_distill.teacher import check_teacher, generate_rationales_sharded
+from mlx_distill.teacher import cache_root, check_teacher, generate_rationales_sharded
 from mlx_distill.train import evaluate, train
 from mlx_distill.files import publish_dir, write_json_atomic
 
@@ -289,12 +289,15 @@ def _with_rationale_source(task_data, source: str):
 def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent, should_stop: ShouldStop) -> str:
     mx.reset_peak_memory()
     rationales = None
-    if config.train.uses_teacher and folder.rationales_path.exists():
+    if config.train.rationale_source in PAPER_SOURCES:  # the paper authors' teacher outputs, not ours
+        rationales = load_paper_rationales(paper_folder(config.train.paper_rationales, cache_root()), config.task.name,
+                                           config.train.rationale_source, task_data.train, filter=config.teacher.filter)
+    elif config.train.uses_teacher and folder.rationales_path.exists():
         rationales = load_rationales(folder.rationales_path, on_event=emit)
     rationales = share_rationales(rationales)
     student = resolve_model(config.train.student)
     data = _with_rationale_source(task_data, config.train.rationale_source)
-    teacher_rationales = rationales if config.train.rationale_source == "teacher" else None
+    teacher_rationales = rationales if config.train.rationale_source in ("teacher", *PAPER_SOURCES) else None
     result = train(student, data, teacher_rationales, config.train.for_method(), folder.train_dir,
                    resume=True, on_event=emit, should_stop=should_stop)
     if any_stop(should_stop, result):

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
+import huggingface_hub.constants
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mlx_distill.data import DEFAULT_DATASETS
 
 
 def put_dataset(cache: Path, repo_id: str, files: dict[str, list[dict]], revision: str | None = None) -> Path:
@@ -33,3 +38,52 @@ def put_dataset(cache: Path, repo_id: str, files: dict[str, list[dict]], revisio
     ref.parent.mkdir(parents=True, exist_ok=True)
     ref.write_text(sha)
     return snapshot
+
+
+def offline_hf_cache(home: Path, monkeypatch: Any) -> Path:
+    """An empty HF cache under ``home`` with the hub switched off: in the environment (for
+    subprocesses) and in ``huggingface_hub.constants`` (read once at import, for this process)."""
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def svamp_record(i: int) -> dict:
+    return {"ID": f"chal-{i}", "Body": f"Jack had {i} apples.", "Question": f"How many now{i}?",
+            "Equation": f"( {i}.0 + 1.0 )", "Answer": float(i + 1), "Type": "Addition",
+            "question_concat": f"Jack had {i} apples. How many now{i}?"}
+
+
+def put_svamp(cache: Path, records: list[dict]) -> None:
+    # The hub copy ships its own 700/300 split, in its own order.
+    shuffled = [records[i] for i in np.random.RandomState(5).permutation(len(records))]
+    cut = len(records) * 7 // 10
+    put_dataset(cache, "ChilleD/SVAMP", {"data/train-00000-of-00001.parquet": shuffled[:cut],
+                                         "data/test-00000-of-00001.parquet": shuffled[cut:]})
+
+
+def put_cqa(cache: Path, n_train: int = 20, n_dev: int = 8, n_test: int = 5) -> None:
+    def rows(prefix: str, n: int, labelled: bool = True) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "question": f"Where is thing {i}?", "question_concept": "thing",
+                 "choices": {"label": list("ABCDE"), "text": [f"place {i}{c}" for c in "abcde"]},
+                 "answerKey": "ABCDE"[i % 5] if labelled else ""} for i in range(n)]
+
+    put_dataset(cache, "tau/commonsense_qa", {
+        "data/train-00000-of-00001.parquet": rows("t", n_train),
+        "data/validation-00000-of-00001.parquet": rows("v", n_dev),
+        "data/test-00000-of-00001.parquet": rows("x", n_test, labelled=False)},
+        revision=DEFAULT_DATASETS["cqa"].source.revision)
+
+    def cose(prefix: str, n: int) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "question": f"Where is thing {i}?", "choices": [f"place {i}{c}" for c in "abcde"],
+                 "answer": f"place {i}{'abcde'[i % 5]}", "abstractive_explanation": f"because {prefix}{i}",
+                 "extractive_explanation": "thing"} for i in range(n)]
+
+    put_dataset(cache, "Salesforce/cos_e", {"v1.11/train-00000-of-00001.parquet": cose("t", n_train),
+                                            "v1.11/validation-00000-of-00001.parquet": cose("v", n_dev)},
+                revision=DEFAULT_DATASETS["cqa"].rationales.revision)

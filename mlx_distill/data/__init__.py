@@ -1,4 +1,8 @@
-"""Task data: each built-in dataset's own published files -> train/validation/test ``Example`` lists.
+"""Task data: each built-in dataset's hub copy or own published files -> train/validation/test ``Example`` lists.
+
+A built-in task reads its Hugging Face hub copy when no path is given (``hub``: fetched once into
+the HF cache, then offline); the same row builders read the local files below, so both give the
+same examples. ``paper`` reads the paper authors' teacher outputs as a rationale source.
 
 Tasks (``TASKS``):
 

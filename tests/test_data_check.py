@@ -6,7 +6,6 @@ dataset in its real hub layout; the paper's archive is written in its published 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from mlx_distill.config import load_config
 from mlx_distill.data import parse_hub_spec
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
 from mlx_distill.testing.hub_cache import offline_hf_cache, put_cqa, put_dataset, put_svamp, svamp_record
+from mlx_distill.testing.paper_archive import write_copy, write_palm
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("entailment", "neutral", "contradiction")
@@ -39,24 +39,12 @@ def hub(tmp_path, monkeypatch) -> Path:
                                          for s, n in (("train", 20), ("dev", 4), ("test", 4))})
     monkeypatch.setenv("MLX_DISTILL_CACHE", str(tmp_path / "mlx-distill"))
     datasets = tmp_path / "mlx-distill" / "distilling-step-by-step" / "datasets"
-    _write_jsonl(datasets / "cqa" / "cqa_train.json", [{"id": f"t{i}"} for i in range(20)])
-    _write_json(datasets / "cqa" / "llm" / "train_CoT_0.json",
-                [f"Thing {i} is there. So the answer is (a) place {i}a." for i in range(20)])
-    _write_jsonl(datasets / "svamp" / "svamp_train.json",
-                 [{"input": f"Jack had {i} apples.\nHow many now{i}?", "label": f"( {i}.0 + 1.0 )"} for i in range(1, 51)])
-    _write_json(datasets / "svamp" / "llm" / "train_CoT_0.json",
-                [f"{i} + 1. The answer is ( {i}.0 + 1.0 )." for i in range(1, 51)])
+    write_copy(datasets, "cqa", "train", [{"id": f"t{i}"} for i in range(20)])
+    write_palm(datasets, "cqa", "train", [f"Thing {i} is there. So the answer is (a) place {i}a." for i in range(20)])
+    write_copy(datasets, "svamp", "train",
+               [{"input": f"Jack had {i} apples.\nHow many now{i}?", "label": f"( {i}.0 + 1.0 )"} for i in range(1, 51)])
+    write_palm(datasets, "svamp", "train", [f"{i} + 1. The answer is ( {i}.0 + 1.0 )." for i in range(1, 51)])
     return cache
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
 
 
 def _config(tmp_path: Path, **sections) -> Path:

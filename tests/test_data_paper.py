@@ -9,7 +9,6 @@ outputs (few-shot continuations that run on into the next invented example).
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 import zipfile
 from pathlib import Path
@@ -21,19 +20,10 @@ from mlx_distill.data import Example, fetch_paper_archive, load_paper_rationales
 from mlx_distill.errors import DistillError
 from mlx_distill.pipeline import run_pipeline
 from mlx_distill.testing.hub_cache import offline_hf_cache, put_cqa
+from mlx_distill.testing.paper_archive import write_copy, write_gpt_neox, write_palm
 
 CQA_OUTPUT = ("The answer must be a place where beavers live. Of the above choices, only canada has beavers. "
               "So the answer is (d) canada.\n\nQ: What is the best way to rest?\nAnswer Choices:\n(a) sleep")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
 
 
 def cqa_archive(root: Path, n: int = 5, batch: int = 2) -> list[Example]:
@@ -41,12 +31,11 @@ def cqa_archive(root: Path, n: int = 5, batch: int = 2) -> list[Example]:
     rows = [{"id": f"c{i}", "question": f"Where do beavers {i} live?", "choices": ["a", "b", "c", "canada", "e"],
              "answer": "canada" if i % 2 == 0 else "e", "abstractive_explanation": "", "extractive_explanation": ""}
             for i in range(n)]
-    write_jsonl(root / "datasets" / "cqa" / "cqa_train.json", rows)
-    outputs = [CQA_OUTPUT if i != 3 else "I am not sure about this one." for i in range(n)]
-    for k in range(0, n, batch):
-        write_json(root / "datasets" / "cqa" / "llm" / f"train_CoT_{k // batch}.json", outputs[k:k + batch])
-    write_json(root / "datasets" / "gpt-neox" / "cqa" / "train.json",
-               ["  Beavers build dams in rivers. So the answer is (e) e.\n\nQ: next" for _ in range(n)])
+    write_copy(root / "datasets", "cqa", "train", rows)
+    write_palm(root / "datasets", "cqa", "train", [CQA_OUTPUT if i != 3 else "I am not sure about this one."
+                                                   for i in range(n)], batch=batch)
+    write_gpt_neox(root / "datasets", "cqa", "train",
+                   ["  Beavers build dams in rivers. So the answer is (e) e.\n\nQ: next" for _ in range(n)])
     return [Example(id=r["id"], input=f"q{r['id']}", label=r["answer"]) for r in reversed(rows)]
 
 
@@ -88,26 +77,25 @@ def test_gpt_neox_outputs_come_from_their_own_folder(tmp_path):
 
 def test_svamp_esnli_anli_are_matched_through_the_authors_copy(tmp_path):
     datasets = tmp_path / "datasets"
-    write_jsonl(datasets / "svamp" / "svamp_train.json", [{"input": "Body 1\nQ 1", "label": "( 1.0 + 2.0 )"},
-                                                          {"input": "Body 2\nQ 2", "label": "( 2.0 * 3.0 )"}])
-    write_json(datasets / "svamp" / "llm" / "train_CoT_0.json", ["1 + 2 = 3. The answer is ( 1.0 + 2.0 ).\n\nQ: x",
-                                                                  "2 * 3 = 6. The answer is ( 2.0 * 3.0 )."])
+    write_copy(datasets, "svamp", "train", [{"input": "Body 1\nQ 1", "label": "( 1.0 + 2.0 )"},
+                                            {"input": "Body 2\nQ 2", "label": "( 2.0 * 3.0 )"}])
+    write_palm(datasets, "svamp", "train", ["1 + 2 = 3. The answer is ( 1.0 + 2.0 ).\n\nQ: x",
+                                            "2 * 3 = 6. The answer is ( 2.0 * 3.0 )."])
     svamp = load_paper_rationales(tmp_path, "svamp", "paper-palm",
                                   [Example("chal-7", "Body 2\nQ 2", "( 2.0 * 3.0 )"),
                                    Example("chal-9", "Body 1\nQ 1", "( 1.0 + 2.0 )")])
     assert svamp["chal-7"].rationale == "2 * 3 = 6." and svamp["chal-9"].answer == "( 1.0 + 2.0 )"
     assert all(r.agrees for r in svamp.values())
 
-    write_jsonl(datasets / "esnli" / "esnli_valid.json", [{"premise": "A dog runs.", "hypothesis": "A dog sleeps.",
-                                                           "label": 2, "explanation_1": ""}])
-    write_json(datasets / "esnli" / "llm" / "valid_CoT_0.json", ["Running is not sleeping. Answer: contradiction"])
+    write_copy(datasets, "esnli", "valid", [{"premise": "A dog runs.", "hypothesis": "A dog sleeps.", "label": 2,
+                                             "explanation_1": ""}])
+    write_palm(datasets, "esnli", "valid", ["Running is not sleeping. Answer: contradiction"])
     ours = Example("h-1", "Premise: A dog runs.\nHypothesis: A dog sleeps.", "contradiction")
     esnli = load_paper_rationales(tmp_path, "esnli", "paper-palm", [ours], split="validation")
     assert esnli["h-1"].rationale == "Running is not sleeping." and esnli["h-1"].agrees
 
-    write_jsonl(datasets / "anli1" / "anli1_test.json", [{"uid": "u1", "premise": "p", "hypothesis": "h", "label": 1,
-                                                          "reason": ""}])
-    write_json(datasets / "anli1" / "llm" / "test_CoT_0.json", ["Nothing says so. So the answer is neutral."])
+    write_copy(datasets, "anli1", "test", [{"uid": "u1", "premise": "p", "hypothesis": "h", "label": 1, "reason": ""}])
+    write_palm(datasets, "anli1", "test", ["Nothing says so. So the answer is neutral."])
     anli = load_paper_rationales(tmp_path, "anli", "paper-palm", [Example("u1", "x", "neutral")], split="test")
     assert anli["u1"].answer == "neutral" and anli["u1"].rationale == "Nothing says so."
 
@@ -120,7 +108,7 @@ def test_bad_archives_are_refused_in_one_line(tmp_path):
     with pytest.raises(DistillError, match=r"4 outputs for the 5 examples of cqa_train\.json"):
         load_paper_rationales(tmp_path, "cqa", "paper-palm", examples)
     with pytest.raises(DistillError, match="gpt-neox/svamp/train.json: not found"):
-        write_jsonl(tmp_path / "datasets" / "svamp" / "svamp_train.json", [{"input": "x", "label": "y"}])
+        write_copy(tmp_path / "datasets", "svamp", "train", [{"input": "x", "label": "y"}])
         load_paper_rationales(tmp_path, "svamp", "paper-gpt-neox", [])
 
 
@@ -174,9 +162,9 @@ def test_a_run_trains_on_the_papers_rationales_without_a_teacher(tmp_path, monke
     cache = offline_hf_cache(tmp_path / "hf", monkeypatch)
     put_cqa(cache, n_train=20, n_dev=4, n_test=2)
     ids = [f"t{i}" for i in range(20)]
-    write_jsonl(tmp_path / "dss" / "datasets" / "cqa" / "cqa_train.json",
-                [{"id": i, "question": "", "choices": [], "answer": ""} for i in reversed(ids)])
-    write_json(tmp_path / "dss" / "datasets" / "cqa" / "llm" / "train_CoT_0.json",
+    write_copy(tmp_path / "dss" / "datasets", "cqa", "train",
+               [{"id": i, "question": "", "choices": [], "answer": ""} for i in reversed(ids)])
+    write_palm(tmp_path / "dss" / "datasets", "cqa", "train",
                [f"It is where thing {i[1:]} is. So the answer is (a) place {i[1:]}a.\n\nQ: next" for i in reversed(ids)])
     config = parse_config({"name": "paper", "runs_dir": str(tmp_path / "runs"), "task": {"name": "cqa"},
                            "teacher": {"enabled": False, "filter": "all"},

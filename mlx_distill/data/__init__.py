@@ -73,8 +73,9 @@ def load_task(task: str, path: str | Path | None = None, *, seed: int = 0, valid
         columns: For ``jsonl``/``csv``: maps ``input``/``label``/``rationale``/``id`` to the names
             used in the files, e.g. ``{"input": "question", "label": "answer"}``.
         human_rationales: A file or folder of human rationales joined by id (CoS-E format with
-            ``explanation.open-ended``, or records with ``id`` and ``rationale``). For ``cqa``,
-            CoS-E files beside the data are found without it.
+            ``explanation.open-ended``, or records with ``id`` and ``rationale``), or a hub copy of
+            CoS-E (``hf:Salesforce/cos_e:v1.0``). For ``cqa``, CoS-E files beside the data (or,
+            from the hub, CoS-E v1.11) are joined without it.
 
     Returns:
         The task's splits, with ``notes`` saying how they were made.
@@ -96,11 +97,7 @@ def load_task(task: str, path: str | Path | None = None, *, seed: int = 0, valid
     source = default_source(task) if not str(path or "").strip() else parse_hub_spec(str(path))
     if source is not None:
         splits = load_hub_task(task, source, notes)
-        cose = parse_hub_spec(str(human_rationales)) if human_rationales is not None else None
-        if cose is not None or (human_rationales is None and task == "cqa"):
-            splits = join_cose(splits, notes, *([cose] if cose is not None else []))
-        elif human_rationales is not None:
-            splits = join_human_rationales(Path(human_rationales), human_rationales, splits, notes)
+        root = None
     else:
         root = Path(str(path)).expanduser()
         if not root.exists():
@@ -111,8 +108,12 @@ def load_task(task: str, path: str | Path | None = None, *, seed: int = 0, valid
             splits = load_user(root, notes, columns, task)
         else:
             splits = {"svamp": load_svamp, "cqa": load_cqa, "esnli": load_esnli, "anli": load_anli}[task](root, notes)
-        if human_rationales is not None or task == "cqa":
-            splits = join_human_rationales(root, human_rationales, splits, notes)
+    # Human rationales: a hub copy of CoS-E (CQA from the hub: v1.11 by default), else files by id.
+    hub_rationales = parse_hub_spec(str(human_rationales)) if human_rationales is not None else None
+    if hub_rationales is not None or (root is None and human_rationales is None and task == "cqa"):
+        splits = join_cose(splits, notes, *([hub_rationales] if hub_rationales is not None else []))
+    elif human_rationales is not None or task == "cqa":
+        splits = join_human_rationales(root or Path(str(human_rationales)), human_rationales, splits, notes)
 
     train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
     if test is None:

@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         if source is None:
             raise DistillError(f"--data {args.data} is not a hub dataset; write hf:ORG/NAME[:CONFIG][@REVISION]")
         size = DEFAULT_DATASETS[task].size if source == default_source(task) else "size: see its dataset card"
-        print(f"{task}: {source.spec} ({size})", flush=True)
+        print(f"{task}: {source.spec}, {size}", flush=True)
         data = load_task(task, source.spec)
         print(f"{task}: cached, readable offline: {len(data.train)} train / {len(data.validation)} validation / "
               f"{len(data.test)} test (task.seed 0)")

@@ -175,3 +175,14 @@ def test_a_run_trains_on_the_papers_rationales_without_a_teacher(tmp_path, monke
     run_pipeline(config, on_event=events.append)
     said = [getattr(e, "message", "") for e in events]
     assert "18 training examples, 18 with a rationale" in said, said
+
+
+def test_runs_made_before_paper_rationales_existed_are_not_taken_as_changed(tmp_path):
+    from mlx_distill.pipeline.resume import stage_inputs  # the resume fingerprint's inputs
+
+    plain = parse_config({"task": {"name": "jsonl", "data": "d"}, "teacher": {"enabled": False},
+                          "train": {"rationale_source": "human"}}, base_dir=tmp_path)
+    assert "paper_rationales" not in stage_inputs(plain)["train"]["train"]
+    paper = parse_config({"task": {"name": "cqa"}, "teacher": {"enabled": False},
+                          "train": {"rationale_source": "paper-palm", "paper_rationales": "dss"}}, base_dir=tmp_path)
+    assert stage_inputs(paper)["train"]["train"]["paper_rationales"] == str(tmp_path / "dss")

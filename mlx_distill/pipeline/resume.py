@@ -37,6 +37,7 @@ def _files_signature(path: str) -> list:
 # Teacher keys added after the first release, with their defaults: left at the default they are
 # left out of the fingerprint, so runs made before they existed are not taken as changed.
 _LATER_TEACHER_KEYS = {"reject_restating": False}
+_LATER_TRAIN_KEYS = {"paper_rationales": ""}
 
 
 def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -48,6 +49,7 @@ def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
     # Trainer keys left at their defaults are left out, so adding a setting to TrainConfig does not
     # make every earlier run look changed.
     train = {k: v for k, v in config.to_dict()["train"].items() if k not in defaults or v != defaults[k]}
+    train = {k: v for k, v in train.items() if not (k in _LATER_TRAIN_KEYS and v == _LATER_TRAIN_KEYS[k])}
     uses_teacher = config.teacher.enabled and config.train.uses_teacher
     inputs = {
         "data": data,

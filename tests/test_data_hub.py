@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_distill.data import DEFAULT_DATASETS, load_task, parse_hub_spec
+from mlx_distill.data import load_task, parse_hub_spec
 from mlx_distill.data.hub import HubSource
 from mlx_distill.errors import DistillError
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli_process

@@ -49,8 +49,9 @@ def main(args: argparse.Namespace) -> int:
     for coverage in _coverages(config, data):
         agree = "" if coverage.agreeing is None else f", {coverage.agreeing} agree with the gold label"
         share = coverage.with_rationale / coverage.total if coverage.total else 0.0
-        used = "  <- used (train.rationale_source)" if coverage.source.split(" ")[0] == config.train.rationale_source else ""
-        print(f"  {coverage.source}: {coverage.with_rationale}/{coverage.total} ({share:.0%}){agree}{coverage.note}{used}")
+        used = coverage.source.split(" ")[0] == config.train.rationale_source
+        print(f"  {coverage.source}: {coverage.with_rationale}/{coverage.total} ({share:.0%}){agree}{coverage.note}"
+              + ("  <- used (train.rationale_source)" if used else ""))
     count, how = _token_counter(config.train.student)
     limit = config.train.trainer.max_input_tokens
     longest, over = input_lengths(data, count, limit)

@@ -30,7 +30,8 @@ def main(args: argparse.Namespace) -> int:
     if args.task == "paper-rationales":
         return _fetch_paper_rationales()
     if args.task == "all" and args.data:
-        raise DistillError("--data names one dataset; give one task with it, e.g. fetch-data anli --data hf:facebook/anli:all")
+        raise DistillError("--data names one dataset; give one task with it, "
+                           "e.g. fetch-data anli --data hf:facebook/anli:all")
     for task in BUILT_IN if args.task == "all" else (args.task,):
         source = parse_hub_spec(args.data) if args.data else default_source(task)
         if source is None:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlx_distill.data.readers import require_rows
-from mlx_distill.data.records import Row
-from mlx_distill.data.tasks import Splits, cqa_example, join_rationales_by_id, nli_example, svamp_example, svamp_paper_split
+from mlx_distill.data.tasks import (Splits, cqa_example, join_rationales_by_id, nli_example, svamp_example,
+                                    svamp_paper_split)
 from mlx_distill.errors import DistillError
 
 HUB_PREFIX = "hf:"
@@ -132,7 +132,8 @@ def _patterns(subdir: str, splits: list[str]) -> list[str]:
                                         f"{subdir}/*-{s}.parquet", f"{subdir}/{s}.parquet")]
 
 
-def _read_rows(folder: Path, source: HubSource, subdir: str, split: str, required: bool = True) -> list[tuple[dict, str]]:
+def _read_rows(folder: Path, source: HubSource, subdir: str, split: str,
+               required: bool = True) -> list[tuple[dict, str]]:
     """Every record of a split's parquet files, each with where it came from (``repo/file:row``)."""
     import pyarrow.parquet as pq
 
@@ -190,8 +191,8 @@ def _cqa(source: HubSource, notes: list[str]) -> Splits:
             choices = _get(rec, "choices", where)
             labels, texts = _get(choices, "label", where, "choices.label"), _get(choices, "text", where, "choices.text")
             rows.append(cqa_example(str(_get(rec, "id", where)), str(_get(rec, "question", where)),
-                                    [str(k) for k in labels], [str(t) for t in texts], str(_get(rec, "answerKey", where)),
-                                    where))
+                                    [str(k) for k in labels], [str(t) for t in texts],
+                                    str(_get(rec, "answerKey", where)), where))
         splits[ours] = rows
     notes.append("test: the dataset's validation (dev) split, as in the paper; its test split has no answers")
     return splits

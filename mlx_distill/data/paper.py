@@ -92,7 +92,8 @@ def _outputs(folder: Path, name: str, split: str, source: str) -> tuple[list[str
         try:
             batch = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DistillError(f"{path}: not a JSON list of teacher outputs ({error}); unzip the archive again") from None
+            raise DistillError(f"{path}: not a JSON list of teacher outputs ({error}); "
+                               "unzip the archive again") from None
         if not isinstance(batch, list) or not all(isinstance(o, str) for o in batch):
             raise DistillError(f"{path}: expected a JSON list of strings (the teacher's outputs)")
         outputs.extend(batch)

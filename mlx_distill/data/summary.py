@@ -45,7 +45,8 @@ def human_coverage(examples: list[Example]) -> Coverage:
     return Coverage("human (the dataset's own)", sum(1 for e in examples if e.rationale), len(examples))
 
 
-def record_coverage(source: str, examples: list[Example], records: Mapping[str, RationaleRecord], note: str = "") -> Coverage:
+def record_coverage(source: str, examples: list[Example], records: Mapping[str, RationaleRecord],
+                    note: str = "") -> Coverage:
     """Coverage of teacher records (ours or the paper's) over ``examples``: accepted, non-empty rationales."""
     mine = [records[e.id] for e in examples if e.id in records]
     usable = sum(1 for r in mine if r.accepted and r.rationale.strip())

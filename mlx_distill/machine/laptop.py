@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from mlx_distill.events import STAGES, Event, Failed, Finished, Log, OnEvent, Paused, Resumed, ShouldStop, StageStarted
 from mlx_distill.machine.awake import KeepAwake
 from mlx_distill.machine.memory import memory_limit, memory_plan
 from mlx_distill.machine.notify import notify
-from mlx_distill.machine.power import BatteryPause
+from mlx_distill.machine.power import CONTINUE_FILE, BatteryPause
 
 
 class LaptopRun:
@@ -30,6 +30,14 @@ class LaptopRun:
         self.continue_file = continue_file
         self.run_name = run_name
         self._ended = False
+        self._held_before_pause = False
+
+    @classmethod
+    def for_run(cls, settings: Any, run_dir: Path, run_name: str) -> "LaptopRun":
+        """From a config's ``[run]`` section (``mlx_distill.config.RunSection``)."""
+        return cls(keep_awake=settings.keep_awake, pause_below_battery=settings.pause_below_battery,
+                   notify=settings.notify, memory_limit_gb=settings.memory_limit_gb,
+                   continue_file=Path(run_dir) / CONTINUE_FILE, run_name=run_name)
 
     @contextlib.contextmanager
     def running(self, emit: OnEvent) -> Iterator["LaptopRun"]:
@@ -50,9 +58,10 @@ class LaptopRun:
         if isinstance(event, StageStarted) and event.stage in STAGES:
             self.awake.hold()
         elif isinstance(event, Paused):
-            self.awake.release()
+            self._held_before_pause = self.awake.held
+            self.awake.release()  # a paused run lets the Mac sleep
             self._say(event.message)
-        elif isinstance(event, Resumed):
+        elif isinstance(event, Resumed) and self._held_before_pause:
             self.awake.hold()
         elif isinstance(event, Finished) and event.stage == "run":
             self._end("stopped; finished work is kept" if event.stopped else "finished")

@@ -30,31 +30,35 @@ def record(event, **fields):
 
 '''
 
-_CAFFEINATE = '''def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a process that has ended but is not reaped yet counts as ended (as for the real -w)
-        with open(f"/proc/{{pid}}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def end(signum, frame):
-    record("end", reason=f"signal {{signum}}")
-    sys.exit(0)
-
-
-args = sys.argv[1:]
-record("start", args=args)
-for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(sig, end)
-watched = int(args[args.index("-w") + 1]) if "-w" in args else None
-while watched is None or alive(watched):
-    time.sleep(0.02)
-record("end", reason="watched process ended")
+# A shell script, not Python: it must record its start in the milliseconds before a fast run
+# (one that fails at once) lets it go, as the real, native caffeinate would have started by then.
+_CAFFEINATE = r'''#!/bin/sh
+log="{folder}/records.jsonl"
+now() {{ perl -MTime::HiRes=time -e 'printf "%.6f", time'; }}
+ended() {{
+    echo "{{\"tool\": \"caffeinate\", \"pid\": $$, \"event\": \"end\", \"time\": $(now), \"reason\": \"$1\"}}" >> "$log"
+    exit 0
+}}
+trap 'ended "signal"' TERM INT HUP
+args=""
+for arg in "$@"; do args="$args${{args:+, }}\"$arg\""; done
+echo "{{\"tool\": \"caffeinate\", \"pid\": $$, \"event\": \"start\", \"time\": $(now), \"args\": [$args]}}" >> "$log"
+watched=""
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-w" ]; then watched="$2"; fi
+    shift
+done
+# With -w it lives until that process ends; an ended process not reaped yet (a zombie) counts as
+# ended, as for the real one.
+alive() {{
+    kill -0 "$watched" 2>/dev/null || return 1
+    [ -r "/proc/$watched/stat" ] || return 0
+    read -r stat < "/proc/$watched/stat"
+    state="${{stat##*) }}"
+    [ "${{state%% *}}" != "Z" ]
+}}
+while [ -z "$watched" ] || alive; do sleep 0.05; done
+ended "watched process ended"
 '''
 
 _PMSET = '''record("call", args=sys.argv[1:])
@@ -82,10 +86,11 @@ class FakeMacTools:
     @classmethod
     def install(cls, folder: Path) -> "FakeMacTools":
         folder.mkdir(parents=True, exist_ok=True)
-        for tool, body in (("caffeinate", _CAFFEINATE), ("pmset", _PMSET), ("osascript", _OSASCRIPT)):
-            script = folder / tool
-            script.write_text(_COMMON.format(python=sys.executable, folder=str(folder), tool=tool) + body)
-            script.chmod(0o755)
+        for tool, body in (("pmset", _PMSET), ("osascript", _OSASCRIPT)):
+            (folder / tool).write_text(_COMMON.format(python=sys.executable, folder=str(folder), tool=tool) + body)
+        (folder / "caffeinate").write_text(_CAFFEINATE.format(folder=str(folder)))
+        for tool in ("caffeinate", "pmset", "osascript"):
+            (folder / tool).chmod(0o755)
         fake = cls(folder)
         fake.set_power(on_battery=False, percent=100)
         return fake

@@ -1,6 +1,7 @@
 """A whole run on a (faked) laptop: the sleep assertion's lifetime (normal end, exception, Ctrl-C,
 SIGKILL), the pause on a low battery in the teacher and in training, one notification per end,
-the MLX memory limit set before the teacher loads, and the teacher's prefill steps.
+the MLX memory limit set before the teacher loads, the teacher's prefill steps, and the dashboard
+while paused.
 
 Only the macOS tools caffeinate, pmset and osascript are fake (``mlx_distill.testing.mac_tools``:
 they cannot run on Linux), plus MLX's report of a Metal device's size in the memory test (no
@@ -23,16 +24,19 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 import tomli_w
+from textual.widgets import Static
 
 from mlx_distill.config import load_config
 from mlx_distill.data import load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Paused, Resumed, StageStarted, TeacherProgress, TrainStep, event_from_json
-from mlx_distill.machine import power
+from mlx_distill.machine import CONTINUE_FILE, power
 from mlx_distill.pipeline import run_pipeline
 from mlx_distill.teacher import generate_rationales
 from mlx_distill.testing.cli_runner import run_cli
 from mlx_distill.testing.mac_tools import FakeMacTools
+from mlx_distill.testing.ui_fakes import ScriptedStarter, sample_events
+from mlx_distill.tui.app import DistillApp
 
 TEACHER_LIMIT = 12
 
@@ -255,3 +259,25 @@ def test_the_teacher_prefills_in_the_given_steps_with_the_same_records(tmp_path,
         outputs[step] = {r["id"]: r["raw"] for r in map(json.loads, out.read_text().splitlines())}
     assert steps == [2048, 4]  # the CPU default, then the one asked for
     assert outputs[4] == outputs[None]
+
+
+async def test_the_dashboard_shows_a_battery_pause_and_r_tells_the_run_to_go_on(tmp_path):
+    events = sample_events()
+    paused = Paused(message="paused: on battery at 12% (below 20%)", level="warning", battery_percent=12,
+                    time=events[9].time)
+    resumed = Resumed(message="resumed: AC Power", reason="power", time=events[9].time + 5)
+    starter = ScriptedStarter(script=events[:10] + [paused, resumed] + events[10:], block_after=11)
+    app = DistillApp(tmp_path, starter=starter, poll_interval=60, available_memory=lambda: 16 * 1000**3)
+    async with app.run_test(size=(100, 36)) as pilot:
+        app.action_start_demo()
+        app.poll_run()
+        await pilot.pause()
+        run_dir = tmp_path / "demo"
+        status = str(app.screen.query_one("#run-status", Static).render())
+        assert "paused on battery (12%)" in status and "press r" in status
+        await pilot.press("r")
+        assert (run_dir / CONTINUE_FILE).exists() and len(starter.started) == 1  # not a second pipeline
+        starter.release(run_dir, 2)
+        app.poll_run()
+        await pilot.pause()
+        assert "running: teacher" in str(app.screen.query_one("#run-status", Static).render())

@@ -43,12 +43,7 @@ TEACHER_LIMIT = 12
 
 @pytest.fixture
 def fake_mac(tmp_path, monkeypatch) -> FakeMacTools:
-    fake = FakeMacTools.install(tmp_path / "bin")
-    for key, value in fake.env().items():
-        if os.environ.get(key) != value:
-            monkeypatch.setenv(key, value)
-    monkeypatch.setattr(power, "PAUSED_POLL_SECONDS", 0.05)
-    return fake
+    return FakeMacTools.install(tmp_path / "bin").activate(monkeypatch)
 
 
 def _config(tmp_path: Path, models: dict[str, Path], task: Path, teacher: Path | None = None,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlx_distill.machine import power
+
 _COMMON = '''#!{python}
 import json, os, signal, sys, time
 FOLDER = {folder!r}
@@ -99,6 +101,15 @@ class FakeMacTools:
         """Environment variables that put the fakes first on PATH and ask for macOS behaviour."""
         base = dict(os.environ if base is None else base)
         return {**base, "PATH": f"{self.folder}{os.pathsep}{base.get('PATH', '')}", "MLX_DISTILL_MACOS": "1"}
+
+    def activate(self, monkeypatch: Any, paused_poll_seconds: float = 0.05) -> "FakeMacTools":
+        """Put the fakes on this process's PATH (with pytest's ``monkeypatch``, undone after the
+        test), ask for the macOS behaviour, and make a paused run look again every 50 ms."""
+        for key, value in self.env().items():
+            if os.environ.get(key) != value:
+                monkeypatch.setenv(key, value)
+        monkeypatch.setattr(power, "PAUSED_POLL_SECONDS", paused_poll_seconds)
+        return self
 
     def set_power(self, *, on_battery: bool, percent: int | None) -> None:
         """What the fake ``pmset -g batt`` reports from now on (``percent`` None: a desktop Mac)."""

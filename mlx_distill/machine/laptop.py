@@ -60,7 +60,7 @@ class LaptopRun:
         elif isinstance(event, Paused):
             self._held_before_pause = self.awake.held
             self.awake.release()  # a paused run lets the Mac sleep
-            self._say(event.message)
+            self._say(f"paused: on battery at {event.battery_percent}%; plug in the charger to go on")
         elif isinstance(event, Resumed) and self._held_before_pause:
             self.awake.hold()
         elif isinstance(event, Finished) and event.stage == "run":

@@ -1,4 +1,5 @@
-"""Which macOS tools this machine has: caffeinate, pmset, osascript (none of them on Linux)."""
+"""Which macOS tools this machine has: caffeinate, pmset, osascript (none of them on Linux; vm_stat,
+used for the memory free, is optional too)."""
 
 from __future__ import annotations
 

@@ -172,6 +172,29 @@ class TrainSection:
         return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
 
 
+@dataclass
+class RunSection:
+    """[run]: how a run treats the machine (a laptop); none of it changes what a stage computes."""
+
+    keep_awake: bool = _help("keep the Mac from idle sleep while a stage works (caffeinate)", True)
+    pause_below_battery: int = _help("on battery below this charge (percent) wait between batches; 0: never", 20)
+    notify: bool = _help("a desktop notification and the terminal bell when the run ends, fails or pauses", True)
+    memory_limit_gb: float = _help("MLX memory limit in GB (0: the memory free, at most the GPU's recommended "
+                                   "working set)", 0.0)
+    prefill_step_size: int = _help("prompt tokens per sequence in one teacher prefill step (0: from the device)", 0)
+
+    def validate(self, source: str) -> None:
+        if not 0 <= self.pause_below_battery <= 100:
+            raise DistillError(f"{source}: run.pause_below_battery must be a percent from 0 to 100, "
+                               f"got {self.pause_below_battery}")
+        if not math.isfinite(self.memory_limit_gb) or self.memory_limit_gb < 0:
+            raise DistillError(f"{source}: run.memory_limit_gb must be 0 (automatic) or a size in GB, "
+                               f"got {self.memory_limit_gb}")
+        if self.prefill_step_size < 0:
+            raise DistillError(f"{source}: run.prefill_step_size must be 0 (automatic) or a token count, "
+                               f"got {self.prefill_step_size}")
+
+
 # Trainer keys the TOML does not take: derived from other keys.
 _DERIVED_TRAIN_KEYS = {"human_rationales"}
 
@@ -184,6 +207,7 @@ class RunConfig:
     train: TrainSection
     runs_dir: str = "runs"
     format_version: int = FORMAT_VERSION
+    run: RunSection = field(default_factory=RunSection)
 
     def to_dict(self) -> dict[str, Any]:
         train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "trainer"}
@@ -195,6 +219,7 @@ class RunConfig:
             "task": dataclasses.asdict(self.task),
             "teacher": dataclasses.asdict(self.teacher),
             "train": train,
+            "run": dataclasses.asdict(self.run),
         }
 
     def to_toml(self) -> str:
@@ -266,7 +291,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     Every key is checked here, before any stage runs: its name, its type and its range.
     """
     base = base_dir or Path.cwd()
-    top_keys = {"format_version", "name", "runs_dir", "task", "teacher", "train"}
+    top_keys = {"format_version", "name", "runs_dir", "task", "teacher", "train", "run"}
     for key in data:
         if key not in top_keys:
             raise DistillError(f"{source}: unknown key '{key}'; known keys: {', '.join(sorted(top_keys))}")
@@ -279,6 +304,8 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
         )
     task = _section(TaskConfig, data.get("task", {}), "task", source)
     teacher = _section(TeacherConfig, data.get("teacher", {}), "teacher", source)
+    run = _section(RunSection, data.get("run", {}), "run", source)
+    run.validate(source)
 
     train_data = dict(data.get("train", {})) if isinstance(data.get("train", {}), dict) else data["train"]
     if not isinstance(train_data, dict):
@@ -360,7 +387,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     runs_dir = data.get("runs_dir", "runs")
     check_type(f"{source}: runs_dir", runs_dir, "str")
     return RunConfig(name=name, task=task, teacher=teacher, train=train, runs_dir=_resolve_path(runs_dir, base),
-                     format_version=FORMAT_VERSION)
+                     format_version=FORMAT_VERSION, run=run)
 
 
 MAX_RUN_NAME = 100

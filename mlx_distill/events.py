@@ -61,6 +61,20 @@ class Log(Event):
 
 
 @dataclass(frozen=True)
+class Paused(Log):
+    """The run waits between batches (on battery below ``run.pause_below_battery``)."""
+
+    battery_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Resumed(Log):
+    """A paused run goes on: power returned ("power") or the user asked ("user")."""
+
+    reason: str = "power"
+
+
+@dataclass(frozen=True)
 class MemoryReport(Event):
     """Memory as MLX sees it; bytes."""
 
@@ -152,6 +166,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StageStarted,
         StageFinished,
         Log,
+        Paused,
+        Resumed,
         MemoryReport,
         TeacherLoaded,
         TeacherProgress,

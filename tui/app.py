@@ -25,7 +25,8 @@ from mlx_distill.catalog import usable_memory_bytes
 from mlx_distill.config import parse_config
 from mlx_distill.data import load_task
 from mlx_distill.errors import DistillError
-from mlx_distill.events import Event, Failed, Finished, Log
+from mlx_distill.events import Event, Failed, Finished, Log, Paused
+from mlx_distill.machine import CONTINUE_FILE
 from mlx_distill.pipeline import (EVENTS_FILE, EventTail, StudentSource, read_run, read_run_config, read_state, stage_states,
                                   student_source, teacher_of)
 from mlx_distill.platform import format_bytes
@@ -179,6 +180,9 @@ class DistillApp(App):
             elif isinstance(event, Finished) and event.stage == "run":
                 message = "stopped; finished work is kept" if event.stopped else "finished"
                 self.notify(f"{self.run_dir.name} {message}", title="Run")
+            elif isinstance(event, Paused):
+                self.notify(f"On battery at {event.battery_percent}%: plug in, or press r to go on.", title="Paused",
+                            severity="warning", timeout=10)
 
     def _crash_events(self, new: list[Event]) -> list[Event]:
         """A Failed event for a pipeline process that died without saying so (its log tail)."""
@@ -254,6 +258,11 @@ class DistillApp(App):
             self.notify("Open a run first (F1).", severity="warning")
             return
         if self.is_running():
+            dashboard = self.get_screen("dashboard", DashboardScreen)
+            if dashboard.is_mounted and dashboard.state.paused is not None:  # waiting on a low battery
+                (self.run_dir / CONTINUE_FILE).write_text("")
+                self.notify("Going on while on battery.", title="Run")
+                return
             self.notify("This run is already running.", severity="warning")
             return
         info = read_run(self.run_dir)

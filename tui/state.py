@@ -53,6 +53,7 @@ class DashboardState:
     memory: ev.MemoryReport | None = None
     finished: ev.Finished | None = None
     failed: ev.Failed | None = None
+    paused: ev.Paused | None = None  # waiting between batches on a low battery
     log: list[str] = field(default_factory=list)
     events: int = 0
     # False when no pipeline process holds the run: one killed mid-stage never sent its end.
@@ -80,6 +81,8 @@ class DashboardState:
             return "not started"
         if not self.pipeline_alive:
             return "incomplete — no pipeline is running; resume with r"
+        if self.paused is not None:
+            return f"paused on battery ({self.paused.battery_percent}%): plug in, or press r to go on"
         running = [name for name, state in self.stages.items() if state == RUNNING]
         return f"running: {running[0]}" if running else "running"
 
@@ -91,6 +94,10 @@ class DashboardState:
         return lines
 
     def _apply(self, event: ev.Event) -> list[str]:
+        if isinstance(event, ev.Paused):
+            self.paused = event
+        elif isinstance(event, (ev.Resumed, ev.StageStarted, ev.Finished, ev.Failed)):
+            self.paused = None
         if isinstance(event, ev.StageStarted):
             if event.stage in ev.STAGES and self.finished is not None:
                 self.finished = None  # a resumed run continues after an earlier stop

@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="the run folder (default: <runs_dir>/<name> from the config)")
     parser.add_argument("--redo", metavar="STAGE", help="discard this stage and every later one, then run")
     parser.add_argument("--quiet", action="store_true", help="print only stage boundaries, results and errors")
+    parser.add_argument("--allow-sleep", action="store_true",
+                        help="let the Mac sleep while a stage works (default: kept awake; run.keep_awake)")
+    parser.add_argument("--no-notify", action="store_true",
+                        help="no desktop notification or bell when the run ends, fails or pauses (run.notify)")
     parser.add_argument("--hosts", metavar="HOSTS_JSON",
                         help="run on several Macs: start this run on every host of an mlx.launch hosts file "
                              "(see docs/multi-mac.md); the teacher and training are shared between them")
@@ -29,6 +33,8 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.config import load_config
 
     config = load_config(args.config)
+    config.run.keep_awake = config.run.keep_awake and not args.allow_sleep
+    config.run.notify = config.run.notify and not args.no_notify
     if args.hosts:
         return _launch_on_hosts(args, config)
     return run_with_signals(config, run_dir=args.run_dir, redo=args.redo, quiet=args.quiet)
@@ -43,6 +49,8 @@ def _launch_on_hosts(args: argparse.Namespace, config) -> int:
     run_args = [str(Path(args.config).resolve()), "--run-dir", str(folder.path.resolve())]
     run_args += ["--redo", args.redo] if args.redo else []
     run_args += ["--quiet"] if args.quiet else []
+    run_args += ["--allow-sleep"] if args.allow_sleep else []
+    run_args += ["--no-notify"] if args.no_notify else []
     command = launch_command(args.hosts, run_args, backend=args.backend)
     with stop_on_signals("stopping every host after the current batch (Ctrl-C again to stop at once)…") as should_stop:
         return run_launched(command, folder.events_path, should_stop)

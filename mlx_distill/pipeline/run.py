@@ -37,6 +37,7 @@ from mlx_distill.events import (
     ignore_event,
     never_stop,
 )
+from mlx_distill.machine import LaptopRun
 from mlx_distill.methods import predict_prompt
 from mlx_distill.metrics import is_correct
 from mlx_distill.pipeline.ranks import agree_on_stage, any_stop, runs_here, share_rationales, worker_events, worker_folder
@@ -106,8 +107,12 @@ def run_pipeline(
                 shutil.rmtree(folder.path, ignore_errors=True)
             raise
         log = EventLog(folder.events_path)
+        # Awake while a stage works, paused on a low battery, MLX's memory limit, a word at the end.
+        laptop = LaptopRun.for_run(config.run, folder.path, config.name)
+        emit = fan_out(log, on_event, laptop.on_event)
         try:
-            return _run_logged(config, folder, task_data, redo, fan_out(log, on_event), should_stop)
+            with laptop.running(emit):
+                return _run_logged(config, folder, task_data, redo, emit, laptop.wrap(should_stop, emit))
         finally:
             log.close()
 
@@ -246,7 +251,7 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
     options = dict(batch_size=teacher.batch_size, max_tokens=teacher.max_tokens, prompt_file=teacher.prompt_file or None,
                    rationalize=teacher.rationalize, samples=teacher.samples, quantize=teacher.quantize or None,
                    reject_restating=teacher.reject_restating, exemplar_pool=task_data.train,
-                   on_event=emit, should_stop=should_stop)
+                   prefill_step_size=config.run.prefill_step_size or None, on_event=emit, should_stop=should_stop)
     teacher_id = resolve_model(teacher.model)
     summary = generate_rationales_sharded(task_data.train, config.task.name, teacher_id, folder.rationales_path,
                                           filter=teacher.filter, limit=teacher.limit or None, **options)

@@ -37,6 +37,7 @@ import mlx.core as mx
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherProgress, ignore_event, never_stop
 from mlx_distill.files import JsonlWriter, cut_torn_tail, exclusive_lock, lock_path_for, read_jsonl_lines
+from mlx_distill.machine import prefill_step_size as device_prefill_step_size
 from mlx_distill.methods import FILTERS, TEACHER_BATCH_SIZE
 from mlx_distill.metrics import is_correct, normalize_label
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
@@ -215,8 +216,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                         rationalize: bool = False, samples: int = 1, quantize: int | None = None,
                         precision: str = "auto", prefix_cache: bool = True,
                         max_question_tokens: int = MAX_QUESTION_TOKENS, reject_restating: bool = False,
-                        exemplar_pool: list | None = None, on_event: OnEvent = ignore_event,
-                        should_stop: ShouldStop = never_stop) -> RationaleSummary:
+                        exemplar_pool: list | None = None, prefill_step_size: int | None = None,
+                        on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop) -> RationaleSummary:
     """Ask the teacher for a rationale and answer per example; append records to ``out_path``.
 
     Args:
@@ -246,6 +247,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             reference rationales become the prompt's worked exemplars (held out from generation).
             Default: ``examples`` (before ``limit``); pass the training rows when ``examples`` is
             another split or a shard.
+        prefill_step_size: Prompt tokens per sequence in one prefill step (mlx-lm's), so no GPU
+            command runs for seconds. Default: from the device (``mlx_distill.machine``).
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
 
@@ -310,7 +313,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                         for e in fitted]
                 with JsonlWriter(out, durable=True) as writer:
                     stopped = _generate(loaded, jobs, task, (filter, reject_restating), samples, batch_size,
-                                        max_tokens, prefix_cache, prompt_hash, writer, state, on_event, stop)
+                                        max_tokens, prefix_cache, prompt_hash, writer, state, on_event, stop,
+                                        prefill_step_size or device_prefill_step_size(batch_size))
                 on_event(memory_report())
             finally:
                 peak = int(mx.get_peak_memory())
@@ -419,7 +423,7 @@ class _Progress:
 
 def _generate(loaded, jobs: list[_Job], task: str, policy: tuple[str, bool], samples: int, batch_size: int,
               max_tokens: int, use_prefix: bool, prompt_hash: str, writer: JsonlWriter, state: _Progress,
-              on_event: OnEvent, should_stop: ShouldStop) -> bool:
+              on_event: OnEvent, should_stop: ShouldStop, prefill_step_size: int) -> bool:
     """Run every job through one BatchGenerator; write records as examples finish. True if stopped."""
     # mlx_lm imports transformers (seconds): only once a teacher runs.
     from mlx_lm.generate import BatchGenerator
@@ -432,13 +436,14 @@ def _generate(loaded, jobs: list[_Job], task: str, policy: tuple[str, bool], sam
     prefix_len = 0
     if use_prefix:
         prefix_len = min(_longest_common_prefix(j.tokens for j in jobs), min(len(j.tokens) for j in jobs) - 1)
-    cache = _prefill_prefix(model, jobs[0].tokens[:prefix_len], stream) if prefix_len >= MIN_PREFIX_TOKENS else None
+    cache = (_prefill_prefix(model, jobs[0].tokens[:prefix_len], stream, prefill_step_size)
+             if prefix_len >= MIN_PREFIX_TOKENS else None)
     if cache is None:
         prefix_len = 0
     sampler = make_sampler(temp=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P) if samples > 1 else None
     generator = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_token_ids(tokenizer)],
                                sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=batch_size,
-                               stream=stream)
+                               prefill_step_size=prefill_step_size, stream=stream)
     inputs = [job.tokens[prefix_len:] for job in jobs for _ in range(samples)]
     uids = generator.insert(inputs, caches=[cache] * len(inputs) if cache is not None else None)
     owner = {uid: jobs[i // samples] for i, uid in enumerate(uids)}

@@ -26,8 +26,9 @@ from safetensors import SafetensorError, safe_open
 from mlx_distill.catalog import resolve_model
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
+from mlx_distill.machine import model_memory_budget
 from mlx_distill.methods import TEACHER_BATCH_SIZE
-from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
+from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
 from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source
 
@@ -244,7 +245,8 @@ def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens:
     element_bytes = 4 if to_float32 else 2
     kv = kv_cache_bytes(config, batch_size * (prompt_tokens + max_tokens), element_bytes)
     total = int((weights + kv) * (1 + RUNTIME_OVERHEAD))
-    available = available_memory_bytes() if available_bytes is None else available_bytes
+    # The memory free now, at most MLX's memory limit (a run sets it from the device: mlx_distill.machine).
+    available = model_memory_budget() if available_bytes is None else available_bytes
     return MemoryEstimate(weights, kv, total, available)
 
 
@@ -252,7 +254,7 @@ def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens
     need = (f"teacher {teacher} needs about {format_bytes(estimate.total_bytes)} (weights "
             f"{format_bytes(estimate.weight_bytes)} + KV cache {format_bytes(estimate.kv_cache_bytes)} "
             f"for batch {batch_size} x {tokens} tokens) but only {format_bytes(estimate.available_bytes)} "
-            "is available")
+            "is available to MLX")
     weights_only = estimate.weight_bytes * (1 + RUNTIME_OVERHEAD)
     if weights_only < estimate.available_bytes and batch_size > 1:
         per_sequence = estimate.kv_cache_bytes / batch_size * (1 + RUNTIME_OVERHEAD)

@@ -6,7 +6,6 @@ OpenAI's error shape; the load test checks batching under concurrency with exact
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import openai
 import pytest
 
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
-from mlx_distill.serve import SERVER_FILE, ServeOptions, StudentServer, host_warning, server_address
+from mlx_distill.serve import SERVERS_FOLDER, ServeOptions, StudentServer, host_warning, server_address
 from mlx_distill.serve.requests import ApiError, Limits, parse_chat
 from mlx_distill.serve.worker import Job
 from mlx_distill.serve.answers import Question
@@ -283,6 +282,7 @@ def test_ctrl_c_drains_the_request_in_flight_and_exits_0(demo_models, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "mlx_distill", "serve", str(run), "--port", "0"], cwd=ROOT,
                                env=env, stderr=subprocess.PIPE, text=True)
     try:
+        assert "loading the student" in process.stderr.readline()
         line = process.stderr.readline()
         assert "serving my-run" in line, line
         url = line.split(" at ")[1].split("/v1")[0]
@@ -297,7 +297,7 @@ def test_ctrl_c_drains_the_request_in_flight_and_exits_0(demo_models, tmp_path):
         assert rest[-1].choices[0].finish_reason in ("stop", "length")
         assert process.wait(60) == 0
         assert "server stopped" in process.stderr.read()
-        assert not (run / SERVER_FILE).exists()
+        assert not (run / SERVERS_FOLDER).exists()
         assert server_address(run) is None
     finally:
         if process.poll() is None:
@@ -306,9 +306,11 @@ def test_ctrl_c_drains_the_request_in_flight_and_exits_0(demo_models, tmp_path):
 
 
 def test_server_file_of_a_dead_server_is_ignored(tmp_path):
-    (tmp_path / SERVER_FILE).write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": 2**22 + 12345}))
+    from mlx_distill.serve.address import write_server_address
+
+    write_server_address(tmp_path, "http://127.0.0.1:1", pid=2**22 + 12345)
     assert server_address(tmp_path) is None
-    (tmp_path / SERVER_FILE).write_text(json.dumps({"url": "http://127.0.0.1:2", "pid": os.getpid()}))
+    write_server_address(tmp_path, "http://127.0.0.1:2")
     assert server_address(tmp_path) == "http://127.0.0.1:2"
 
 

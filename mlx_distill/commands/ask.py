@@ -30,12 +30,14 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.methods import answer_max_tokens
     from mlx_distill.serve import Question, answer_batch, check_explainable
     from mlx_distill.train import student_method
-    from mlx_distill.student import load_student
+    from mlx_distill.student import MAX_NEW_TOKENS, load_student
 
     if args.max_tokens is not None and args.max_tokens < 1:
         raise DistillError(f"--max-tokens {args.max_tokens} must be at least 1")
-    question = sys.stdin.read() if args.question == "-" else args.question
-    question = question.strip()
+    if args.max_tokens is not None and args.max_tokens > MAX_NEW_TOKENS:
+        raise DistillError(f"--max-tokens {args.max_tokens} is more than a student writes; give at most "
+                           f"{MAX_NEW_TOKENS}")
+    question = _question(args.question).strip()
     if not question:
         raise DistillError("the question is empty; give one, e.g. mlx-distill ask runs/demo \"What is 2 + 3?\"")
     folder = student_folder(args.student)
@@ -59,3 +61,19 @@ def main(args: argparse.Namespace) -> int:
         if args.explain:
             print(f"because: {answer.rationale}")
     return 0
+
+
+def _question(argument: str) -> str:
+    """The question from the argument or (``-``) standard input, as text; non-UTF-8 bytes are refused."""
+    where = "standard input" if argument == "-" else "the question"
+    if argument == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DistillError(f"{where} is not UTF-8 text (byte {error.start}); give UTF-8 text") from None
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError as error:  # undecodable bytes in argv arrive as lone surrogates
+        raise DistillError(f"{where} is not UTF-8 text (character {error.start}); give UTF-8 text") from None
+    return argument

@@ -35,14 +35,18 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.chat import student_folder
     from mlx_distill.serve import ServeOptions, StudentServer, host_warning, run_folder_of
     from mlx_distill.serve.address import remove_server_address, write_server_address
+    from mlx_distill.student import MAX_NEW_TOKENS
 
     for flag in ("max_batch", "queue_size", "max_tokens"):
         if getattr(args, flag) < 1:
             raise DistillError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be at least 1")
+    if args.max_tokens > MAX_NEW_TOKENS:
+        raise DistillError(f"--max-tokens {args.max_tokens} is more than a student writes; give at most "
+                           f"{MAX_NEW_TOKENS}")
     if not 0 <= args.port <= 65535:
         raise DistillError(f"--port {args.port} is not a port; give 0-65535")
+    api_key = _api_key(args.api_key)
     folder = student_folder(args.student)
-    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     warning = host_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)
@@ -62,9 +66,31 @@ def main(args: argparse.Namespace) -> int:
               f"{' (API key required)' if api_key else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     try:
-        server.run(started)
+        server.run(started, lambda: print(f"loading the student from {folder}…", file=sys.stderr, flush=True))
     finally:
         for path in marker:
             remove_server_address(path)
-    print("server stopped", file=sys.stderr)
+    if not server.started_serving:
+        print("server stopped before it served (Ctrl-C while loading the student)", file=sys.stderr)
+        return 130
+    print(f"server stopped; {server.summary()}", file=sys.stderr)
     return 0
+
+
+def _api_key(flag: str | None) -> str | None:
+    """The key from ``--api-key`` or the environment; an empty or non-ASCII key is refused."""
+    if flag is not None:
+        source, key = "--api-key", flag
+    else:
+        source, key = f"${API_KEY_VARIABLE}", os.environ.get(API_KEY_VARIABLE)
+        if key == "":
+            print(f"warning: ${API_KEY_VARIABLE} is set but empty; serving without an API key", file=sys.stderr)
+            return None
+    if key is None:
+        return None
+    if not key.strip():
+        raise DistillError(f"{source} is empty (an unset shell variable?); give a key, or leave it out to serve "
+                           "without one")
+    if not key.isascii() or not key.isprintable():
+        raise DistillError(f"{source} holds characters a client cannot send in an HTTP header; use printable ASCII")
+    return key

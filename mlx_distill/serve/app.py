@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable
@@ -33,6 +34,7 @@ from mlx_distill.serve.worker import (
 )
 
 MAX_BODY_BYTES = 1 << 20
+BODY_SECONDS = 30.0  # a client slower than this to send its body holds a connection for nothing
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -40,7 +42,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
     return JSONResponse(error_body(message, kind, param, code), status_code=status)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"the request body is {length} bytes; at most {limit}", code="request_too_large")
@@ -49,10 +51,28 @@ async def _read_json(request: Request, limit: int) -> Any:
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"the request body is over {limit} bytes", code="request_too_large")
+    return bytes(data)
+
+
+async def _read_json(request: Request, limit: int, stopping: threading.Event) -> Any:
+    """The body as JSON; a body still arriving when the server stops (or after `BODY_SECONDS`) is refused."""
+    reading = asyncio.ensure_future(_read_body(request, limit))
+    deadline = time.monotonic() + BODY_SECONDS
+    while not reading.done():
+        await asyncio.wait({reading}, timeout=0.1)
+        if not reading.done() and (stopping.is_set() or time.monotonic() > deadline):
+            reading.cancel()
+            if stopping.is_set():
+                raise ApiError(503, "the server is stopping", kind="server_error", code="server_shutdown")
+            raise ApiError(408, f"the request body did not arrive within {BODY_SECONDS:.0f} s",
+                           code="request_timeout")
+    data = reading.result()
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply; send a flat OpenAI request") from None
 
 
 class _Endpoint:
@@ -107,7 +127,7 @@ def _piece_delta(event: Piece) -> dict[str, str]:
 
 
 def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None = None,
-              max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+              max_body_bytes: int = MAX_BODY_BYTES, stopping: threading.Event | None = None) -> Starlette:
     """The Starlette app that serves ``worker``'s student as ``limits.model``.
 
     Args:
@@ -115,7 +135,9 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
         limits: The model name, method and request limits.
         api_key: When set, every ``/v1/`` request must send ``Authorization: Bearer <api_key>``.
         max_body_bytes: Larger bodies are refused with 413. Default: 1 MiB.
+        stopping: Set when the server stops: bodies still arriving are refused with 503.
     """
+    stopping = stopping if stopping is not None else threading.Event()
     key = api_key.encode() if api_key else None
 
     def authorized(request: Request) -> bool:
@@ -128,7 +150,8 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
     async def health(request: Request) -> Response:
         status = 200 if worker.alive else 503
         return JSONResponse({"status": "ok" if worker.alive else "stopping", "model": limits.model,
-                             "queued": worker.queued}, status_code=status)
+                             "queued": worker.queued, "in_flight": worker.in_flight,
+                             "peak_memory_bytes": worker.peak_memory}, status_code=status)
 
     def model_card() -> dict[str, Any]:
         return {"id": limits.model, "object": "model", "created": int(time.time()), "owned_by": "mlx-distill"}
@@ -144,7 +167,7 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
 
     def completion(parse: Callable[[Any, Limits], Parsed], endpoint: _Endpoint):
         async def handle(request: Request) -> Response:
-            parsed = parse(await _read_json(request, max_body_bytes), limits)
+            parsed = parse(await _read_json(request, max_body_bytes, stopping), limits)
             loop = asyncio.get_running_loop()
             events: asyncio.Queue = asyncio.Queue()
             job = Job(parsed.question, lambda event: loop.call_soon_threadsafe(events.put_nowait, event),

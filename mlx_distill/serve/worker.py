@@ -53,7 +53,7 @@ class Refused:
 Deliver = Callable[[Any], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One question waiting for the worker; ``deliver`` is called on the worker thread."""
 
@@ -94,12 +94,15 @@ class GenerationWorker:
         self.max_batch, self.batch_wait, self.max_input_tokens = max_batch, batch_wait, max_input_tokens
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.batches = 0  # batches decoded so far (for /health and tests)
+        self.answered = 0  # jobs answered (Done)
         self.largest_batch = 0
         self._thread = threading.Thread(target=self._run, name="mlx-generation", daemon=True)
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._stopping = False
         self._last_batch = 0
+        self._open: set[Job] = set()  # submitted and not yet answered or refused
+        self._open_lock = threading.Lock()
 
     # ---- the requesters' side (any thread) ----
 
@@ -115,14 +118,31 @@ class GenerationWorker:
         """Queue a job; raises `QueueFull` or `WorkerStopped` instead of waiting."""
         if self._stopping or not self._thread.is_alive():
             raise WorkerStopped()
+        with self._open_lock:
+            self._open.add(job)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
+            self._close(job)
             raise QueueFull() from None
 
-    def stop(self) -> None:
-        """Answer the jobs already queued, then end the thread."""
+    def abort(self, message: str) -> None:
+        """Refuse every open job now (503), from any thread; the worker drops their rows."""
+        with self._open_lock:
+            jobs, self._open = list(self._open), set()
+        for job in jobs:
+            job.cancelled = True
+            _send(job, Refused(503, message, "server_shutdown"))
+
+    def _close(self, job: Job) -> None:
+        with self._open_lock:
+            self._open.discard(job)
+
+    def stop(self, drain: bool = True) -> None:
+        """Answer the jobs already queued (or, without ``drain``, refuse them), then end the thread."""
         self._stopping = True
+        if not drain:
+            self.abort("the server was stopped before this request was answered; retry later")
         if self._thread.is_alive():
             self.jobs.put(_STOP)
             self._thread.join()
@@ -135,11 +155,22 @@ class GenerationWorker:
     def queued(self) -> int:
         return self.jobs.qsize()
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet answered or refused (queued or being decoded)."""
+        return len(self._open)
+
+    @property
+    def peak_memory(self) -> int:
+        """Peak bytes MLX held since the student was loaded (the load included)."""
+        return int(mx.get_peak_memory())
+
     # ---- the worker thread ----
 
     def _run(self) -> None:
         try:
             try:
+                mx.reset_peak_memory()
                 self.model, self.tokenizer = self.load()
             except BaseException as error:  # handed to start(), which raises it on the caller's thread
                 self._load_error = error
@@ -168,8 +199,26 @@ class GenerationWorker:
         self._last_batch = len(batch)
         return batch
 
+    def _finish(self, job: Job, event: Done | Refused) -> None:
+        self._close(job)
+        self.answered += isinstance(event, Done)
+        _send(job, event)
+
+    def _readable(self, job: Job) -> bool:
+        """Encode the job's question alone: one that the tokenizer refuses is refused alone (400)."""
+        try:
+            encode_prompts(self.tokenizer, [predict_prompt(job.question.text)], self.max_input_tokens)
+        except Exception as error:  # noqa: BLE001 - any tokenizer failure is this request's fault
+            self._finish(job, Refused(400, f"the question cannot be read ({type(error).__name__}: {error})",
+                                      "invalid_value"))
+            return False
+        return True
+
     def _answer(self, jobs: list[Job]) -> None:
-        jobs = [job for job in jobs if not job.cancelled]
+        for job in jobs:
+            if job.cancelled:
+                self._close(job)
+        jobs = [job for job in jobs if not job.cancelled and self._readable(job)]
         if not jobs:
             return
         self.batches += 1
@@ -182,28 +231,29 @@ class GenerationWorker:
                                    max_input_tokens=self.max_input_tokens, refuse_too_long=True)
         except Exception as error:  # a bug must not end the server: each waiting request gets a 500
             for job in jobs:
-                _send(job, Refused(500, f"generation failed: {type(error).__name__}: {error}", "server_error"))
+                self._finish(job, Refused(500, f"generation failed: {type(error).__name__}: {error}",
+                                          "server_error"))
             return
         for job, answer in zip(jobs, answers):
             if isinstance(answer, TooLong):
-                _send(job, Refused(400, answer.message, "context_length_exceeded"))
+                self._finish(job, Refused(400, answer.message, "context_length_exceeded"))
             else:
-                _send(job, Done(answer))
+                self._finish(job, Done(answer))
 
     def _stream(self, job: Job) -> None:
         q = job.question
         prompts = [predict_prompt(q.text)] + ([explain_prompt(q.text)] if q.explain else [])
         ids, cut = encode_prompts(self.tokenizer, prompts, self.max_input_tokens)
         if cut:
-            _send(job, Refused(400, TooLong(len(ids[cut[0]]), self.max_input_tokens).message,
-                               "context_length_exceeded"))
+            self._finish(job, Refused(400, TooLong(len(ids[cut[0]]), self.max_input_tokens).message,
+                                      "context_length_exceeded"))
             return
         text, finish, tokens = self._stream_part(job, ANSWER, prompts[0], q.max_tokens, q.stop)
         rationale = None
         if q.explain and not job.cancelled:
             rationale, _, more = self._stream_part(job, RATIONALE, prompts[1], RATIONALE_MAX_TOKENS, ())
             tokens += more
-        _send(job, Done(Answer(text, finish, sum(len(row) for row in ids), tokens, rationale)))
+        self._finish(job, Done(Answer(text, finish, sum(len(row) for row in ids), tokens, rationale)))
 
     def _stream_part(self, job: Job, part: str, prompt: str, max_tokens: int,
                      stop: tuple[str, ...]) -> tuple[str, str, int]:

@@ -9,6 +9,7 @@ detokenizer (`mlx_distill.student.detokenize`), so each token costs the same to 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -25,6 +26,16 @@ _LENGTH_BUCKET = 8
 # A prompt is cut to max_input_tokens * this many characters before it is tokenized, so that a
 # huge prompt costs no more than a long one (no T5 piece is this long).
 _MAX_CHARS_PER_TOKEN = 32
+
+# Most new tokens per answer. A T5 decoder has no position limit, but its relative position bias
+# stops changing at relative_attention_max_distance (128) and students learn outputs of at most a
+# few hundred tokens; this bounds a request's memory and time.
+MAX_NEW_TOKENS = 2048
+# A temperature or top_p below this is greedy: sampling would divide by (or keep a mass of) a value
+# that is 0 or near it in float32 and return arbitrary tokens.
+GREEDY_BELOW = 1e-6
+# The decoder's self-attention cache grows in steps of this many tokens (never to max_tokens at once).
+_CACHE_STEP = 64
 
 OnTruncated = Callable[[list[int]], None]
 
@@ -107,36 +118,57 @@ def _decode_step_fn(model: Model):
 
 
 class _Decoder:
-    """Encoder output, cross K/V and the static self-attention cache for one batch."""
+    """Encoder output, cross K/V and the self-attention cache for one batch.
+
+    The cache holds `_CACHE_STEP` tokens and grows by doubling as tokens are decoded, up to
+    ``max_tokens``: memory follows the answer's length, not the limit asked for. Each size
+    compiles the decoding step once.
+    """
 
     def __init__(self, model: Model, input_ids: np.ndarray, mask: np.ndarray, max_tokens: int, repeat: int = 1):
-        self.model = model
+        self.model, self.max_tokens = model, max_tokens
         ids, self.mask = mx.array(input_ids), mx.array(mask)
         encoder_hidden = model.encode(ids, self.mask)
         if repeat > 1:
             encoder_hidden = mx.repeat(encoder_hidden, repeat, axis=0)
             self.mask = mx.repeat(self.mask, repeat, axis=0)
         self.encoder_hidden = encoder_hidden
-        self.cache = model.make_cache(max_length=max_tokens)
+        self.cache = model.make_cache(max_length=min(max_tokens, _CACHE_STEP))
         self.step = _decode_step_fn(model)
+        self.decoded = 0
 
     def __call__(self, tokens: mx.array) -> mx.array:
         """Last-position logits (B, V) for one new token per row."""
+        self.decoded += 1
         if self.cache.keys[0] is None:
             # First step runs eagerly: it fills the cross K/V and allocates the buffers.
             return self.model.decode(tokens, self.encoder_hidden, self.mask, self.cache)[:, -1, :]
+        if self.decoded > self.cache.max_length:
+            self.cache = grow_cache(self.cache, min(2 * self.cache.max_length, max(self.max_tokens, self.decoded)))
         logits, state = self.step(tokens, self.mask, self.cache.state)
         self.cache = DecoderCache.from_state(state, self.cache.max_length)
         return logits
 
 
+def grow_cache(cache: DecoderCache, length: int) -> DecoderCache:
+    """The same cache with self-attention buffers of ``length`` tokens (the new slots zero)."""
+
+    def pad(buffer: mx.array) -> mx.array:
+        extra = length - buffer.shape[2]
+        return mx.pad(buffer, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else buffer
+
+    grown = DecoderCache.from_state(cache.state, length)
+    grown.keys = [pad(k) for k in cache.keys]
+    grown.values = [pad(v) for v in cache.values]
+    return grown
+
+
 def _sample_tokens(model: Model, input_ids: np.ndarray, mask: np.ndarray, max_tokens: int,
                    temperature: float, top_p: float) -> Iterator[np.ndarray]:
     """Yield the next token of every row (pad after a row's EOS) until all rows end."""
-    from mlx_lm.sample_utils import make_sampler  # mlx_lm imports transformers: load it only to generate
-
     args = model.args
-    sampler = make_sampler(temp=temperature, top_p=top_p)  # temperature 0: argmax
+    greedy = is_greedy(temperature, top_p)
+    sampler = make_student_sampler(temperature, top_p)
     decoder = _Decoder(model, input_ids, mask, max_tokens)
     batch = input_ids.shape[0]
     finished = mx.zeros((batch,), dtype=mx.bool_)
@@ -144,7 +176,7 @@ def _sample_tokens(model: Model, input_ids: np.ndarray, mask: np.ndarray, max_to
 
     def advance(tokens, finished):
         logits = decoder(tokens[:, None])
-        if temperature > 0:
+        if not greedy:
             # The sampler's top-p reads log-probabilities; argmax needs no normalising.
             logits = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         y = sampler(logits).astype(mx.int32)
@@ -256,12 +288,32 @@ def _hidden_tokens(tokenizer: Any) -> set[int]:
     return set(tokenizer.all_special_ids)
 
 
+def is_greedy(temperature: float, top_p: float) -> bool:
+    """Whether these sampling settings mean argmax decoding (see `GREEDY_BELOW`)."""
+    return temperature < GREEDY_BELOW or top_p < GREEDY_BELOW
+
+
+def make_student_sampler(temperature: float, top_p: float) -> Callable[[mx.array], mx.array]:
+    """mlx-lm's sampler for these settings; argmax when `is_greedy`. It reads log-probabilities."""
+    from mlx_lm.sample_utils import make_sampler  # mlx_lm imports transformers: load it only to generate
+
+    if is_greedy(temperature, top_p):
+        return make_sampler(temp=0.0)
+    return make_sampler(temp=temperature, top_p=top_p)
+
+
 def _check_generation_args(max_tokens: int, num_beams: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise DistillError(f"max_tokens must be at least 1, got {max_tokens}")
+    if max_tokens > MAX_NEW_TOKENS:
+        raise DistillError(f"max_tokens {max_tokens} is more than a student writes; give at most {MAX_NEW_TOKENS}")
+    if not (math.isfinite(temperature) and math.isfinite(top_p)):
+        raise DistillError(f"temperature and top_p must be finite numbers, got {temperature} and {top_p}")
+    if temperature < 0:
+        raise DistillError(f"temperature must be at least 0, got {temperature}")
     if num_beams < 1:
         raise DistillError(f"num_beams must be at least 1, got {num_beams}")
-    if num_beams > 1 and temperature > 0:
+    if num_beams > 1 and not is_greedy(temperature, top_p):
         raise DistillError("beam search with temperature sampling is not supported; use num_beams=1 or temperature=0")
     if not 0.0 < top_p <= 1.0:
         raise DistillError(f"top_p must be in (0, 1], got {top_p}")

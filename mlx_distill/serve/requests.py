@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_distill.serve.answers import EXPLAINING_METHODS, Question
+from mlx_distill.methods import RATIONALE_METHODS
+from mlx_distill.serve.answers import Question
 
 # No T5 piece is longer than this many characters (mlx_distill.student cuts texts the same way), so a
 # question over max_input_tokens * this is too long without tokenizing it.
@@ -134,7 +135,7 @@ def _common(body: dict, text: str, limits: Limits, max_token_names: tuple[str, .
         raise ApiError(400, f"'n' is {n!r}; this server gives one answer per request (n = 1)", "n")
     _check_text(text, "messages" if "messages" in body else "prompt")
     explain = _flag(body, "explain")
-    if explain and limits.method not in EXPLAINING_METHODS:
+    if explain and limits.method not in RATIONALE_METHODS:
         raise ApiError(400, f"this student was trained with method {limits.method!r}, which has no rationale; "
                             "ask without 'explain'", "explain")
     if len(text) > limits.max_input_tokens * MAX_CHARS_PER_TOKEN:

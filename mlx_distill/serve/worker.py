@@ -20,6 +20,7 @@ import mlx.core as mx
 
 from mlx_distill.methods import MAX_INPUT_TOKENS, RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 from mlx_distill.methods import cut_at_stop
+from mlx_distill.mlx_thread import start_mlx_thread
 from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch
 from mlx_distill.student import encode_prompts, stream_generate
 
@@ -96,7 +97,7 @@ class GenerationWorker:
         self.batches = 0  # batches decoded so far (for /health and tests)
         self.answered = 0  # jobs answered (Done)
         self.largest_batch = 0
-        self._thread = threading.Thread(target=self._run, name="mlx-generation", daemon=True)
+        self._thread: threading.Thread | None = None
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._stopping = False
@@ -108,7 +109,7 @@ class GenerationWorker:
 
     def start(self) -> None:
         """Start the thread and wait until the student is loaded (its load error is raised here)."""
-        self._thread.start()
+        self._thread = start_mlx_thread(self._run, "mlx-generation", daemon=True)
         self._loaded.wait()
         if self._load_error is not None:
             self._thread.join()
@@ -116,7 +117,7 @@ class GenerationWorker:
 
     def submit(self, job: Job) -> None:
         """Queue a job; raises `QueueFull` or `WorkerStopped` instead of waiting."""
-        if self._stopping or not self._thread.is_alive():
+        if self._stopping or not self.alive:
             raise WorkerStopped()
         with self._open_lock:
             self._open.add(job)
@@ -143,13 +144,13 @@ class GenerationWorker:
         self._stopping = True
         if not drain:
             self.abort("the server was stopped before this request was answered; retry later")
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self.jobs.put(_STOP)
             self._thread.join()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
 
     @property
     def queued(self) -> int:
@@ -169,23 +170,20 @@ class GenerationWorker:
 
     def _run(self) -> None:
         try:
-            try:
-                mx.reset_peak_memory()
-                self.model, self.tokenizer = self.load()
-            except BaseException as error:  # handed to start(), which raises it on the caller's thread
-                self._load_error = error
-                return
-            finally:
-                self._loaded.set()
-            while True:
-                batch = self._next_batch()
-                jobs = [job for job in batch if job is not _STOP]
-                if jobs:
-                    self._answer(jobs)
-                if len(jobs) < len(batch):
-                    return
+            mx.reset_peak_memory()
+            self.model, self.tokenizer = self.load()
+        except BaseException as error:  # handed to start(), which raises it on the caller's thread
+            self._load_error = error
+            return
         finally:
-            mx.clear_streams()  # MLX's thread-local streams abort at exit unless cleared by their thread
+            self._loaded.set()
+        while True:
+            batch = self._next_batch()
+            jobs = [job for job in batch if job is not _STOP]
+            if jobs:
+                self._answer(jobs)
+            if len(jobs) < len(batch):
+                return
 
     def _next_batch(self) -> list:
         batch = [self.jobs.get()]

@@ -2,7 +2,8 @@
 
 Any OpenAI client (editors, notebooks, agents) can then ask it: ``GET /v1/models``,
 ``POST /v1/chat/completions`` and ``/v1/completions`` (``stream`` too), ``GET /health``.
-Concurrent requests are decoded together in one batch. Ctrl-C answers what is in flight and exits.
+Concurrent requests are decoded together by continuous batching (each joins the running batch at
+the next step and leaves the step it ends). Ctrl-C answers what is in flight and exits.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most questions waiting; more get 429 (default: 64)")
     parser.add_argument("--max-tokens", type=int, default=512,
                         help="most max_tokens a request may ask for (default: 512)")
+    parser.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                        help="refuse a request not answered this long after it arrived (408, OpenAI's "
+                             "timeout error; default: no limit)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
     if args.max_tokens > MAX_NEW_TOKENS:
         raise DistillError(f"--max-tokens {args.max_tokens} is more than a student writes; give at most "
                            f"{MAX_NEW_TOKENS}")
+    if args.request_timeout is not None and not args.request_timeout > 0:
+        raise DistillError(f"--request-timeout {args.request_timeout} must be a positive number of seconds")
     if not 0 <= args.port <= 65535:
         raise DistillError(f"--port {args.port} is not a port; give 0-65535")
     api_key = _api_key(args.api_key)
@@ -51,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     options = ServeOptions(host=args.host, port=args.port, api_key=api_key, max_batch=args.max_batch,
-                           queue_size=args.queue_size, max_tokens=args.max_tokens)
+                           queue_size=args.queue_size, max_tokens=args.max_tokens,
+                           request_timeout=args.request_timeout)
     server = StudentServer(folder, options, name=args.name)
     run_dir = run_folder_of(folder)
     marker = []

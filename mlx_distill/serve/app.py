@@ -150,7 +150,7 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
     async def health(request: Request) -> Response:
         status = 200 if worker.alive else 503
         return JSONResponse({"status": "ok" if worker.alive else "stopping", "model": limits.model,
-                             "queued": worker.queued, "in_flight": worker.in_flight,
+                             "queued": worker.queued, "in_flight": worker.in_flight, "live_rows": worker.live_rows,
                              "peak_memory_bytes": worker.peak_memory}, status_code=status)
 
     def model_card() -> dict[str, Any]:
@@ -176,17 +176,13 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
                 worker.submit(job)
             except QueueFull:
                 raise ApiError(429, f"the server is busy ({worker.queued} questions waiting); retry shortly",
-                               kind="rate_limit_error", code="rate_limit_exceeded") from None
+                               kind="rate_limit_error", code="rate_limit_exceeded",
+                               headers={"Retry-After": str(worker.retry_after())}) from None
             except WorkerStopped:
                 raise ApiError(503, "the server is shutting down", kind="server_error") from None
-            try:
-                first = await events.get()
-            except asyncio.CancelledError:
-                job.cancelled = True
-                raise
+            first = await _first_event(request, events, job)
             if isinstance(first, Refused):
-                kind = "server_error" if first.status >= 500 else "invalid_request_error"
-                raise ApiError(first.status, first.message, code=first.code, kind=kind)
+                raise ApiError(first.status, first.message, code=first.code, kind=first.error_type)
             if not parsed.stream:
                 return JSONResponse(endpoint.body(first.answer, parsed.question.explain))
             return StreamingResponse(_sse(endpoint, parsed, job, first, events), media_type="text/event-stream",
@@ -195,7 +191,7 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
         return handle
 
     async def api_error(request: Request, error: ApiError) -> Response:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         return _error(error.status_code, f"{request.method} {request.url.path}: {error.detail}")
@@ -228,6 +224,31 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
     return Starlette(routes=routes, exception_handlers=handlers)
 
 
+async def _first_event(request: Request, events: asyncio.Queue, job: Job) -> Any:
+    """The job's first event; a client that leaves before it cancels the job (dropped at the next step)."""
+    getting = asyncio.ensure_future(events.get())
+    leaving = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        job.cancelled = True
+        raise
+    finally:
+        leaving.cancel()
+        if not getting.done():
+            getting.cancel()
+    if not getting.done() or getting.cancelled():
+        job.cancelled = True
+        raise ClientDisconnect()
+    return getting.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is read: what the server receives next is the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _sse(endpoint: _Endpoint, parsed: Parsed, job: Job, first: Any,
                events: asyncio.Queue) -> AsyncIterator[str]:
     ident, created = endpoint.prefix + uuid.uuid4().hex, int(time.time())
@@ -249,7 +270,7 @@ async def _sse(endpoint: _Endpoint, parsed: Parsed, job: Job, first: Any,
                     yield endpoint.chunk(ident, created, None, usage=endpoint.usage(answer))
                 break
             elif isinstance(event, Refused):
-                yield f"data: {json.dumps(error_body(event.message, 'server_error', code=event.code))}\n\n"
+                yield f"data: {json.dumps(error_body(event.message, event.error_type, code=event.code))}\n\n"
                 break
             event = await events.get()
         yield "data: [DONE]\n\n"

@@ -69,7 +69,7 @@ class ServeOptions:
     port: int = 8000
     api_key: str | None = None
     max_batch: int = 32
-    batch_wait: float = 0.02  # GenerationWorker's default, see there
+    request_timeout: float | None = None  # seconds from arrival to answer; later: 408
     queue_size: int = 64
     max_tokens: int = 512
     max_body_bytes: int = MAX_BODY_BYTES
@@ -89,7 +89,7 @@ class StudentServer:
         self.name = name or model_name(self.student)
         method = student_method(self.student)
         self.worker = GenerationWorker(lambda: load_student(self.student), method, max_batch=options.max_batch,
-                                       batch_wait=options.batch_wait, queue_size=options.queue_size)
+                                       queue_size=options.queue_size, request_timeout=options.request_timeout)
         limits = Limits(self.name, method, default_max_tokens=answer_max_tokens(method),
                         max_tokens=options.max_tokens)
         self.stopping = threading.Event()  # set by the first Ctrl-C or `stop`
@@ -150,7 +150,8 @@ class StudentServer:
     def summary(self) -> str:
         """What it did, for the line printed on stop."""
         worker = self.worker
-        return (f"answered {worker.answered} requests in {worker.batches} batches; "
+        return (f"answered {worker.answered} requests in {worker.steps} decoding steps "
+                f"(at most {worker.largest_batch} rows at once); "
                 f"peak memory {worker.peak_memory / 1e9:.2f} GB")
 
     def _on_exit(self, force: bool) -> None:

@@ -22,7 +22,7 @@ from mlx_distill.methods import MAX_INPUT_TOKENS
 from mlx_distill.student.t5 import DecoderCache, Model
 
 # Encoder lengths are padded to a multiple of this so the compiled decoding step is reused.
-_LENGTH_BUCKET = 8
+LENGTH_BUCKET = 8
 # A prompt is cut to max_input_tokens * this many characters before it is tokenized, so that a
 # huge prompt costs no more than a long one (no T5 piece is this long).
 _MAX_CHARS_PER_TOKEN = 32
@@ -35,7 +35,7 @@ MAX_NEW_TOKENS = 2048
 # that is 0 or near it in float32 and return arbitrary tokens.
 GREEDY_BELOW = 1e-6
 # The decoder's self-attention cache grows in steps of this many tokens (never to max_tokens at once).
-_CACHE_STEP = 64
+CACHE_STEP = 64
 
 OnTruncated = Callable[[list[int]], None]
 
@@ -94,7 +94,7 @@ def encode_prompts(tokenizer: Any, prompts: list[str],
 
 
 def _pad(tokenizer: Any, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    enc = tokenizer.pad({"input_ids": rows}, padding=True, pad_to_multiple_of=_LENGTH_BUCKET, return_tensors="np")
+    enc = tokenizer.pad({"input_ids": rows}, padding=True, pad_to_multiple_of=LENGTH_BUCKET, return_tensors="np")
     return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
 
 
@@ -120,7 +120,7 @@ def _decode_step_fn(model: Model):
 class _Decoder:
     """Encoder output, cross K/V and the self-attention cache for one batch.
 
-    The cache holds `_CACHE_STEP` tokens and grows by doubling as tokens are decoded, up to
+    The cache holds `CACHE_STEP` tokens and grows by doubling as tokens are decoded, up to
     ``max_tokens``: memory follows the answer's length, not the limit asked for. Each size
     compiles the decoding step once.
     """
@@ -133,7 +133,7 @@ class _Decoder:
             encoder_hidden = mx.repeat(encoder_hidden, repeat, axis=0)
             self.mask = mx.repeat(self.mask, repeat, axis=0)
         self.encoder_hidden = encoder_hidden
-        self.cache = model.make_cache(max_length=min(max_tokens, _CACHE_STEP))
+        self.cache = model.make_cache(max_length=min(max_tokens, CACHE_STEP))
         self.step = _decode_step_fn(model)
         self.decoded = 0
 
@@ -302,7 +302,7 @@ def make_student_sampler(temperature: float, top_p: float) -> Callable[[mx.array
     return make_sampler(temp=temperature, top_p=top_p)
 
 
-def _check_generation_args(max_tokens: int, num_beams: int, temperature: float, top_p: float) -> None:
+def check_generation_args(max_tokens: int, num_beams: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise DistillError(f"max_tokens must be at least 1, got {max_tokens}")
     if max_tokens > MAX_NEW_TOKENS:
@@ -341,7 +341,7 @@ def generate_tokens(model: Model, tokenizer: Any, prompts: list[str], max_tokens
 
     Takes the arguments of `generate`.
     """
-    _check_generation_args(max_tokens, num_beams, temperature, top_p)
+    check_generation_args(max_tokens, num_beams, temperature, top_p)
     if not prompts:
         return []
     ids, truncated = encode_prompts(tokenizer, prompts, max_input_tokens)
@@ -361,7 +361,7 @@ def generate_tokens(model: Model, tokenizer: Any, prompts: list[str], max_tokens
 def generate_batch(model: Model, input_ids: np.ndarray, attention_mask: np.ndarray, max_tokens: int = 64,
                    num_beams: int = 1, temperature: float = 0.0, top_p: float = 1.0) -> list[list[int]]:
     """Token ids generated for one padded batch of token ids (B x T int arrays, right padding)."""
-    _check_generation_args(max_tokens, num_beams, temperature, top_p)
+    check_generation_args(max_tokens, num_beams, temperature, top_p)
     input_ids, attention_mask = np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32)
     with _EvalMode(model):
         if num_beams > 1:
@@ -424,28 +424,43 @@ def stream_generate(model: Model, tokenizer: Any, prompt: str, max_tokens: int =
         One `StudentResponse` per generated token; the last has ``finish_reason`` ``"stop"``
         (EOS) or ``"length"`` (max_tokens).
     """
-    from mlx_distill.student.detokenize import streaming_detokenizer  # imports mlx_lm (and transformers)
-
-    _check_generation_args(max_tokens, 1, temperature, top_p)
+    check_generation_args(max_tokens, 1, temperature, top_p)
     (ids,), truncated = encode_prompts(tokenizer, [prompt], max_input_tokens)
     input_ids, mask = _pad(tokenizer, [ids])
-    detokenizer = streaming_detokenizer(tokenizer)
-    hidden = _hidden_tokens(tokenizer)
-    vocab = len(tokenizer)
-    eos = model.args.eos_token_id
+    text = TokenText(tokenizer, model.args.eos_token_id)
     count = 0
     start = time.perf_counter()
     with _EvalMode(model):
         for step in _sample_tokens(model, input_ids, mask, max_tokens, temperature, top_p):
             token = int(step[0])
             count += 1
-            finish = "stop" if token == eos else ("length" if count == max_tokens else None)
-            if token != eos and token < vocab and token not in hidden:
-                detokenizer.add_token(token)
-            if finish:
-                detokenizer.finalize()
+            finish = "stop" if token == model.args.eos_token_id else ("length" if count == max_tokens else None)
+            piece = text.add(token, last=finish is not None)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            yield StudentResponse(detokenizer.last_segment, token, count, count / elapsed, finish,
+            yield StudentResponse(piece, token, count, count / elapsed, finish,
                                   prompt_tokens=len(ids), prompt_truncated=bool(truncated))
             if finish:
                 return
+
+
+class TokenText:
+    """The text of generated tokens as they come, one piece per token (mlx-lm's streaming detokenizer).
+
+    The pieces join to `decode_tokens` of the same tokens: EOS, special tokens and ids past the
+    vocabulary give no text. Each token costs the same, however long the text is.
+    """
+
+    def __init__(self, tokenizer: Any, eos_token_id: int):
+        from mlx_distill.student.detokenize import streaming_detokenizer  # imports mlx_lm (and transformers)
+
+        self.detokenizer = streaming_detokenizer(tokenizer)
+        self.hidden = _hidden_tokens(tokenizer) | {eos_token_id}
+        self.vocab = len(tokenizer)
+
+    def add(self, token: int, last: bool = False) -> str:
+        """The new text of ``token`` ("" while a word is incomplete); ``last`` flushes what is held."""
+        if token < self.vocab and token not in self.hidden:
+            self.detokenizer.add_token(token)
+        if last:
+            self.detokenizer.finalize()
+        return self.detokenizer.last_segment

@@ -63,9 +63,7 @@ def test_ctrl_c_with_a_client_stalled_mid_body_stops(demo_models):
         stalled = socket.create_connection((host, int(port)))
         stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 1000\r\n\r\n{\"model\": ")
-        deadline = time.monotonic() + 30
-        while httpx.get(url + "/health").json()["in_flight"] < 16 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
         assert b"503" in stalled.recv(4096).split(b"\r\n")[0]

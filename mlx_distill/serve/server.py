@@ -152,7 +152,7 @@ class StudentServer:
         worker = self.worker
         return (f"answered {worker.answered} requests in {worker.steps} decoding steps "
                 f"(at most {worker.largest_batch} rows at once); "
-                f"peak memory {worker.peak_memory / 1e9:.2f} GB")
+                f"peak memory {worker.peak_memory / 2**20:,.0f} MiB")
 
     def _on_exit(self, force: bool) -> None:
         self.stopping.set()
@@ -214,7 +214,7 @@ class _Server(uvicorn.Server):
         # After a forced stop, let the requests that were just refused send their 503 before the
         # event loop ends (it would cancel them: a plain-text 500 and a traceback each).
         deadline = time.monotonic() + 2.0
-        while self.server_state.tasks and time.monotonic() < deadline:
+        while self.force_exit and self.server_state.tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     async def startup(self, sockets=None) -> None:

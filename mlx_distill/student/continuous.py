@@ -139,8 +139,7 @@ class ContinuousDecoder:
             self._keys = [mx.concatenate([k, zeros]) for k in self._keys]
             self._values = [mx.concatenate([v, zeros]) for v in self._values]
         self.rows += [_Row(request, self._slot) for request in requests]
-        self._tokens += [self.args.decoder_start_token_id] * len(requests)
-        mx.eval(self._cross, self._keys, self._values)
+        self._tokens += [self.args.decoder_start_token_id] * len(requests)  # evaluated with the next step
 
     def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
         """Retire the rows named ``keys`` (absent keys are ignored)."""
@@ -165,7 +164,6 @@ class ContinuousDecoder:
         if self._keys:
             self._keys = [k[take] for k in self._keys]
             self._values = [v[take] for v in self._values]
-        mx.eval(self._cross, self._keys, self._values)
 
     # ---- decoding ----
 
@@ -219,7 +217,7 @@ class ContinuousDecoder:
         logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
         chosen = self._choose(logits)
         self._keys, self._values = cache.keys, cache.values
-        mx.eval(chosen, self._keys, self._values)
+        mx.eval(chosen, self._keys, self._values, self._cross)
         self._slot += 1
         tokens = np.array(chosen).tolist()
         out, keep = [], []

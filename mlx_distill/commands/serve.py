@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None,
                         help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_VARIABLE} if set)")
     parser.add_argument("--name", default=None, help="model name clients send (default: the run's name)")
-    parser.add_argument("--max-batch", type=int, default=32, help="most questions decoded together (default: 32)")
+    parser.add_argument("--max-batch", type=int, default=32, help="most rows decoded together; a question with explain takes two (default: 32)")
     parser.add_argument("--queue-size", type=int, default=64,
                         help="most questions waiting; more get 429 (default: 64)")
     parser.add_argument("--max-tokens", type=int, default=512,

@@ -1,5 +1,5 @@
-"""Local question answering: the OpenAI-compatible server, and the batched answering that it,
-`mlx-distill ask` and `mlx-distill answer` share."""
+"""Local question answering: the OpenAI-compatible server (continuous batching), and the batched
+answering of `mlx-distill ask` and `mlx-distill answer`."""
 
 from mlx_distill.serve.address import SERVERS_FOLDER, serve_command, server_address, server_addresses
 from mlx_distill.serve.answers import Answer, Question, TooLong, answer_batch, check_explainable

@@ -1,4 +1,5 @@
-"""Questions in, answers out: the one batched answering path of `serve`, `ask` and `answer`.
+"""Questions in, answers out: the batched answering path of `ask` and `answer` (`serve` decodes
+continuously instead, in `mlx_distill.serve.worker`, with the same rules for texts and stops).
 
 A question becomes the student's ``predict:`` input (and, when asked, its ``explain:`` input);
 every input of a batch is decoded together by `mlx_distill.student.generate_tokens`, greedy rows

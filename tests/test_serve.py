@@ -22,34 +22,17 @@ import openai
 import pytest
 
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
-from mlx_distill.serve import SERVERS_FOLDER, ServeOptions, StudentServer, host_warning, server_address
+from mlx_distill.serve import SERVERS_FOLDER, host_warning, server_address
 from mlx_distill.serve.requests import ApiError, Limits, parse_chat
 from mlx_distill.serve.worker import Job
 from mlx_distill.serve.answers import Question
 from mlx_distill.student import encode_prompts, generate, generate_tokens, load_student
+from mlx_distill.testing.serving import RunningServer as Running
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 QUESTIONS = [f"Is a {animal} a mammal, a bird or a fish? Think of {n} facts."
              for n, animal in enumerate(["dog", "sparrow", "tuna", "bat", "rabbit", "herring", "tiger", "eagle"])]
-
-
-class Running:
-    """A StudentServer running on its own thread until `close`."""
-
-    def __init__(self, student: Path, **options):
-        self.server = StudentServer(student, ServeOptions(port=0, **options), name="tiny")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert self.server.started.wait(60)
-        self.url = self.server.url
-        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key=options.get("api_key") or "none",
-                                    max_retries=0, timeout=60)
-
-    def close(self) -> None:
-        self.server.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")

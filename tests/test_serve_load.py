@@ -4,42 +4,20 @@ exact, streams every request, drops the rows of clients that left, and says when
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
-from mlx_distill.serve import ServeOptions, StudentServer
 from mlx_distill.serve.answers import Question
 from mlx_distill.serve.worker import Job
 from mlx_distill.student import generate, generate_tokens, load_student
+from mlx_distill.testing.serving import RunningServer as Running
 
 SHORT = [f"Is a {animal} a mammal?" for animal in ("dog", "cat", "cow", "owl", "eel", "fox")]
 LONG = "Tom has 3 apples and buys 5 more. How many apples does Tom have now? Explain every step."
-
-
-class Running:
-    def __init__(self, student: Path, **options):
-        self.server = StudentServer(student, ServeOptions(port=0, **options), name="tiny")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert self.server.started.wait(60)
-        self.url, self.worker = self.server.url, self.server.worker
-        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=120)
-
-    def close(self) -> None:
-        self.server.stop()
-        self.thread.join(60)
-
-    def wait_until(self, condition, seconds: float = 30) -> bool:
-        deadline = time.monotonic() + seconds
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return condition()
 
 
 @pytest.fixture(scope="module")

@@ -7,35 +7,20 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import mlx.core as mx
 import pytest
 
 from mlx_distill.methods import predict_prompt
-from mlx_distill.serve import ServeOptions, StudentServer, server_address, server_addresses
+from mlx_distill.serve import server_address, server_addresses
 from mlx_distill.serve.address import remove_server_address, write_server_address
 from mlx_distill.student import MAX_NEW_TOKENS, generate, load_student, stream_generate
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
+from mlx_distill.testing.serving import RunningServer as Running
 
 GOOD = [f"Is a {animal} a mammal? Think of {n} facts." for n, animal in enumerate(
     ["dog", "cat", "bat", "eel", "cow", "owl", "fox", "yak", "emu", "ant", "ram", "hen"])]
-
-
-class Running:
-    def __init__(self, student: Path, **options):
-        import threading
-
-        self.server = StudentServer(student, ServeOptions(port=0, **options), name="tiny")
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert self.server.started.wait(60)
-        self.url = self.server.url
-
-    def close(self) -> None:
-        self.server.stop()
-        self.thread.join(60)
 
 
 @pytest.fixture(scope="module")

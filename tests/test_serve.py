@@ -26,8 +26,8 @@ from mlx_distill.serve import SERVERS_FOLDER, host_warning, server_address
 from mlx_distill.serve.requests import ApiError, Limits, parse_chat
 from mlx_distill.serve.worker import Job
 from mlx_distill.serve.answers import Question
-from mlx_distill.student import encode_prompts, generate, generate_tokens, load_student
-from mlx_distill.testing.serving import RunningServer as Running
+from mlx_distill.student import encode_prompts, generate, generate_tokens
+from mlx_distill.testing.serving import RunningServer as Running, greedy_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
@@ -44,14 +44,7 @@ def server(demo_models):
 
 @pytest.fixture(scope="module")
 def reference(demo_models):
-    """What `generate` answers, on this (test) thread's own copy of the student."""
-    model, tokenizer = load_student(demo_models["student"])
-
-    def answer(question: str, max_tokens: int = 64) -> str:
-        return generate(model, tokenizer, [predict_prompt(question)], max_tokens=max_tokens)[0].strip()
-
-    answer.model, answer.tokenizer = model, tokenizer
-    return answer
+    return greedy_reference(demo_models["student"], 64)
 
 
 def ask(client, question: str, model: str = "tiny", **kw):

@@ -15,9 +15,9 @@ import pytest
 from mlx_distill.methods import predict_prompt
 from mlx_distill.serve import server_address, server_addresses
 from mlx_distill.serve.address import remove_server_address, write_server_address
-from mlx_distill.student import MAX_NEW_TOKENS, generate, load_student, stream_generate
+from mlx_distill.student import MAX_NEW_TOKENS, stream_generate
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
-from mlx_distill.testing.serving import RunningServer as Running
+from mlx_distill.testing.serving import RunningServer as Running, greedy_reference
 
 GOOD = [f"Is a {animal} a mammal? Think of {n} facts." for n, animal in enumerate(
     ["dog", "cat", "bat", "eel", "cow", "owl", "fox", "yak", "emu", "ant", "ram", "hen"])]
@@ -32,13 +32,7 @@ def server(demo_models):
 
 @pytest.fixture(scope="module")
 def reference(demo_models):
-    model, tokenizer = load_student(demo_models["student"])
-
-    def answer(question: str, max_tokens: int = 16) -> str:
-        return generate(model, tokenizer, [predict_prompt(question)], max_tokens=max_tokens)[0].strip()
-
-    answer.model, answer.tokenizer = model, tokenizer
-    return answer
+    return greedy_reference(demo_models["student"], 16)
 
 
 def _post(url: str, raw: str) -> httpx.Response:

@@ -9,7 +9,9 @@ from typing import Callable
 
 import openai
 
+from mlx_distill.methods import predict_prompt
 from mlx_distill.serve import ServeOptions, StudentServer
+from mlx_distill.student import generate, load_student
 
 
 class RunningServer:
@@ -42,3 +44,15 @@ class RunningServer:
         while not condition() and time.monotonic() < deadline:
             time.sleep(0.005)
         return condition()
+
+
+def greedy_reference(student: Path, default_max_tokens: int = 64) -> Callable[..., str]:
+    """``answer(question, max_tokens)``: what `generate` answers, on the caller's own copy of the
+    student (its ``model`` and ``tokenizer`` attributes are that copy)."""
+    model, tokenizer = load_student(student)
+
+    def answer(question: str, max_tokens: int = default_max_tokens) -> str:
+        return generate(model, tokenizer, [predict_prompt(question)], max_tokens=max_tokens)[0].strip()
+
+    answer.model, answer.tokenizer = model, tokenizer
+    return answer

@@ -101,11 +101,16 @@ class _JobQueue:
         """Add ``job`` (``force``: even past ``size``); raises `QueueFull`."""
         with self._ready:
             if not force and len(self._items) >= self.size:
-                self._items = collections.deque(j for j in self._items if j is _STOP or not j.cancelled)
-                if len(self._items) >= self.size:
-                    raise QueueFull()
+                raise QueueFull()
             self._items.append(job)
             self._ready.notify()
+
+    def purge(self) -> list[Job]:
+        """Remove and return the jobs whose client left."""
+        with self._ready:
+            gone = [j for j in self._items if j is not _STOP and j.cancelled]
+            self._items = collections.deque(j for j in self._items if j is _STOP or not j.cancelled)
+            return gone
 
     def get(self, block: bool) -> Any:
         """The oldest job; None when empty and not ``block``."""
@@ -114,8 +119,10 @@ class _JobQueue:
                 self._ready.wait()
             return self._items.popleft() if self._items else None
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def waiting(self) -> int:
+        """Jobs whose client is still there."""
+        with self._ready:
+            return sum(j is not _STOP and not j.cancelled for j in self._items)
 
 
 @dataclass(eq=False)
@@ -188,7 +195,12 @@ class GenerationWorker:
         with self._open_lock:
             self._open.add(job)
         try:
-            self.jobs.put(job)
+            try:
+                self.jobs.put(job)
+            except QueueFull:  # jobs whose client left take no room
+                for gone in self.jobs.purge():
+                    self._close(gone)
+                self.jobs.put(job)
         except QueueFull:
             self._close(job)
             raise
@@ -216,7 +228,8 @@ class GenerationWorker:
 
     @property
     def queued(self) -> int:
-        return len(self.jobs)
+        """Jobs waiting to start whose client is still there."""
+        return self.jobs.waiting()
 
     @property
     def live_rows(self) -> int:
@@ -256,10 +269,20 @@ class GenerationWorker:
             self._loaded.set()
         stopping = False
         while not (stopping and not self._active and self._waiting is None):
-            stopping = self._admit(block=not self._active and not stopping) or stopping
-            self._drop_abandoned()
-            if self._active:
-                self._step()
+            try:
+                stopping = self._admit(block=not self._active and not stopping) or stopping
+                self._drop_abandoned()
+                if self._active:
+                    self._step()
+            except Exception as error:  # a bug must not end the server: each live request gets a 500
+                self._fail_all(error)
+
+    def _fail_all(self, error: Exception) -> None:
+        self.decoder = ContinuousDecoder(self.model)  # a fresh one: the old may be half-way through a step
+        for active in list(self._active.values()):
+            self._active.pop(active.job, None)
+            self._finish(active.job, Refused(500, f"generation failed: {type(error).__name__}: {error}",
+                                             "server_error"))
 
     def _admit(self, block: bool) -> bool:
         """Start the queued jobs that fit (waiting for one when ``block``); True once stop was asked."""
@@ -362,14 +385,7 @@ class GenerationWorker:
     def _step(self) -> None:
         self.largest_batch = max(self.largest_batch, self.decoder.live)
         by_number = {active.number: active for active in self._active.values()}
-        try:
-            tokens = self.decoder.step()
-        except Exception as error:  # a bug must not end the server: each live request gets a 500
-            for active in list(self._active.values()):
-                self._retire(active)
-                self._finish(active.job, Refused(500, f"generation failed: {type(error).__name__}: {error}",
-                                                 "server_error"))
-            return
+        tokens = self.decoder.step()
         self.steps += 1
         for row in tokens:
             number, name = row.key

@@ -76,7 +76,7 @@ class ContinuousDecoder:
 
     def _reset(self) -> None:
         """Nothing live: free every buffer and start again at slot 0."""
-        self.rows: list[_Row] = []
+        self.rows: list[_Row | None] = []  # None: a hole a newcomer takes (keeps shapes, and the compiled step)
         self._tokens: list[int] = []  # each row's input token for the next step
         self._cross: list[tuple[mx.array, mx.array]] = []  # per layer (B, H, T, D)
         self._cross_mask = np.zeros((0, 0), dtype=np.int32)  # (B, T)
@@ -87,7 +87,7 @@ class ContinuousDecoder:
     @property
     def live(self) -> int:
         """Rows decoding now (the newcomers of `add` included)."""
-        return len(self.rows)
+        return sum(row is not None for row in self.rows)
 
     @property
     def capacity(self) -> int:
@@ -95,7 +95,7 @@ class ContinuousDecoder:
         return int(self._keys[0].shape[2]) if self._keys else 0
 
     def keys(self) -> list[Hashable]:
-        return [row.request.key for row in self.rows]
+        return [row.request.key for row in self.rows if row is not None]
 
     # ---- joining and leaving ----
 
@@ -123,35 +123,52 @@ class ContinuousDecoder:
         hidden = self.model.encode(mx.array(ids), mx.array(mask))
         cross = self.model.decoder.cross_kv(hidden)
         width = max(length, self._cross_mask.shape[1])
-        new_mask = np.zeros((len(requests), width), dtype=np.int32)
-        new_mask[:, :length] = mask
-        old_mask = np.pad(self._cross_mask, [(0, 0), (0, width - self._cross_mask.shape[1])])
+        cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
+        new_mask = np.pad(mask, [(0, 0), (0, width - length)])
+        self._cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in self._cross]
+        self._cross_mask = np.pad(self._cross_mask, [(0, 0), (0, width - self._cross_mask.shape[1])])
+        holes = [i for i, row in enumerate(self.rows) if row is None][: len(requests)]
+        if holes:  # newcomers take the places of rows that left; their old cache slots are masked
+            into, n = mx.array(np.array(holes, dtype=np.int32)), len(holes)
+            for layer, ((k, v), (nk, nv)) in enumerate(zip(self._cross, cross)):
+                k[into], v[into] = nk[:n], nv[:n]
+                self._cross[layer] = (k, v)
+            self._cross_mask[holes] = new_mask[:n]
+            for i, request in zip(holes, requests):
+                self.rows[i], self._tokens[i] = _Row(request, self._slot), self.args.decoder_start_token_id
+        rest, cross = requests[len(holes):], [(k[len(holes):], v[len(holes):]) for k, v in cross]
+        if not rest:
+            return
         if self.rows:
-            self._cross = [(mx.concatenate([_pad_axis2(k, width), _pad_axis2(nk, width)]),
-                            mx.concatenate([_pad_axis2(v, width), _pad_axis2(nv, width)]))
+            self._cross = [(mx.concatenate([k, nk]), mx.concatenate([v, nv]))
                            for (k, v), (nk, nv) in zip(self._cross, cross)]
         else:
-            self._cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
-        self._cross_mask = np.concatenate([old_mask, new_mask])
+            self._cross = cross
+        self._cross_mask = np.concatenate([self._cross_mask, new_mask[len(holes):]])
         if self._keys:
-            n, (_, heads, capacity, dim) = len(requests), self._keys[0].shape
-            zeros = mx.zeros((n, heads, capacity, dim), dtype=self._keys[0].dtype)
+            (_, heads, capacity, dim) = self._keys[0].shape
+            zeros = mx.zeros((len(rest), heads, capacity, dim), dtype=self._keys[0].dtype)
             self._keys = [mx.concatenate([k, zeros]) for k in self._keys]
             self._values = [mx.concatenate([v, zeros]) for v in self._values]
-        self.rows += [_Row(request, self._slot) for request in requests]
-        self._tokens += [self.args.decoder_start_token_id] * len(requests)  # evaluated with the next step
+        self.rows += [_Row(request, self._slot) for request in rest]
+        self._tokens += [self.args.decoder_start_token_id] * len(rest)  # evaluated with the next step
 
     def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
         """Retire the rows named ``keys`` (absent keys are ignored)."""
         gone = set(keys)
-        self._keep([i for i, row in enumerate(self.rows) if row.request.key not in gone])
+        self._leave([i for i, row in enumerate(self.rows) if row is not None and row.request.key in gone])
 
-    def _keep(self, indices: list[int]) -> None:
-        if len(indices) == len(self.rows):
-            return
-        if not indices:
+    def _leave(self, indices: list[int]) -> None:
+        """Make holes of rows ``indices``; gather the live rows once holes outnumber them."""
+        for i in indices:
+            self.rows[i] = None
+        live = [i for i, row in enumerate(self.rows) if row is not None]
+        if not live:
             self._reset()
-            return
+        elif len(live) < len(self.rows) - len(live):
+            self._gather(live)
+
+    def _gather(self, indices: list[int]) -> None:
         take = mx.array(np.array(indices, dtype=np.int32))
         self.rows = [self.rows[i] for i in indices]
         self._tokens = [self._tokens[i] for i in indices]
@@ -178,7 +195,7 @@ class ContinuousDecoder:
             return
         if self._slot < self.capacity:
             return
-        oldest = min(row.start for row in self.rows)
+        oldest = min(row.start for row in self.rows if row is not None)
         used = self._slot - oldest
         capacity = CACHE_STEP
         while capacity < used + CACHE_STEP:  # room for CACHE_STEP more steps before the next move
@@ -191,7 +208,8 @@ class ContinuousDecoder:
         self._keys = [moved(k) for k in self._keys]
         self._values = [moved(v) for v in self._values]
         for row in self.rows:
-            row.start -= oldest
+            if row is not None:
+                row.start -= oldest
         self._slot = used
 
     def step(self) -> list[RowToken]:
@@ -199,44 +217,36 @@ class ContinuousDecoder:
         if not self.rows:
             return []
         self._make_room()
-        model, decoder = self.model, self.model.decoder
         capacity = self.capacity
-        starts = np.array([row.start for row in self.rows], dtype=np.int32)
-        slots = np.arange(capacity, dtype=np.int32)
-        hidden_slots = (slots[None, :] < starts[:, None]) | (slots[None, :] > self._slot)
-        position = decoder.relative_attention_bias(mx.array([self._slot]), mx.arange(capacity))
-        dtype = model.dtype
-        self_bias = mx.where(mx.array(hidden_slots)[:, None, None, :], _neg_inf(dtype), position).astype(dtype)
-        cross_bias = padding_bias(mx.array(self._cross_mask), dtype)
-        cache = DecoderCache(len(decoder.layers), capacity)
-        cache.keys, cache.values, cache.cross = list(self._keys), list(self._values), self._cross
-        cache.offset = mx.array(self._slot, dtype=mx.int32)
-        x = model.shared(mx.array(np.array(self._tokens, dtype=np.int32))[:, None])
-        for i, layer in enumerate(decoder.layers):
-            x = layer(x, self_bias, self._cross[i], cross_bias, cache, i)
-        logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
-        chosen = self._choose(logits)
-        self._keys, self._values = cache.keys, cache.values
+        # A hole starts past the cache's end: every slot is hidden from it.
+        starts = [row.start if row is not None else capacity + 1 for row in self.rows]
+        logits, greedy, self._keys, self._values = _step_fn(self.model)(
+            mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
+            mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values, self._cross)
+        chosen = self._choose(logits, greedy)
         mx.eval(chosen, self._keys, self._values, self._cross)
         self._slot += 1
         tokens = np.array(chosen).tolist()
-        out, keep = [], []
+        out, finished = [], []
         eos = self.args.eos_token_id
         for i, (row, token) in enumerate(zip(self.rows, tokens)):
+            if row is None:
+                continue
             row.generated += 1
             finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
             out.append(RowToken(row.request.key, token, row.generated, finish))
-            if finish is None:
-                keep.append(i)
+            if finish is not None:
+                finished.append(i)
         self._tokens = tokens
-        self._keep(keep)
+        self._leave(finished)
         return out
 
-    def _choose(self, logits: mx.array) -> mx.array:
-        """Each row's next token: argmax for greedy rows, its own sampler for the others."""
-        chosen = mx.argmax(logits, axis=-1).astype(mx.int32)
+    def _choose(self, logits: mx.array, chosen: mx.array) -> mx.array:
+        """Each row's next token: argmax (``chosen``) for greedy rows, its own sampler for the others."""
         groups: dict[tuple[float, float], list[int]] = {}
         for i, row in enumerate(self.rows):
+            if row is None:
+                continue
             request = row.request
             if not is_greedy(request.temperature, request.top_p):
                 groups.setdefault((request.temperature, request.top_p), []).append(i)
@@ -247,6 +257,32 @@ class ContinuousDecoder:
             sampled = make_student_sampler(temperature, top_p)(part - mx.logsumexp(part, axis=-1, keepdims=True))
             chosen[rows] = sampled.astype(mx.int32)
         return chosen
+
+
+def _step_fn(model: Model):
+    """The compiled decoding step of `model` for live rows (compiled once per shape; weights read at call time)."""
+    fn = getattr(model, "_compiled_continuous_step", None)
+    if fn is None:
+
+        def step(tokens, starts, offset, cross_mask, keys, values, cross):
+            decoder, dtype = model.decoder, model.dtype
+            slots = mx.arange(keys[0].shape[2])
+            # Each row sees the slots from its own start to the shared one: distances as if alone.
+            hidden = (slots[None, :] < starts[:, None]) | (slots[None, :] > offset)
+            position = decoder.relative_attention_bias(mx.reshape(offset, (1,)), slots)
+            self_bias = mx.where(hidden[:, None, None, :], _neg_inf(dtype), position).astype(dtype)
+            cross_bias = padding_bias(cross_mask, dtype)
+            cache = DecoderCache(len(keys), keys[0].shape[2])
+            cache.keys, cache.values, cache.cross, cache.offset = list(keys), list(values), cross, offset
+            x = model.shared(tokens[:, None])
+            for i, layer in enumerate(decoder.layers):
+                x = layer(x, self_bias, cross[i], cross_bias, cache, i)
+            logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
+            return logits, mx.argmax(logits, axis=-1).astype(mx.int32), cache.keys, cache.values
+
+        fn = mx.compile(step, inputs=model.state)
+        model._compiled_continuous_step = fn
+    return fn
 
 
 def _pad_axis2(x: mx.array, length: int) -> mx.array:

@@ -35,9 +35,10 @@ from pathlib import Path
 import openai
 
 from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
-from mlx_distill.methods import RATIONALE_MAX_TOKENS
+from mlx_distill.methods import RATIONALE_MAX_TOKENS, predict_prompt
 from mlx_distill.platform import blas_status
 from mlx_distill.serve import ServeOptions, StudentServer
+from mlx_distill.student import ContinuousDecoder, RowRequest, encode_prompts, generate_tokens, load_student
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +149,38 @@ def ask_cells(student: Path, per_client: int, max_tokens: int) -> dict[int, floa
     return cells
 
 
+def decoder_cells(student: Path, rows: int, max_tokens: int, repeats: int) -> list[float]:
+    """Answers/s of the step-level decoder over those of closed batches (`generate_tokens`), in this
+    process without HTTP: ``rows`` rows at a time, each replaced the step it ends, ``4 * rows`` answers."""
+    model, tokenizer = load_student(student)
+    prompts = [predict_prompt(q) for q in QUESTIONS]
+    ids, _ = encode_prompts(tokenizer, prompts)
+    total = 4 * rows
+
+    def closed() -> float:
+        start = time.perf_counter()
+        for first in range(0, total, rows):
+            generate_tokens(model, tokenizer, [prompts[i % len(prompts)] for i in range(first, first + rows)],
+                            max_tokens=max_tokens, batch_size=rows)
+        return total / (time.perf_counter() - start)
+
+    def continuous() -> float:
+        decoder, started, done = ContinuousDecoder(model), rows, 0
+        start = time.perf_counter()
+        decoder.add([RowRequest(i, ids[i % len(ids)], max_tokens) for i in range(rows)])
+        while decoder.live:
+            ended = sum(row.finish_reason is not None for row in decoder.step())
+            done += ended
+            more = [RowRequest(started + j, ids[(started + j) % len(ids)], max_tokens)
+                    for j in range(min(ended, total - started))]
+            started += len(more)
+            decoder.add(more)
+        return done / (time.perf_counter() - start)
+
+    closed(), continuous()  # compile both
+    return [continuous() / closed() for _ in range(repeats)]
+
+
 def _spread(values: list[float], fmt: str = ".1f", unit: str = "") -> str:
     values = sorted(values)
     if len(values) == 1:
@@ -174,6 +207,7 @@ def main() -> None:
         batched = serve_cells(student, 32, args.seconds, args.max_tokens, args.repeats, uniform + mixed)
         single = serve_cells(student, 1, args.seconds, args.max_tokens, args.repeats, uniform)
         ask = ask_cells(student, args.ask_per_client, args.max_tokens)
+        decoding = decoder_cells(student, 16, args.max_tokens, args.repeats)
     reference = {q: t for cells in single.values() for cell in cells for q, t in cell.texts.items()}
     mismatches = sum(t != reference[q] for cells in batched.values() for cell in cells for q, t in cell.texts.items()
                      if q in reference)
@@ -196,6 +230,8 @@ def main() -> None:
     print(f"short clients' median latency: alone {_spread([x * 1000 for x in alone], '.0f', ' ms')}, "
           f"beside the long client {_spread([x * 1000 for x in beside], '.0f', ' ms')}, "
           f"ratio {_spread([b / a for a, b in zip(alone, beside)], '.2f', 'x')} (goal: at most 1.5x)")
+    print(f"\ndecoding only (no HTTP, 16 rows, {args.max_tokens} tokens): step-level decoder / closed batches "
+          f"{_spread(decoding, '.2f', 'x')} answers/s")
     print(f"\nanswers that differ between batched and one-at-a-time: {mismatches}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end (above {os.cpu_count()}: other work shared the CPUs)")
 

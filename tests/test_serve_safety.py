@@ -103,6 +103,8 @@ def test_ask_refuses_a_huge_max_tokens_and_text_that_is_not_utf8(demo_models, tm
         assert_one_line_error(run_cli("ask", student, question), "not UTF-8")
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"input": "fine"}\n{"input": "bad \\ud800"}\n', encoding="utf-8")
+    assert_one_line_error(run_cli("answer", student, "--in", questions, "--out", tmp_path / "a.jsonl",
+                                  "--max-tokens", "100000000"), f"at most {MAX_NEW_TOKENS}")
     assert_one_line_error(run_cli("answer", student, "--in", questions, "--out", tmp_path / "a.jsonl"), "q.jsonl:2")
 
 

@@ -39,14 +39,12 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.chat import student_folder
     from mlx_distill.serve import ServeOptions, StudentServer, host_warning, run_folder_of
     from mlx_distill.serve.address import remove_server_address, write_server_address
-    from mlx_distill.student import MAX_NEW_TOKENS
+    from mlx_distill.commands.ask import check_max_tokens
 
-    for flag in ("max_batch", "queue_size", "max_tokens"):
+    for flag in ("max_batch", "queue_size"):
         if getattr(args, flag) < 1:
             raise DistillError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be at least 1")
-    if args.max_tokens > MAX_NEW_TOKENS:
-        raise DistillError(f"--max-tokens {args.max_tokens} is more than a student writes; give at most "
-                           f"{MAX_NEW_TOKENS}")
+    check_max_tokens(args.max_tokens)
     if args.request_timeout is not None and not args.request_timeout > 0:
         raise DistillError(f"--request-timeout {args.request_timeout} must be a positive number of seconds")
     if not 0 <= args.port <= 65535:

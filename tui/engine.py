@@ -1,7 +1,7 @@
 """The engine: the one thread of the UI process that runs MLX work.
 
 MLX streams are thread-local (mlx >= 0.31), so every model the chat uses is loaded, run and
-freed on one ``threading.Thread`` named ``mlx-engine`` that takes jobs from a queue and reports
+freed on one thread (`mlx_distill.mlx_thread.start_mlx_thread`) named ``mlx-engine`` that takes jobs from a queue and reports
 through ``on_event`` (the UI passes a thread-safe ``post_message``). Requests run one after the
 other, so the student and the teacher never generate at the same time. Besides chat requests it
 runs ``Job``s: a function of (on_event, should_stop), such as a prompt-lab trial.
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Protocol
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Event, OnEvent, ShouldStop
 from mlx_distill.methods import explain_prompt, predict_prompt
+from mlx_distill.mlx_thread import start_mlx_thread
 
 # What a request's parts are called in ChatToken/ChatDone/ChatFailed.
 ANSWER, RATIONALE, TEACHER = "answer", "rationale", "teacher"
@@ -158,9 +159,7 @@ class MlxBackend:
             return
         import mlx.core as mx
 
-        mx.clear_cache()
-        # This thread made MLX streams; free them here, on the thread that owns them.
-        mx.clear_streams()
+        mx.clear_cache()  # the engine's thread frees its MLX streams as it ends (start_mlx_thread)
 
 
 class Engine:
@@ -179,8 +178,7 @@ class Engine:
         self._stop = threading.Event()
         self._ids = itertools.count(1)
         self._loaded: dict[str, tuple[tuple, Any]] = {}  # role -> (what was loaded, model)
-        self._thread = threading.Thread(target=self._serve, name="mlx-engine", daemon=True)
-        self._thread.start()
+        self._thread = start_mlx_thread(self._serve, "mlx-engine", daemon=True)
 
     def submit(self, request: ChatRequest | Job) -> int:
         """Queue a chat request or a job; returns its id (used by its events)."""

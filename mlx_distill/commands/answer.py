@@ -63,13 +63,13 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.methods import MAX_INPUT_TOKENS, answer_max_tokens
     from mlx_distill.serve import check_explainable
     from mlx_distill.serve.questions import answer_file, read_questions
+    from mlx_distill.commands.ask import check_max_tokens
     from mlx_distill.student import load_student
     from mlx_distill.train import read_student_meta, student_method
 
-    for flag in ("batch_size", "max_tokens"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise DistillError(f"--{flag.replace('_', '-')} {value} must be at least 1")
+    if args.batch_size < 1:
+        raise DistillError(f"--batch-size {args.batch_size} must be at least 1")
+    check_max_tokens(args.max_tokens)
     columns = parse_columns(args.columns) if args.columns is not None else None
     if columns and "rationale" in columns:
         raise DistillError("--columns: rationale is not read here; map input, label or id")

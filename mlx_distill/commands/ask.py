@@ -32,10 +32,8 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.train import student_method
     from mlx_distill.student import load_student
 
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise DistillError(f"--max-tokens {args.max_tokens} must be at least 1")
-    question = sys.stdin.read() if args.question == "-" else args.question
-    question = question.strip()
+    check_max_tokens(args.max_tokens)
+    question = _question(args.question).strip()
     if not question:
         raise DistillError("the question is empty; give one, e.g. mlx-distill ask runs/demo \"What is 2 + 3?\"")
     folder = student_folder(args.student)
@@ -59,3 +57,29 @@ def main(args: argparse.Namespace) -> int:
         if args.explain:
             print(f"because: {answer.rationale}")
     return 0
+
+
+def _question(argument: str) -> str:
+    """The question from the argument or (``-``) standard input, as text; non-UTF-8 bytes are refused."""
+    where = "standard input" if argument == "-" else "the question"
+    if argument == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DistillError(f"{where} is not UTF-8 text (byte {error.start}); give UTF-8 text") from None
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError as error:  # undecodable bytes in argv arrive as lone surrogates
+        raise DistillError(f"{where} is not UTF-8 text (character {error.start}); give UTF-8 text") from None
+    return argument
+
+
+def check_max_tokens(value: int | None) -> None:
+    """Refuse a ``--max-tokens`` below 1 or above what a student writes (`MAX_NEW_TOKENS`)."""
+    from mlx_distill.student import MAX_NEW_TOKENS
+
+    if value is not None and value < 1:
+        raise DistillError(f"--max-tokens {value} must be at least 1")
+    if value is not None and value > MAX_NEW_TOKENS:
+        raise DistillError(f"--max-tokens {value} is more than a student writes; give at most {MAX_NEW_TOKENS}")

@@ -1,4 +1,5 @@
-"""Questions in, answers out: the one batched answering path of `serve`, `ask` and `answer`.
+"""Questions in, answers out: the batched answering path of `ask` and `answer` (`serve` decodes
+continuously instead, in `mlx_distill.serve.worker`, with the same rules for texts and stops).
 
 A question becomes the student's ``predict:`` input (and, when asked, its ``explain:`` input);
 every input of a batch is decoded together by `mlx_distill.student.generate_tokens`, greedy rows
@@ -16,15 +17,13 @@ from mlx_distill.errors import DistillError
 from mlx_distill.methods import (
     MAX_INPUT_TOKENS,
     RATIONALE_MAX_TOKENS,
+    RATIONALE_METHODS,
     answer_of,
     cut_at_stop,
     explain_prompt,
     predict_prompt,
 )
 from mlx_distill.student import decode_tokens, encode_prompts, generate_tokens
-
-# Methods whose student learned the explain: task; a cot student's rationale is its own answer text.
-EXPLAINING_METHODS = ("step-by-step", "cot")
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class _Row:
 
 def check_explainable(method: str) -> None:
     """Refuse a rationale from a student whose method never learned one."""
-    if method not in EXPLAINING_METHODS:
+    if method not in RATIONALE_METHODS:  # a cot student's rationale is its own answer text
         raise DistillError(f"this student was trained with method {method!r}, which has no rationale; "
                            f"ask without explain, or train a step-by-step student")
 

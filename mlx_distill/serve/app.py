@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable
@@ -33,6 +34,7 @@ from mlx_distill.serve.worker import (
 )
 
 MAX_BODY_BYTES = 1 << 20
+BODY_SECONDS = 30.0  # a client slower than this to send its body holds a connection for nothing
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -40,7 +42,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
     return JSONResponse(error_body(message, kind, param, code), status_code=status)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"the request body is {length} bytes; at most {limit}", code="request_too_large")
@@ -49,10 +51,28 @@ async def _read_json(request: Request, limit: int) -> Any:
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"the request body is over {limit} bytes", code="request_too_large")
+    return bytes(data)
+
+
+async def _read_json(request: Request, limit: int, stopping: threading.Event) -> Any:
+    """The body as JSON; a body still arriving when the server stops (or after `BODY_SECONDS`) is refused."""
+    reading = asyncio.ensure_future(_read_body(request, limit))
+    deadline = time.monotonic() + BODY_SECONDS
+    while not reading.done():
+        await asyncio.wait({reading}, timeout=0.1)
+        if not reading.done() and (stopping.is_set() or time.monotonic() > deadline):
+            reading.cancel()
+            if stopping.is_set():
+                raise ApiError(503, "the server is stopping", kind="server_error", code="server_shutdown")
+            raise ApiError(408, f"the request body did not arrive within {BODY_SECONDS:.0f} s",
+                           code="request_timeout")
+    data = reading.result()
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply; send a flat OpenAI request") from None
 
 
 class _Endpoint:
@@ -107,7 +127,7 @@ def _piece_delta(event: Piece) -> dict[str, str]:
 
 
 def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None = None,
-              max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+              max_body_bytes: int = MAX_BODY_BYTES, stopping: threading.Event | None = None) -> Starlette:
     """The Starlette app that serves ``worker``'s student as ``limits.model``.
 
     Args:
@@ -115,7 +135,9 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
         limits: The model name, method and request limits.
         api_key: When set, every ``/v1/`` request must send ``Authorization: Bearer <api_key>``.
         max_body_bytes: Larger bodies are refused with 413. Default: 1 MiB.
+        stopping: Set when the server stops: bodies still arriving are refused with 503.
     """
+    stopping = stopping if stopping is not None else threading.Event()
     key = api_key.encode() if api_key else None
 
     def authorized(request: Request) -> bool:
@@ -128,7 +150,8 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
     async def health(request: Request) -> Response:
         status = 200 if worker.alive else 503
         return JSONResponse({"status": "ok" if worker.alive else "stopping", "model": limits.model,
-                             "queued": worker.queued}, status_code=status)
+                             "queued": worker.queued, "in_flight": worker.in_flight, "live_rows": worker.live_rows,
+                             "peak_memory_bytes": worker.peak_memory}, status_code=status)
 
     def model_card() -> dict[str, Any]:
         return {"id": limits.model, "object": "model", "created": int(time.time()), "owned_by": "mlx-distill"}
@@ -144,7 +167,7 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
 
     def completion(parse: Callable[[Any, Limits], Parsed], endpoint: _Endpoint):
         async def handle(request: Request) -> Response:
-            parsed = parse(await _read_json(request, max_body_bytes), limits)
+            parsed = parse(await _read_json(request, max_body_bytes, stopping), limits)
             loop = asyncio.get_running_loop()
             events: asyncio.Queue = asyncio.Queue()
             job = Job(parsed.question, lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
@@ -153,17 +176,13 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
                 worker.submit(job)
             except QueueFull:
                 raise ApiError(429, f"the server is busy ({worker.queued} questions waiting); retry shortly",
-                               kind="rate_limit_error", code="rate_limit_exceeded") from None
+                               kind="rate_limit_error", code="rate_limit_exceeded",
+                               headers={"Retry-After": str(worker.retry_after())}) from None
             except WorkerStopped:
                 raise ApiError(503, "the server is shutting down", kind="server_error") from None
-            try:
-                first = await events.get()
-            except asyncio.CancelledError:
-                job.cancelled = True
-                raise
+            first = await _first_event(request, events, job)
             if isinstance(first, Refused):
-                kind = "server_error" if first.status >= 500 else "invalid_request_error"
-                raise ApiError(first.status, first.message, code=first.code, kind=kind)
+                raise ApiError(first.status, first.message, code=first.code, kind=first.error_type)
             if not parsed.stream:
                 return JSONResponse(endpoint.body(first.answer, parsed.question.explain))
             return StreamingResponse(_sse(endpoint, parsed, job, first, events), media_type="text/event-stream",
@@ -172,7 +191,7 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
         return handle
 
     async def api_error(request: Request, error: ApiError) -> Response:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         return _error(error.status_code, f"{request.method} {request.url.path}: {error.detail}")
@@ -205,6 +224,31 @@ def build_app(worker: GenerationWorker, limits: Limits, *, api_key: str | None =
     return Starlette(routes=routes, exception_handlers=handlers)
 
 
+async def _first_event(request: Request, events: asyncio.Queue, job: Job) -> Any:
+    """The job's first event; a client that leaves before it cancels the job (dropped at the next step)."""
+    getting = asyncio.ensure_future(events.get())
+    leaving = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        job.cancelled = True
+        raise
+    finally:
+        leaving.cancel()
+        if not getting.done():
+            getting.cancel()
+    if not getting.done() or getting.cancelled():
+        job.cancelled = True
+        raise ClientDisconnect()
+    return getting.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is read: what the server receives next is the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _sse(endpoint: _Endpoint, parsed: Parsed, job: Job, first: Any,
                events: asyncio.Queue) -> AsyncIterator[str]:
     ident, created = endpoint.prefix + uuid.uuid4().hex, int(time.time())
@@ -226,7 +270,7 @@ async def _sse(endpoint: _Endpoint, parsed: Parsed, job: Job, first: Any,
                     yield endpoint.chunk(ident, created, None, usage=endpoint.usage(answer))
                 break
             elif isinstance(event, Refused):
-                yield f"data: {json.dumps(error_body(event.message, 'server_error', code=event.code))}\n\n"
+                yield f"data: {json.dumps(error_body(event.message, event.error_type, code=event.code))}\n\n"
                 break
             event = await events.get()
         yield "data: [DONE]\n\n"

@@ -77,6 +77,17 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
             raise DistillError(f"{path}:{number}: broken JSON line ({error.msg}); fix or remove the line") from None
 
 
+def _check_text(value: Any, field: str, where: str) -> None:
+    # JSON may escape a lone surrogate ("\ud800"): no tokenizer reads it and no UTF-8 file holds it.
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DistillError(f"{where}: field {field!r} holds a character that is not text ({error.reason} at "
+                           f"{error.start}); fix the line") from None
+
+
 def file_format(path: Path) -> str:
     """``jsonl`` or ``csv`` from the file name."""
     fmt = path.suffix.lower().lstrip(".")
@@ -107,6 +118,8 @@ def read_questions(path: str | Path, columns: dict[str, str] | None = None) -> l
         label = record.get(names["label"])
         label = None if label in (None, "") else str(label)
         ident = record.get(names["id"])
+        for name, value in (("input", text), ("label", label), ("id", ident)):
+            _check_text(value, names[name], where)
         if ident in (None, ""):
             base = "h-" + hashlib.sha1(str(text).encode()).hexdigest()[:12]
             repeats[base] = repeats.get(base, 0) + 1

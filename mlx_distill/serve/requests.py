@@ -6,10 +6,12 @@ a T5 student has no use for (``user``, ``seed``, ``presence_penalty``, ...) are 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_distill.serve.answers import EXPLAINING_METHODS, Question
+from mlx_distill.methods import RATIONALE_METHODS
+from mlx_distill.serve.answers import Question
 
 # No T5 piece is longer than this many characters (mlx_distill.student cuts texts the same way), so a
 # question over max_input_tokens * this is too long without tokenizing it.
@@ -21,9 +23,10 @@ class ApiError(Exception):
     """A request the server refuses: HTTP status and OpenAI's ``error`` object."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers  # extra response headers (Retry-After on 429)
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.kind, self.param, self.code)
@@ -71,6 +74,8 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ApiError(400, f"'{name}' must be a number", name)
+    if not math.isfinite(value):
+        raise ApiError(400, f"'{name}' is {value}; give a finite number", name)
     if value > high or value < low or (low_open and value == low):
         bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise ApiError(400, f"'{name}' is {value}; it must be in {bound}", name)
@@ -100,9 +105,20 @@ def _stop(body: dict) -> tuple[str, ...]:
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise ApiError(400, "'stop' must be a string or a list of strings", "stop")
+    for s in stop:
+        _check_text(s, "stop")
     if len(stop) > MAX_STOP_STRINGS:
         raise ApiError(400, f"'stop' has {len(stop)} strings; at most {MAX_STOP_STRINGS}", "stop")
     return tuple(s for s in stop if s)
+
+
+def _check_text(text: str, param: str) -> None:
+    """Refuse text that is not Unicode text (a lone surrogate such as "\\ud800" is valid JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(400, f"'{param}' holds a character that is not text ({error.reason} at {error.start}); "
+                            "send UTF-8 text", param) from None
 
 
 def _flag(body: dict, name: str) -> bool:
@@ -116,10 +132,11 @@ def _flag(body: dict, name: str) -> bool:
 
 def _common(body: dict, text: str, limits: Limits, max_token_names: tuple[str, ...]) -> Parsed:
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (type(n) is not int or n != 1):
         raise ApiError(400, f"'n' is {n!r}; this server gives one answer per request (n = 1)", "n")
+    _check_text(text, "messages" if "messages" in body else "prompt")
     explain = _flag(body, "explain")
-    if explain and limits.method not in EXPLAINING_METHODS:
+    if explain and limits.method not in RATIONALE_METHODS:
         raise ApiError(400, f"this student was trained with method {limits.method!r}, which has no rationale; "
                             "ask without 'explain'", "explain")
     if len(text) > limits.max_input_tokens * MAX_CHARS_PER_TOKEN:

@@ -9,6 +9,7 @@ detokenizer (`mlx_distill.student.detokenize`), so each token costs the same to 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -21,10 +22,20 @@ from mlx_distill.methods import MAX_INPUT_TOKENS
 from mlx_distill.student.t5 import DecoderCache, Model
 
 # Encoder lengths are padded to a multiple of this so the compiled decoding step is reused.
-_LENGTH_BUCKET = 8
+LENGTH_BUCKET = 8
 # A prompt is cut to max_input_tokens * this many characters before it is tokenized, so that a
 # huge prompt costs no more than a long one (no T5 piece is this long).
 _MAX_CHARS_PER_TOKEN = 32
+
+# Most new tokens per answer. A T5 decoder has no position limit, but its relative position bias
+# stops changing at relative_attention_max_distance (128) and students learn outputs of at most a
+# few hundred tokens; this bounds a request's memory and time.
+MAX_NEW_TOKENS = 2048
+# A temperature or top_p below this is greedy: sampling would divide by (or keep a mass of) a value
+# that is 0 or near it in float32 and return arbitrary tokens.
+GREEDY_BELOW = 1e-6
+# The decoder's self-attention cache grows in steps of this many tokens (never to max_tokens at once).
+CACHE_STEP = 64
 
 OnTruncated = Callable[[list[int]], None]
 
@@ -83,7 +94,7 @@ def encode_prompts(tokenizer: Any, prompts: list[str],
 
 
 def _pad(tokenizer: Any, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    enc = tokenizer.pad({"input_ids": rows}, padding=True, pad_to_multiple_of=_LENGTH_BUCKET, return_tensors="np")
+    enc = tokenizer.pad({"input_ids": rows}, padding=True, pad_to_multiple_of=LENGTH_BUCKET, return_tensors="np")
     return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
 
 
@@ -107,36 +118,57 @@ def _decode_step_fn(model: Model):
 
 
 class _Decoder:
-    """Encoder output, cross K/V and the static self-attention cache for one batch."""
+    """Encoder output, cross K/V and the self-attention cache for one batch.
+
+    The cache holds `CACHE_STEP` tokens and grows by doubling as tokens are decoded, up to
+    ``max_tokens``: memory follows the answer's length, not the limit asked for. Each size
+    compiles the decoding step once.
+    """
 
     def __init__(self, model: Model, input_ids: np.ndarray, mask: np.ndarray, max_tokens: int, repeat: int = 1):
-        self.model = model
+        self.model, self.max_tokens = model, max_tokens
         ids, self.mask = mx.array(input_ids), mx.array(mask)
         encoder_hidden = model.encode(ids, self.mask)
         if repeat > 1:
             encoder_hidden = mx.repeat(encoder_hidden, repeat, axis=0)
             self.mask = mx.repeat(self.mask, repeat, axis=0)
         self.encoder_hidden = encoder_hidden
-        self.cache = model.make_cache(max_length=max_tokens)
+        self.cache = model.make_cache(max_length=min(max_tokens, CACHE_STEP))
         self.step = _decode_step_fn(model)
+        self.decoded = 0
 
     def __call__(self, tokens: mx.array) -> mx.array:
         """Last-position logits (B, V) for one new token per row."""
+        self.decoded += 1
         if self.cache.keys[0] is None:
             # First step runs eagerly: it fills the cross K/V and allocates the buffers.
             return self.model.decode(tokens, self.encoder_hidden, self.mask, self.cache)[:, -1, :]
+        if self.decoded > self.cache.max_length:
+            self.cache = grow_cache(self.cache, min(2 * self.cache.max_length, max(self.max_tokens, self.decoded)))
         logits, state = self.step(tokens, self.mask, self.cache.state)
         self.cache = DecoderCache.from_state(state, self.cache.max_length)
         return logits
 
 
+def grow_cache(cache: DecoderCache, length: int) -> DecoderCache:
+    """The same cache with self-attention buffers of ``length`` tokens (the new slots zero)."""
+
+    def pad(buffer: mx.array) -> mx.array:
+        extra = length - buffer.shape[2]
+        return mx.pad(buffer, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else buffer
+
+    grown = DecoderCache.from_state(cache.state, length)
+    grown.keys = [pad(k) for k in cache.keys]
+    grown.values = [pad(v) for v in cache.values]
+    return grown
+
+
 def _sample_tokens(model: Model, input_ids: np.ndarray, mask: np.ndarray, max_tokens: int,
                    temperature: float, top_p: float) -> Iterator[np.ndarray]:
     """Yield the next token of every row (pad after a row's EOS) until all rows end."""
-    from mlx_lm.sample_utils import make_sampler  # mlx_lm imports transformers: load it only to generate
-
     args = model.args
-    sampler = make_sampler(temp=temperature, top_p=top_p)  # temperature 0: argmax
+    greedy = is_greedy(temperature, top_p)
+    sampler = make_student_sampler(temperature, top_p)
     decoder = _Decoder(model, input_ids, mask, max_tokens)
     batch = input_ids.shape[0]
     finished = mx.zeros((batch,), dtype=mx.bool_)
@@ -144,7 +176,7 @@ def _sample_tokens(model: Model, input_ids: np.ndarray, mask: np.ndarray, max_to
 
     def advance(tokens, finished):
         logits = decoder(tokens[:, None])
-        if temperature > 0:
+        if not greedy:
             # The sampler's top-p reads log-probabilities; argmax needs no normalising.
             logits = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         y = sampler(logits).astype(mx.int32)
@@ -256,12 +288,32 @@ def _hidden_tokens(tokenizer: Any) -> set[int]:
     return set(tokenizer.all_special_ids)
 
 
-def _check_generation_args(max_tokens: int, num_beams: int, temperature: float, top_p: float) -> None:
+def is_greedy(temperature: float, top_p: float) -> bool:
+    """Whether these sampling settings mean argmax decoding (see `GREEDY_BELOW`)."""
+    return temperature < GREEDY_BELOW or top_p < GREEDY_BELOW
+
+
+def make_student_sampler(temperature: float, top_p: float) -> Callable[[mx.array], mx.array]:
+    """mlx-lm's sampler for these settings; argmax when `is_greedy`. It reads log-probabilities."""
+    from mlx_lm.sample_utils import make_sampler  # mlx_lm imports transformers: load it only to generate
+
+    if is_greedy(temperature, top_p):
+        return make_sampler(temp=0.0)
+    return make_sampler(temp=temperature, top_p=top_p)
+
+
+def check_generation_args(max_tokens: int, num_beams: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1:
         raise DistillError(f"max_tokens must be at least 1, got {max_tokens}")
+    if max_tokens > MAX_NEW_TOKENS:
+        raise DistillError(f"max_tokens {max_tokens} is more than a student writes; give at most {MAX_NEW_TOKENS}")
+    if not (math.isfinite(temperature) and math.isfinite(top_p)):
+        raise DistillError(f"temperature and top_p must be finite numbers, got {temperature} and {top_p}")
+    if temperature < 0:
+        raise DistillError(f"temperature must be at least 0, got {temperature}")
     if num_beams < 1:
         raise DistillError(f"num_beams must be at least 1, got {num_beams}")
-    if num_beams > 1 and temperature > 0:
+    if num_beams > 1 and not is_greedy(temperature, top_p):
         raise DistillError("beam search with temperature sampling is not supported; use num_beams=1 or temperature=0")
     if not 0.0 < top_p <= 1.0:
         raise DistillError(f"top_p must be in (0, 1], got {top_p}")
@@ -289,7 +341,7 @@ def generate_tokens(model: Model, tokenizer: Any, prompts: list[str], max_tokens
 
     Takes the arguments of `generate`.
     """
-    _check_generation_args(max_tokens, num_beams, temperature, top_p)
+    check_generation_args(max_tokens, num_beams, temperature, top_p)
     if not prompts:
         return []
     ids, truncated = encode_prompts(tokenizer, prompts, max_input_tokens)
@@ -309,7 +361,7 @@ def generate_tokens(model: Model, tokenizer: Any, prompts: list[str], max_tokens
 def generate_batch(model: Model, input_ids: np.ndarray, attention_mask: np.ndarray, max_tokens: int = 64,
                    num_beams: int = 1, temperature: float = 0.0, top_p: float = 1.0) -> list[list[int]]:
     """Token ids generated for one padded batch of token ids (B x T int arrays, right padding)."""
-    _check_generation_args(max_tokens, num_beams, temperature, top_p)
+    check_generation_args(max_tokens, num_beams, temperature, top_p)
     input_ids, attention_mask = np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32)
     with _EvalMode(model):
         if num_beams > 1:
@@ -372,28 +424,43 @@ def stream_generate(model: Model, tokenizer: Any, prompt: str, max_tokens: int =
         One `StudentResponse` per generated token; the last has ``finish_reason`` ``"stop"``
         (EOS) or ``"length"`` (max_tokens).
     """
-    from mlx_distill.student.detokenize import streaming_detokenizer  # imports mlx_lm (and transformers)
-
-    _check_generation_args(max_tokens, 1, temperature, top_p)
+    check_generation_args(max_tokens, 1, temperature, top_p)
     (ids,), truncated = encode_prompts(tokenizer, [prompt], max_input_tokens)
     input_ids, mask = _pad(tokenizer, [ids])
-    detokenizer = streaming_detokenizer(tokenizer)
-    hidden = _hidden_tokens(tokenizer)
-    vocab = len(tokenizer)
-    eos = model.args.eos_token_id
+    text = TokenText(tokenizer, model.args.eos_token_id)
     count = 0
     start = time.perf_counter()
     with _EvalMode(model):
         for step in _sample_tokens(model, input_ids, mask, max_tokens, temperature, top_p):
             token = int(step[0])
             count += 1
-            finish = "stop" if token == eos else ("length" if count == max_tokens else None)
-            if token != eos and token < vocab and token not in hidden:
-                detokenizer.add_token(token)
-            if finish:
-                detokenizer.finalize()
+            finish = "stop" if token == model.args.eos_token_id else ("length" if count == max_tokens else None)
+            piece = text.add(token, last=finish is not None)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            yield StudentResponse(detokenizer.last_segment, token, count, count / elapsed, finish,
+            yield StudentResponse(piece, token, count, count / elapsed, finish,
                                   prompt_tokens=len(ids), prompt_truncated=bool(truncated))
             if finish:
                 return
+
+
+class TokenText:
+    """The text of generated tokens as they come, one piece per token (mlx-lm's streaming detokenizer).
+
+    The pieces join to `decode_tokens` of the same tokens: EOS, special tokens and ids past the
+    vocabulary give no text. Each token costs the same, however long the text is.
+    """
+
+    def __init__(self, tokenizer: Any, eos_token_id: int):
+        from mlx_distill.student.detokenize import streaming_detokenizer  # imports mlx_lm (and transformers)
+
+        self.detokenizer = streaming_detokenizer(tokenizer)
+        self.hidden = _hidden_tokens(tokenizer) | {eos_token_id}
+        self.vocab = len(tokenizer)
+
+    def add(self, token: int, last: bool = False) -> str:
+        """The new text of ``token`` ("" while a word is incomplete); ``last`` flushes what is held."""
+        if token < self.vocab and token not in self.hidden:
+            self.detokenizer.add_token(token)
+        if last:
+            self.detokenizer.finalize()
+        return self.detokenizer.last_segment

@@ -18,19 +18,18 @@ teacher is loaded until the last record is written; a second writer fails at onc
 
 Threads: MLX streams are thread-local and MLX 0.32 may abort at exit when a thread that made one
 ended without ``mx.clear_streams()``. So the stage does its MLX work (load, generate, release) in a
-short-lived thread of its own that clears its streams before it ends; any thread may call it.
+short-lived thread of its own (`mlx_distill.mlx_thread.run_in_mlx_thread`); any thread may call it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 import mlx.core as mx
 
@@ -40,6 +39,7 @@ from mlx_distill.files import JsonlWriter, cut_torn_tail, exclusive_lock, lock_p
 from mlx_distill.machine import prefill_step_size as device_prefill_step_size
 from mlx_distill.methods import FILTERS, TEACHER_BATCH_SIZE
 from mlx_distill.metrics import is_correct, normalize_label
+from mlx_distill.mlx_thread import run_in_mlx_thread
 from mlx_distill.teacher.model import load_teacher, memory_report, release_teacher, teacher_identity
 from mlx_distill.teacher.parse import ParsedOutput, parse_output, restates_answer
 from mlx_distill.teacher.prompt import (BUILTIN_TASKS, STOP_STRINGS, PromptTemplate, choices_in_input, load_prompt,
@@ -325,44 +325,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                 state.prompt_tps, peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash,
                 restating=state.restating, exemplar_ids=tuple(sorted(held_out)))
 
-        return _in_own_thread(run, should_stop)
-
-
-_T = TypeVar("_T")
-
-
-def _in_own_thread(work: Callable[[ShouldStop], _T], should_stop: ShouldStop) -> _T:
-    """``work(stop)`` in a new thread that clears its MLX streams before it ends.
-
-    An interrupt of the waiting caller (Ctrl-C) asks ``work`` to stop, waits for it to save what
-    is finished, then goes on up.
-    """
-    interrupted, finished = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work(lambda: interrupted.is_set() or should_stop())
-        except BaseException as error:  # handed to the caller's thread below
-            outcome["error"] = error
-        finally:
-            mx.clear_streams()
-            finished.set()
-
-    thread = threading.Thread(target=target, name="mlx-distill-teacher")
-    thread.start()
-    try:
-        # Event.wait, not Thread.join: a join interrupted by Ctrl-C may report a live thread as ended.
-        finished.wait()
-    except BaseException:
-        interrupted.set()
-        finished.wait()
-        raise
-    finally:
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+        return run_in_mlx_thread(run, should_stop, name="mlx-distill-teacher")
 
 
 def _cut_characters(examples: list, max_chars: int) -> list:

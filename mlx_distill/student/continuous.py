@@ -1,0 +1,291 @@
+"""Continuous batching for the student: a step-level decoder whose rows join and leave between steps.
+
+Each live row has its own encoder output (cross-attention keys/values), self-attention cache,
+sampler settings and ``max_tokens``. `ContinuousDecoder.add` runs the encoder once for the
+newcomers (batched) and they join at the next `ContinuousDecoder.step`, which decodes one token
+for every live row and retires the rows that finish (EOS or ``max_tokens``); `drop` retires rows
+the caller no longer wants (a stop string, a client that left).
+
+How rows of different ages share one cache: all rows write their next token at one shared slot
+``S``; a row that joined at slot ``s`` masks the slots before ``s``. T5's self-attention bias
+depends only on the distance between query and key slots, so each row sees exactly what it would
+see alone. When ``S`` reaches the cache's end, every row is shifted left by the oldest live row's
+start (distances unchanged) and the cache is resized to fit: memory follows the live rows, never
+``max_tokens``. Greedy rows give the tokens `mlx_distill.student.generate` gives, whatever else
+shares the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_distill.student.generate import (CACHE_STEP, LENGTH_BUCKET, check_generation_args, is_greedy,
+                                          make_student_sampler)
+from mlx_distill.student.t5 import DecoderCache, Model, _neg_inf, padding_bias
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """A prompt to decode: its encoder input ids (`mlx_distill.student.encode_prompts`) and settings."""
+
+    key: Hashable  # the caller's name for the row, unique among live rows
+    ids: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class RowToken:
+    """One row's token of a step; ``finish_reason`` is set on its last one ("stop": EOS, or "length")."""
+
+    key: Hashable
+    token: int
+    generated_tokens: int
+    finish_reason: str | None
+
+
+@dataclass
+class _Row:
+    request: RowRequest
+    start: int  # the cache slot of its first decoder token
+    generated: int = 0
+
+
+def _ceil_to(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+class ContinuousDecoder:
+    """Decodes a changing set of rows one token per step (the model is put in eval mode).
+
+    Args:
+        model: The T5 student.
+
+    Use from one thread only (the one that touches MLX).
+    """
+
+    def __init__(self, model: Model):
+        model.eval()
+        self.model, self.args = model, model.args
+        self._reset()
+
+    def _reset(self) -> None:
+        """Nothing live: free every buffer and start again at slot 0."""
+        self.rows: list[_Row | None] = []  # None: a hole a newcomer takes (keeps shapes, and the compiled step)
+        self._tokens: list[int] = []  # each row's input token for the next step
+        self._cross: list[tuple[mx.array, mx.array]] = []  # per layer (B, H, T, D)
+        self._cross_mask = np.zeros((0, 0), dtype=np.int32)  # (B, T)
+        self._keys: list[mx.array] = []  # per layer (B, H, capacity, D)
+        self._values: list[mx.array] = []
+        self._slot = 0  # where every row writes its next token
+
+    @property
+    def live(self) -> int:
+        """Rows decoding now (the newcomers of `add` included)."""
+        return sum(row is not None for row in self.rows)
+
+    @property
+    def capacity(self) -> int:
+        """Self-attention cache slots held now."""
+        return int(self._keys[0].shape[2]) if self._keys else 0
+
+    def keys(self) -> list[Hashable]:
+        return [row.request.key for row in self.rows if row is not None]
+
+    # ---- joining and leaving ----
+
+    def add(self, requests: list[RowRequest]) -> None:
+        """Encode ``requests`` together; they decode from the next step on.
+
+        Raises:
+            DistillError: a bad ``max_tokens``, ``temperature`` or ``top_p`` (nothing is added).
+            ValueError: a key that is already live, or a row without ids.
+        """
+        if not requests:
+            return
+        live = set(self.keys())
+        for request in requests:
+            check_generation_args(request.max_tokens, 1, request.temperature, request.top_p)
+            if request.key in live or not request.ids:
+                raise ValueError(f"row {request.key!r} is already live or has no input ids")
+            live.add(request.key)
+        length = _ceil_to(max(len(r.ids) for r in requests), LENGTH_BUCKET)
+        ids = np.full((len(requests), length), self.args.pad_token_id, dtype=np.int32)
+        mask = np.zeros((len(requests), length), dtype=np.int32)
+        for i, request in enumerate(requests):
+            ids[i, : len(request.ids)] = request.ids
+            mask[i, : len(request.ids)] = 1
+        hidden = self.model.encode(mx.array(ids), mx.array(mask))
+        cross = self.model.decoder.cross_kv(hidden)
+        width = max(length, self._cross_mask.shape[1])
+        cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
+        new_mask = np.pad(mask, [(0, 0), (0, width - length)])
+        self._cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in self._cross]
+        self._cross_mask = np.pad(self._cross_mask, [(0, 0), (0, width - self._cross_mask.shape[1])])
+        holes = [i for i, row in enumerate(self.rows) if row is None][: len(requests)]
+        if holes:  # newcomers take the places of rows that left; their old cache slots are masked
+            into, n = mx.array(np.array(holes, dtype=np.int32)), len(holes)
+            for layer, ((k, v), (nk, nv)) in enumerate(zip(self._cross, cross)):
+                k[into], v[into] = nk[:n], nv[:n]
+                self._cross[layer] = (k, v)
+            self._cross_mask[holes] = new_mask[:n]
+            for i, request in zip(holes, requests):
+                self.rows[i], self._tokens[i] = _Row(request, self._slot), self.args.decoder_start_token_id
+        rest, cross = requests[len(holes):], [(k[len(holes):], v[len(holes):]) for k, v in cross]
+        if not rest:
+            return
+        if self.rows:
+            self._cross = [(mx.concatenate([k, nk]), mx.concatenate([v, nv]))
+                           for (k, v), (nk, nv) in zip(self._cross, cross)]
+        else:
+            self._cross = cross
+        self._cross_mask = np.concatenate([self._cross_mask, new_mask[len(holes):]])
+        if self._keys:
+            (_, heads, capacity, dim) = self._keys[0].shape
+            zeros = mx.zeros((len(rest), heads, capacity, dim), dtype=self._keys[0].dtype)
+            self._keys = [mx.concatenate([k, zeros]) for k in self._keys]
+            self._values = [mx.concatenate([v, zeros]) for v in self._values]
+        self.rows += [_Row(request, self._slot) for request in rest]
+        self._tokens += [self.args.decoder_start_token_id] * len(rest)  # evaluated with the next step
+
+    def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
+        """Retire the rows named ``keys`` (absent keys are ignored)."""
+        gone = set(keys)
+        self._leave([i for i, row in enumerate(self.rows) if row is not None and row.request.key in gone])
+
+    def _leave(self, indices: list[int]) -> None:
+        """Make holes of rows ``indices``; gather the live rows once holes outnumber them."""
+        for i in indices:
+            self.rows[i] = None
+        live = [i for i, row in enumerate(self.rows) if row is not None]
+        if not live:
+            self._reset()
+        elif len(live) < len(self.rows) - len(live):
+            self._gather(live)
+
+    def _gather(self, indices: list[int]) -> None:
+        take = mx.array(np.array(indices, dtype=np.int32))
+        self.rows = [self.rows[i] for i in indices]
+        self._tokens = [self._tokens[i] for i in indices]
+        self._cross = [(k[take], v[take]) for k, v in self._cross]
+        width = _ceil_to(int(self._cross_mask[indices].sum(axis=1).max()), LENGTH_BUCKET)
+        self._cross_mask = self._cross_mask[indices]
+        if width < self._cross_mask.shape[1]:  # the longest question left: drop the padding
+            self._cross = [(k[:, :, :width], v[:, :, :width]) for k, v in self._cross]
+            self._cross_mask = self._cross_mask[:, :width]
+        if self._keys:
+            self._keys = [k[take] for k in self._keys]
+            self._values = [v[take] for v in self._values]
+
+    # ---- decoding ----
+
+    def _make_room(self) -> None:
+        """Ensure slot ``_slot`` exists: shift every row left by the oldest start, then resize."""
+        if not self._keys:
+            layers, heads = self.args.num_decoder_layers, self.args.num_heads
+            shape = (len(self.rows), heads, CACHE_STEP, self.args.d_kv)
+            dtype = self.model.dtype
+            self._keys = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
+            self._values = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
+            return
+        if self._slot < self.capacity:
+            return
+        oldest = min(row.start for row in self.rows if row is not None)
+        used = self._slot - oldest
+        capacity = CACHE_STEP
+        while capacity < used + CACHE_STEP:  # room for CACHE_STEP more steps before the next move
+            capacity *= 2
+
+        def moved(buffer: mx.array) -> mx.array:
+            kept = buffer[:, :, oldest : self._slot]
+            return mx.pad(kept, [(0, 0), (0, 0), (0, capacity - used), (0, 0)])
+
+        self._keys = [moved(k) for k in self._keys]
+        self._values = [moved(v) for v in self._values]
+        for row in self.rows:
+            if row is not None:
+                row.start -= oldest
+        self._slot = used
+
+    def step(self) -> list[RowToken]:
+        """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired."""
+        if not self.rows:
+            return []
+        self._make_room()
+        capacity = self.capacity
+        # A hole starts past the cache's end: every slot is hidden from it.
+        starts = [row.start if row is not None else capacity + 1 for row in self.rows]
+        logits, greedy, self._keys, self._values = _step_fn(self.model)(
+            mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
+            mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values, self._cross)
+        chosen = self._choose(logits, greedy)
+        mx.eval(chosen, self._keys, self._values, self._cross)
+        self._slot += 1
+        tokens = np.array(chosen).tolist()
+        out, finished = [], []
+        eos = self.args.eos_token_id
+        for i, (row, token) in enumerate(zip(self.rows, tokens)):
+            if row is None:
+                continue
+            row.generated += 1
+            finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
+            out.append(RowToken(row.request.key, token, row.generated, finish))
+            if finish is not None:
+                finished.append(i)
+        self._tokens = tokens
+        self._leave(finished)
+        return out
+
+    def _choose(self, logits: mx.array, chosen: mx.array) -> mx.array:
+        """Each row's next token: argmax (``chosen``) for greedy rows, its own sampler for the others."""
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, row in enumerate(self.rows):
+            if row is None:
+                continue
+            request = row.request
+            if not is_greedy(request.temperature, request.top_p):
+                groups.setdefault((request.temperature, request.top_p), []).append(i)
+        for (temperature, top_p), indices in groups.items():
+            rows = mx.array(np.array(indices, dtype=np.int32))
+            part = logits[rows]
+            # The sampler's top-p reads log-probabilities.
+            sampled = make_student_sampler(temperature, top_p)(part - mx.logsumexp(part, axis=-1, keepdims=True))
+            chosen[rows] = sampled.astype(mx.int32)
+        return chosen
+
+
+def _step_fn(model: Model):
+    """The compiled decoding step of `model` for live rows (compiled once per shape; weights read at call time)."""
+    fn = getattr(model, "_compiled_continuous_step", None)
+    if fn is None:
+
+        def step(tokens, starts, offset, cross_mask, keys, values, cross):
+            decoder, dtype = model.decoder, model.dtype
+            slots = mx.arange(keys[0].shape[2])
+            # Each row sees the slots from its own start to the shared one: distances as if alone.
+            hidden = (slots[None, :] < starts[:, None]) | (slots[None, :] > offset)
+            position = decoder.relative_attention_bias(mx.reshape(offset, (1,)), slots)
+            self_bias = mx.where(hidden[:, None, None, :], _neg_inf(dtype), position).astype(dtype)
+            cross_bias = padding_bias(cross_mask, dtype)
+            cache = DecoderCache(len(keys), keys[0].shape[2])
+            cache.keys, cache.values, cache.cross, cache.offset = list(keys), list(values), cross, offset
+            x = model.shared(tokens[:, None])
+            for i, layer in enumerate(decoder.layers):
+                x = layer(x, self_bias, cross[i], cross_bias, cache, i)
+            logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
+            return logits, mx.argmax(logits, axis=-1).astype(mx.int32), cache.keys, cache.values
+
+        fn = mx.compile(step, inputs=model.state)
+        model._compiled_continuous_step = fn
+    return fn
+
+
+def _pad_axis2(x: mx.array, length: int) -> mx.array:
+    extra = length - x.shape[2]
+    return mx.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else x
+

@@ -1,0 +1,96 @@
+"""The step-level decoder: rows join and leave between steps; greedy rows give what `generate` gives."""
+
+from __future__ import annotations
+
+import random
+
+import mlx.core as mx
+import pytest
+
+from mlx_distill.errors import DistillError
+from mlx_distill.methods import explain_prompt, predict_prompt
+from mlx_distill.student import (
+    MAX_NEW_TOKENS,
+    ContinuousDecoder,
+    RowRequest,
+    encode_prompts,
+    generate_tokens,
+    load_student,
+)
+from mlx_distill.student.generate import CACHE_STEP
+
+PROMPTS = [predict_prompt(f"Tom has {a} apples and buys {b} more." + " Why?" * (a * b % 7)) for a in range(3, 6)
+           for b in range(2, 5)] + [explain_prompt("Is a bat a bird?"), explain_prompt("2 + 2 = ?")]
+
+
+@pytest.fixture(scope="module")
+def student(demo_models):
+    return load_student(demo_models["student"])
+
+
+def _run(decoder: ContinuousDecoder, requests: list[RowRequest], seed: int, drop: set = frozenset()) -> dict:
+    """Feed ``requests`` a few at a time at random steps, drop the ``drop`` rows after 3 tokens; the
+    tokens of each row (EOS left out)."""
+    rng = random.Random(seed)
+    pending, out = list(requests), {r.key: [] for r in requests}
+    drop = set(drop)
+    while pending or decoder.live:
+        if pending and (not decoder.live or rng.random() < 0.3):
+            n = rng.randrange(1, 4)
+            decoder.add(pending[:n])
+            pending = pending[n:]
+        for row in decoder.step():
+            if row.token != decoder.args.eos_token_id:
+                out[row.key].append(row.token)
+        ready = {key for key in drop if len(out[key]) >= 3 and key in decoder.keys()}
+        decoder.drop(ready)  # a row leaves mid-answer
+        drop -= ready
+    return out
+
+
+def test_greedy_rows_equal_generate_whatever_shares_the_batch(student):
+    model, tokenizer = student
+    limits = [random.Random(i).choice([3, 16, 40, 150]) for i in range(len(PROMPTS))]
+    expected = [generate_tokens(model, tokenizer, [p], max_tokens=m)[0] for p, m in zip(PROMPTS, limits)]
+    assert max(len(e) for e in expected) > 2 * CACHE_STEP  # the cache moves and grows on the way
+    ids, _ = encode_prompts(tokenizer, PROMPTS)
+    requests = [RowRequest(i, ids[i], limits[i]) for i in range(len(PROMPTS))]
+    # Sampled rows share the batch too; they must not change the greedy ones.
+    requests += [RowRequest(f"s{i}", ids[i], 30, temperature=1.5) for i in range(3)]
+    for seed in (0,):
+        out = _run(ContinuousDecoder(model), requests, seed, drop={"s0", 5})
+        for i, tokens in enumerate(expected):
+            if i != 5:
+                assert out[i] == tokens, (seed, i)
+        assert len(out[5]) == 3 < len(expected[5])  # dropped
+
+
+def test_rows_finish_alone_and_memory_follows_the_live_rows(student):
+    model, tokenizer = student
+    ids, _ = encode_prompts(tokenizer, PROMPTS[:2])
+    decoder = ContinuousDecoder(model)
+    decoder.add([RowRequest("long", ids[0], MAX_NEW_TOKENS), RowRequest("short", ids[1], 2)])
+    finished = {}
+    for _ in range(3):
+        for row in decoder.step():
+            if row.finish_reason:
+                finished[row.key] = row.generated_tokens
+    assert finished.get("short", 0) <= 2 and decoder.keys() == ["long"]
+    assert decoder.capacity == CACHE_STEP  # not MAX_NEW_TOKENS
+    decoder.drop(["long"])
+    assert decoder.live == 0 and decoder.capacity == 0
+
+
+def test_bad_rows_are_refused_before_they_join(student):
+    model, tokenizer = student
+    ids, _ = encode_prompts(tokenizer, PROMPTS[:1])
+    decoder = ContinuousDecoder(model)
+    with pytest.raises(DistillError, match="top_p"):
+        decoder.add([RowRequest(1, ids[0], 8, temperature=1.0, top_p=float("nan"))])
+    with pytest.raises(DistillError, match="at most"):
+        decoder.add([RowRequest(1, ids[0], MAX_NEW_TOKENS + 1)])
+    decoder.add([RowRequest(1, ids[0], 8)])
+    with pytest.raises(ValueError, match="already live"):
+        decoder.add([RowRequest(1, ids[0], 8)])
+    assert decoder.live == 1
+    assert mx.array(decoder.step()[0].token).item() >= 0

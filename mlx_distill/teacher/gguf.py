@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -77,29 +78,65 @@ def is_gguf_source(teacher: str) -> bool:
     return False
 
 
+_OLLAMA_DIGEST = re.compile(r"^sha256[:-][0-9a-f]{64}$")
+
+
+def _inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` with every link and ``..`` resolved, refused when that leaves ``root``."""
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise DistillError(f"{what} leads outside {root} (to {real}); give a model name as the app lists it")
+    return real
+
+
+def ollama_root() -> Path:
+    return Path(os.environ.get("OLLAMA_MODELS") or "~/.ollama/models").expanduser()
+
+
+def lmstudio_root() -> Path:
+    return Path(os.environ.get("LMSTUDIO_MODELS") or "~/.lmstudio/models").expanduser()
+
+
+def _manifest_model_digest(manifest: Path, name: str) -> str:
+    """The digest of the model layer an Ollama manifest names (checked: a sha256 digest)."""
+    again = f"run `ollama pull {name}` again"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DistillError(f"Ollama manifest {manifest} is not readable JSON ({type(error).__name__}); {again}") from None
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(layers, list):
+        raise DistillError(f"Ollama manifest {manifest} has no list of layers; {again}")
+    models = [layer for layer in layers
+              if isinstance(layer, dict) and layer.get("mediaType") == "application/vnd.ollama.image.model"]
+    if not models:
+        raise DistillError(f"Ollama manifest {manifest} names no model layer; {again}")
+    digest = models[0].get("digest")
+    if not isinstance(digest, str) or not _OLLAMA_DIGEST.match(digest):
+        raise DistillError(f"Ollama manifest {manifest}: the model layer's digest {digest!r} is not a sha256 "
+                           f"digest; {again}")
+    return digest
+
+
 def _ollama_blob(name: str) -> Path:
-    root = Path(os.environ.get("OLLAMA_MODELS") or "~/.ollama/models").expanduser()
+    root = ollama_root()
     model, _, tag = name.partition(":")
     repo = model if "/" in model else f"library/{model}"
-    manifest = root / "manifests" / "registry.ollama.ai" / repo / (tag or "latest")
+    manifests = root / "manifests" / "registry.ollama.ai"
+    manifest = _inside(manifests, manifests / repo / (tag or "latest"), f"Ollama model name {name!r}")
     if not manifest.is_file():
         raise DistillError(f"Ollama model {name!r} is not pulled (no {manifest}); run `ollama pull {name}` "
                            "or set OLLAMA_MODELS to your models folder")
-    try:
-        layers = json.loads(manifest.read_text(encoding="utf-8"))["layers"]
-        digest = next(layer["digest"] for layer in layers
-                      if layer.get("mediaType") == "application/vnd.ollama.image.model")
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        raise DistillError(f"Ollama manifest {manifest} names no model layer; run `ollama pull {name}` again") from None
-    blob = root / "blobs" / digest.replace(":", "-")
+    digest = _manifest_model_digest(manifest, name)
+    blob = _inside(root / "blobs", root / "blobs" / digest.replace(":", "-"), f"Ollama model {name!r}'s blob")
     if not blob.is_file():
         raise DistillError(f"Ollama model {name!r}: its weights {blob} are missing; run `ollama pull {name}` again")
     return blob
 
 
 def _lmstudio_file(name: str) -> Path:
-    root = Path(os.environ.get("LMSTUDIO_MODELS") or "~/.lmstudio/models").expanduser()
-    path = root / name
+    root = lmstudio_root()
+    path = _inside(root, root / name, f"LM Studio model name {name!r}")
     if path.is_file():
         return path
     if not path.is_dir():
@@ -109,7 +146,7 @@ def _lmstudio_file(name: str) -> Path:
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "no .gguf file"
         raise DistillError(f"LM Studio model folder {path} holds {found}; name one file: lmstudio:{name}/FILE.gguf")
-    return files[0]
+    return _inside(root, files[0], f"LM Studio model {name!r}")
 
 
 def resolve_gguf(teacher: str) -> Path:

@@ -74,7 +74,16 @@ class _Truncated(Exception):
     pass
 
 
+def _remaining(handle: BinaryIO) -> int:
+    here = handle.tell()
+    end = handle.seek(0, 2)
+    handle.seek(here)
+    return end - here
+
+
 def _read(handle: BinaryIO, size: int) -> bytes:
+    if size > _remaining(handle):  # a length field past the end (2**63): never allocate it
+        raise _Truncated
     data = handle.read(size)
     if len(data) != size:
         raise _Truncated
@@ -97,12 +106,23 @@ def _value(handle: BinaryIO, kind: int) -> Any:
     if kind == _ARRAY:
         item_kind, count = _unpack(handle, "<I"), _unpack(handle, "<Q")
         if item_kind in _SCALARS:
-            handle.seek(count * struct.calcsize(_SCALARS[item_kind]), 1)
+            skip = count * struct.calcsize(_SCALARS[item_kind])
+            if skip > _remaining(handle):
+                raise _Truncated
+            handle.seek(skip, 1)
         else:
             for _ in range(count):
                 _value(handle, item_kind)
         return ("array", count)
     raise ValueError(f"unknown metadata value type {kind}")
+
+
+def _alignment(path: Path, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
+        shown = f"an array of {value[1]}" if isinstance(value, tuple) else repr(value)
+        raise DistillError(f"{path}: GGUF general.alignment is {shown}, not a power of two; the file is "
+                           "damaged or not written by a GGUF tool; download the file again")
+    return value
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:
@@ -136,7 +156,7 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
                 for dim in dims:
                     count *= dim
                 tensors.append(GGUFTensor(name, type_name, dims, offset, count // block * block_bytes))
-            alignment = int(metadata.get("general.alignment", 32))
+            alignment = _alignment(path, metadata.get("general.alignment", 32))
             data_offset = -(-handle.tell() // alignment) * alignment
     except _Truncated:
         raise DistillError(f"{path} is truncated ({size} bytes end inside the header; an incomplete download?); "

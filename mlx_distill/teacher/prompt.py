@@ -112,6 +112,10 @@ def load_prompt(task: str, prompt_file: str | Path | None = None, exemplars: lis
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise DistillError(f"cannot read prompt file {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError:
+            text = "\0"
+        if "\0" in text:
+            raise DistillError(f"prompt file {path} is not UTF-8 text (a binary file?); give a plain text prompt file")
         return parse_prompt_text(text, str(path))
     if task in BUILTIN_TASKS:
         text = resources.files("mlx_distill.teacher.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")

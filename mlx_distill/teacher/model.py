@@ -74,12 +74,12 @@ def teacher_identity(teacher: str, quantize: int | None = None) -> str:
     return f"{name}@q{quantize}" if quantize else name
 
 
-def resolve_teacher_path(teacher: str, on_event: OnEvent = ignore_event) -> Path:
-    """A local folder as is; a GGUF teacher converted (once) into the user cache; a hub id (or
-    catalog name) fetched (config and weights) through the Hugging Face cache, as ``mlx_lm.load``
-    would."""
+def resolve_teacher_path(teacher: str, on_event: OnEvent = ignore_event, *, to_float32: bool = True) -> Path:
+    """A local folder as is; a GGUF teacher converted (once) into the user cache (scales in float32
+    when it will run in float32, else float16); a hub id (or catalog name) fetched (config and
+    weights) through the Hugging Face cache, as ``mlx_lm.load`` would."""
     if is_gguf_source(teacher):
-        return gguf_teacher_folder(teacher, on_event)
+        return gguf_teacher_folder(teacher, on_event, to_float32=to_float32)
     local = Path(teacher).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -204,16 +204,21 @@ def runtime_weight_bytes(path: Path, config: dict, *, to_float32: bool, quantize
     """Bytes the weights take once loaded (float32 on CPU, or as stored, or quantized here)."""
     tensors = _safetensors_tensors(path)
     quantization = config.get("quantization") or config.get("quantization_config") or {}
-    bits = quantization.get("bits") if isinstance(quantization, dict) else None
+    if not isinstance(quantization, dict):
+        quantization = {}
     total = 0
     for name, (shape, dtype) in tensors.items():
         count = 1
         for dim in shape:
             count *= dim
         stored = count * _DTYPE_BYTES.get(dtype, 4)
+        stem = name.rpartition(".")[0]
+        # A layer's own entry (a GGUF holds 8-bit embeddings beside 4- and 6-bit layers), else the default.
+        layer = quantization.get(stem)
+        bits = layer.get("bits") if isinstance(layer, dict) else quantization.get("bits")
         if name.endswith((".scales", ".biases")) and bits:
             if not to_float32:
-                total += stored
+                total += stored  # as stored: float16 for a GGUF converted for Metal, float32 for the CPU
             continue
         if dtype == "U32" and bits:
             count = count * 32 // bits  # packed quantized weight -> its real element count
@@ -293,13 +298,13 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
         raise DistillError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     release_teacher()
     start = time.perf_counter()
-    path = resolve_teacher_path(teacher, on_event)
+    to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
+    path = resolve_teacher_path(teacher, on_event, to_float32=to_float32)
     config = check_causal_lm(path)
     already_quantized = bool(config.get("quantization") or config.get("quantization_config"))
     if quantize and already_quantized:
         on_event(Log(f"{teacher} is already quantized; --quantize {quantize} ignored", level="warning"))
         quantize = None
-    to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
     estimate = estimate_memory(path, config, batch_size=batch_size, prompt_tokens=prompt_tokens,
                                max_tokens=max_tokens, to_float32=to_float32, quantize=quantize)
     if not estimate.fits:

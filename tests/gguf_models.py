@@ -48,8 +48,12 @@ def random_blocks(kind: str, rows: int, columns: int, rng: np.random.Generator, 
         blocks[:, size - 2:] = _f16_bytes(rng, count, scale / 64 if kind == "Q3_K" else scale / 2000)
     elif kind in ("TQ1_0", "TQ2_0"):
         blocks[:, size - 2:] = _f16_bytes(rng, count, scale)
-    elif kind not in ("IQ1_M", "MXFP4", "NVFP4"):
+    elif kind == "MXFP4":
+        blocks[:, 0] = rng.integers(118, 124, count)  # the block's power of two (e8m0)
+    elif kind not in ("IQ1_M", "NVFP4"):
         blocks[:, 0:2] = _f16_bytes(rng, count, scale / 8)
+        if kind in ("Q4_1", "Q5_1"):
+            blocks[:, 2:4] = _f16_bytes(rng, count, -scale)
     return blocks.reshape(rows, -1)
 
 

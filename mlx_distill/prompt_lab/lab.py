@@ -7,10 +7,12 @@ test split, and never hold a row used as an exemplar (exemplars come from the tr
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_sto
 from mlx_distill.files import exclusive_lock, write_text_atomic
 from mlx_distill.prompt_lab.exemplars import candidate_sets, with_rationales
 from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
-from mlx_distill.teacher import exemplar_prompt_text, exemplars_for, load_prompt
+from mlx_distill.teacher import exemplar_prompt_text, exemplars_for, load_prompt, release_teacher
 
 LAB_DIR = "prompt-lab"
 EXEMPLARS_PER_SET = 4
@@ -78,6 +80,14 @@ def try_prompt(config: RunConfig, task_data: TaskData, *, n: int = 24, seed: int
     with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
         return run_trial(config, text, sample, lab, label=label or "current prompt",
                          train_size=len(task_data.train), on_event=on_event, should_stop=should_stop)
+
+
+@contextlib.contextmanager
+def _teacher_released_after(on_event: OnEvent) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        release_teacher(on_event)
 
 
 @dataclass(frozen=True)
@@ -131,10 +141,11 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
     lab.mkdir(parents=True, exist_ok=True)
     current = current_prompt_text(config, task_data.train)
     train_size = len(task_data.train)
-    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
+    # One teacher load for every trial of the search (a 7B teacher takes a minute to load).
+    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"), _teacher_released_after(on_event):
         def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:
             result, shown = run_trial(config, text, sample, lab, label=label, train_size=train_size,
-                                      on_event=on_event, should_stop=should_stop)
+                                      on_event=on_event, should_stop=should_stop, keep_teacher=True)
             on_event(Log(message=f"{label}: {result.accepted}/{result.questions} accepted"))
             return result, shown
 

@@ -106,12 +106,13 @@ def stage_questions(config: RunConfig, train_size: int) -> int:
 
 
 def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path, *, label: str,
-              train_size: int, on_event: OnEvent = ignore_event,
-              should_stop: ShouldStop = never_stop) -> tuple[Trial, list[TrialExample]]:
+              train_size: int, on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop,
+              keep_teacher: bool = False) -> tuple[Trial, list[TrialExample]]:
     """Run the teacher stage with ``prompt_text`` on ``examples`` and score it.
 
     Records are kept per (prompt, sample), so trying the same prompt on the same sample again
-    costs nothing, and a stopped trial resumes.
+    costs nothing, and a stopped trial resumes. With ``keep_teacher`` the teacher stays loaded
+    for the next trial (the caller releases it).
 
     Raises:
         DistillError: a bad prompt text, or anything the teacher stage refuses.
@@ -131,7 +132,7 @@ def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path
         examples, config.task.name, teacher.model, records_path, batch_size=teacher.batch_size,
         max_tokens=teacher.max_tokens, filter=teacher.filter, prompt_file=prompt_path,
         rationalize=teacher.rationalize, samples=teacher.samples, quantize=teacher.quantize or None,
-        on_event=on_event, should_stop=should_stop)
+        on_event=on_event, should_stop=should_stop, keep_teacher=keep_teacher)
     if summary.stopped:
         raise TrialStopped(f"stopped; the finished answers are kept in {records_path}")
     wall = time.perf_counter() - started

@@ -52,6 +52,7 @@ class Teacher:
     config: dict
     dtype: str
     weight_bytes: int
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def memory_report(stage: str = "teacher") -> MemoryReport:
 
 def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = "auto",
                  batch_size: int = 8, prompt_tokens: int = 1024, max_tokens: int = 256,
-                 on_event: OnEvent = ignore_event) -> Teacher:
+                 on_event: OnEvent = ignore_event, reuse: bool = False) -> Teacher:
     """Check, size and load a teacher LLM with mlx-lm.
 
     Args:
@@ -284,6 +285,8 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
             ``native`` (as stored, quantized layers kept).
         batch_size, prompt_tokens, max_tokens: Sizes for the KV-cache part of the memory estimate.
         on_event: Receives Log, TeacherLoaded and MemoryReport events.
+        reuse: Return the current teacher when it is this one (same model, quantization and
+            precision) instead of loading it again (the prompt lab's trials of one search).
 
     Returns:
         The loaded teacher; also kept as the current one until ``release_teacher()``.
@@ -296,6 +299,10 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
         raise DistillError(f"--quantize {quantize} is not supported; use 4 or 8")
     if precision not in PRECISIONS:
         raise DistillError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if reuse and _current is not None and (_current.name, _current.precision) == (
+            teacher_identity(teacher, quantize), precision):
+        on_event(Log(f"teacher {_current.name} still loaded: reused"))
+        return _current
     release_teacher()
     start = time.perf_counter()
     to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
@@ -334,7 +341,8 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     dtypes = sorted({str(v.dtype).replace("mlx.core.", "") for _, v in params if mx.issubdtype(v.dtype, mx.floating)})
     dtype = "/".join(dtypes) + (f" + {quantize or config.get('quantization', {}).get('bits', '')}-bit"
                                 if (quantize or already_quantized) and not to_float32 else "")
-    _current = Teacher(teacher_identity(teacher, quantize), path, model, tokenizer, config, dtype, weight_bytes)
+    _current = Teacher(teacher_identity(teacher, quantize), path, model, tokenizer, config, dtype, weight_bytes,
+                       precision)
     on_event(TeacherLoaded(model=_current.name, dtype=dtype, weight_bytes=weight_bytes,
                            seconds=time.perf_counter() - start))
     on_event(memory_report())

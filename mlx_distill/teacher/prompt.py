@@ -259,7 +259,11 @@ def render_prompt(tokenizer, template: PromptTemplate, task: str, text: str, gol
     query = build_query(template, task, text, gold, rationalize)
     if getattr(tokenizer, "has_chat_template", False) or getattr(tokenizer, "chat_template", None):
         messages = build_messages(template, query, rationalize)
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A thinking model (Qwen3) would spend the token budget reasoning: off where the template
+        # takes the switch (mlx-lm's wrapper turns it on for a vocabulary with <think>; a template
+        # without it ignores the variable).
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                               enable_thinking=False)
         return list(tokenizer.encode(prompt, add_special_tokens=False))
     return list(tokenizer.encode(build_completion(template, query, rationalize)))
 

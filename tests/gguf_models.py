@@ -72,8 +72,9 @@ def encode(values: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
 
 def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidden: int = 256, layers: int = 2,
                     heads: int = 4, kv_heads: int = 2, ffn: int = 512, head_dim: int | None = None, seed: int = 0, tied: bool = False,
-                    extra_metadata: dict | None = None, skip_tensors: tuple[str, ...] = ()) -> Path:
-    """A small ``arch`` model whose 2-D weights are stored as ``kind`` (norms in F32)."""
+                    extra_metadata: dict | None = None, kinds: dict[str, str] | None = None) -> Path:
+    """A small ``arch`` model whose 2-D weights are stored as ``kind`` (norms in F32), or as
+    ``kinds[name]`` for the tensors named there."""
     rng = np.random.default_rng(seed)
     if arch == "gemma3":
         tokens = ["<unk>", "<pad>", "<bos>"] + [f"<0x{byte:02X}>" for byte in range(256)] + [
@@ -124,7 +125,7 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
             writer.add_uint32(key, value)
 
     def matrix(rows: int, columns: int) -> np.ndarray:
-        return encode(rng.normal(0, 0.02, (rows, columns)).astype(np.float32), kind, rng)
+        return rng.normal(0, 0.02, (rows, columns)).astype(np.float32)
 
     def norm(size: int) -> np.ndarray:
         # Gemma's GGUF stores 1 + weight; the others the weight itself.
@@ -158,12 +159,10 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
             tensors[f"{block}.post_attention_norm.weight"] = norm(hidden)
             tensors[f"{block}.post_ffw_norm.weight"] = norm(hidden)
     for name, array in tensors.items():
-        if name in skip_tensors:
-            continue
-        if array.dtype == np.uint8:
-            writer.add_tensor(name, array, raw_dtype=GGMLQuantizationType[kind])
-        elif kind in ("F16", "BF16") and array.ndim == 2:
-            writer.add_tensor(name, array, raw_dtype=GGMLQuantizationType[kind])
+        stored = (kinds or {}).get(name, kind)
+        if array.ndim == 2 and stored != "F32":
+            writer.add_tensor(name, encode(array, stored, rng),
+                              raw_dtype=GGMLQuantizationType[stored])
         else:
             writer.add_tensor(name, array)
     writer.write_header_to_file()

@@ -1,0 +1,42 @@
+"""The memory estimate of a converted GGUF teacher counts what is held: each layer at its own bit
+width (an 8-bit embedding beside 4-bit layers), float32 weights on the CPU path, and the scales as
+stored (float32 for the CPU, float16 for Metal)."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+
+from mlx_distill.teacher import convert_gguf
+from mlx_distill.teacher.gguf import read_gguf_header
+from mlx_distill.teacher.model import runtime_weight_bytes
+from tests.gguf_models import write_tiny_gguf
+
+
+def _weights(header) -> int:
+    total = 0
+    for tensor in header.tensors:
+        count = 1
+        for dim in tensor.shape:
+            count *= dim
+        total += count
+    return total
+
+
+def test_each_layer_is_counted_at_its_own_bits(tmp_path):
+    gguf = write_tiny_gguf(tmp_path / "m.gguf", "llama", "Q4_0", kinds={"token_embd.weight": "Q8_0"})
+    header = read_gguf_header(gguf)
+    for scale_dtype, scale_bytes in ((mx.float32, 4), (mx.float16, 2)):
+        folder = tmp_path / f"mlx-{scale_bytes}"
+        config = convert_gguf(gguf, folder, scale_dtype=scale_dtype)
+        assert config["quantization"]["model.embed_tokens"]["bits"] == 8 and config["quantization"]["bits"] == 4
+        # On the CPU path every weight is dequantized to float32: 4 bytes a weight, no scales kept.
+        assert runtime_weight_bytes(folder, config, to_float32=True, quantize=None) == 4 * _weights(header)
+        # As stored (Metal): the files' tensors, scales at their own width.
+        stored = runtime_weight_bytes(folder, config, to_float32=False, quantize=None)
+        weights = mx.load(str(folder / "model.safetensors"))
+        assert stored == sum(array.nbytes for array in weights.values())
+        assert weights["model.embed_tokens.scales"].dtype == scale_dtype
+        assert json.loads((folder / "config.json").read_text())["mlx_distill_gguf"]["scale_dtype"] == \
+            str(scale_dtype).removeprefix("mlx.core.")

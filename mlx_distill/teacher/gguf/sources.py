@@ -99,6 +99,12 @@ def _ollama_blob(name: str) -> Path:
     return blob
 
 
+def _model_files(folder: Path) -> list[Path]:
+    """The .gguf files of a folder that hold a language model (a vision model's projector,
+    ``mmproj-*.gguf``, sits beside it and is not one)."""
+    return sorted(f for f in folder.glob("*.gguf") if "mmproj" not in f.name.lower())
+
+
 def _lmstudio_file(name: str) -> Path:
     root = lmstudio_root()
     path = _inside(root, root / name, f"LM Studio model name {name!r}")
@@ -107,7 +113,7 @@ def _lmstudio_file(name: str) -> Path:
     if not path.is_dir():
         raise DistillError(f"LM Studio model {name!r} not found ({path} does not exist); download it in LM Studio "
                            "or give PUBLISHER/MODEL as listed under ~/.lmstudio/models (or set LMSTUDIO_MODELS)")
-    files = sorted(path.glob("*.gguf"))
+    files = _model_files(path)
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "no .gguf file"
         raise DistillError(f"LM Studio model folder {path} holds {found}; name one file: lmstudio:{name}/FILE.gguf")
@@ -148,7 +154,34 @@ class LocalGGUF:
     path: Path
     size: int
     header: GGUFHeader | None  # None when the file cannot be read (``problem`` says why)
-    problem: str = ""
+    problem: str = ""  # why it cannot be a teacher ("" when it can)
+
+    @property
+    def supported(self) -> bool:
+        return not self.problem
+
+    @property
+    def architecture(self) -> str:
+        return self.header.architecture if self.header else "?"
+
+    @property
+    def weights(self) -> int:
+        """The parameter count (elements of every tensor)."""
+        total = 0
+        for tensor in self.header.tensors if self.header else ():
+            count = 1
+            for dim in tensor.shape:
+                count *= dim
+            total += count
+        return total
+
+    @property
+    def quant(self) -> str:
+        """The tensor type holding most of the weights (Q4_K for a Q4_K_M file)."""
+        by_type: dict[str, int] = {}
+        for tensor in self.header.tensors if self.header else ():
+            by_type[tensor.type_name] = by_type.get(tensor.type_name, 0) + tensor.nbytes
+        return max(by_type, key=by_type.get) if by_type else "?"
 
 
 def _ollama_names(root: Path) -> list[str]:
@@ -168,7 +201,7 @@ def _ollama_names(root: Path) -> list[str]:
 def _lmstudio_names(root: Path) -> list[str]:
     names = []
     for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
-        files = sorted(f for f in folder.glob("*.gguf") if "mmproj" not in f.name.lower())
+        files = _model_files(folder)
         base = folder.relative_to(root).as_posix()
         names += [base] if len(files) == 1 else [f"{base}/{f.name}" for f in files]
     return names

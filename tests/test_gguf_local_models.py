@@ -14,7 +14,7 @@ from mlx_distill.teacher import local_gguf_models
 from mlx_distill.testing.cli_runner import run_cli
 from mlx_distill.tui.model_choices import load_choices
 from mlx_distill.tui.run_form import RunForm, check_form
-from tests.gguf_models import write_tiny_gguf
+from mlx_distill.testing.gguf_models import write_tiny_gguf
 from tests.test_gguf import _write_gguf
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
+import pytest
 
 from mlx_distill.teacher import convert_gguf
 from mlx_distill.teacher.gguf import read_gguf_header
 from mlx_distill.teacher.model import runtime_weight_bytes
-from tests.gguf_models import write_tiny_gguf
+from mlx_distill.testing.gguf_models import largest_tensor_float32_bytes, measure_conversion, write_tiny_gguf
 
 
 def _weights(header) -> int:
@@ -40,3 +41,19 @@ def test_each_layer_is_counted_at_its_own_bits(tmp_path):
         assert weights["model.embed_tokens.scales"].dtype == scale_dtype
         assert json.loads((folder / "config.json").read_text())["mlx_distill_gguf"]["scale_dtype"] == \
             str(scale_dtype).removeprefix("mlx.core.")
+
+
+# What a conversion holds beyond its output and one tensor: the tokenizer step (transformers reads
+# the GGUF's metadata) and the allocators' slack. Measured here: about 40 MB.
+CONVERSION_BASELINE = 96 * 1024**2
+
+
+@pytest.mark.slow
+def test_a_conversion_peaks_near_one_shard_plus_one_tensor_not_the_whole_model(tmp_path):
+    # About 150 MB of Q4_K (a float16 copy of its weights would be 600 MB); measured in a process
+    # of its own, above what it held once Python, MLX and transformers were imported.
+    gguf = write_tiny_gguf(tmp_path / "big.gguf", "llama", "Q4_K", hidden=2048, layers=6, heads=32, kv_heads=8,
+                           ffn=5632)
+    result = measure_conversion(gguf, tmp_path / "mlx")
+    above = result["peak"] - result["baseline"]
+    assert above <= result["output"] + largest_tensor_float32_bytes(gguf) + CONVERSION_BASELINE, result

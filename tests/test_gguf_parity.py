@@ -14,7 +14,7 @@ import pytest
 
 from mlx_distill.events import Log
 from mlx_distill.teacher.gguf import convert_gguf
-from tests.gguf_models import write_tiny_gguf
+from mlx_distill.testing.gguf_models import write_tiny_gguf
 
 torch = pytest.importorskip("torch")
 

@@ -12,7 +12,7 @@ from gguf.quants import dequantize, quantize
 
 from mlx_distill.teacher.gguf import EXACT_TYPES, SUPPORTED_TYPES, convert_tensor, pack_codes
 from mlx_distill.teacher.gguf.quants import FLOAT_TYPES
-from tests.gguf_models import q6k_blocks_with_paired_scales, random_blocks
+from mlx_distill.testing.gguf_models import q6k_blocks_with_paired_scales, random_blocks
 
 ROWS = 6
 REQUANTIZED = sorted(set(SUPPORTED_TYPES) - set(EXACT_TYPES) - set(FLOAT_TYPES) - {"Q6_K"})

@@ -38,7 +38,7 @@ def test_thinking_cut_off_by_the_token_budget_leaves_no_answer():
 def test_the_template_is_rendered_with_thinking_off(tmp_path):
     from transformers import AutoTokenizer
 
-    from tests.gguf_models import write_tiny_gguf
+    from mlx_distill.testing.gguf_models import write_tiny_gguf
 
     gguf = write_tiny_gguf(tmp_path / "m.gguf", "qwen3", "F16", head_dim=128)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=gguf.name)

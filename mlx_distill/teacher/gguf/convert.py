@@ -28,7 +28,7 @@ from mlx_distill.teacher.gguf.quants import GROUP_SIZE, ConvertedTensor, convert
 
 # Bumped when the converter's output changes, so old cache folders are not reused.
 CONVERTER_VERSION = 2
-SHARD_BYTES = 1024**3
+SHARD_BYTES = 256 * 1024**2
 # Names of the shards while they are written (their count is known only at the end).
 _PARTIAL_SHARD = "model-part-{:05d}.safetensors"
 
@@ -143,6 +143,7 @@ def convert_gguf(gguf_path: str | Path, folder: str | Path, on_event: OnEvent = 
             del raw
             if (change := row_change(arch, tensor.name, meta)) is not None:
                 converted = converted.map_rows(change)
+                mx.eval(*converted.arrays().values())
             if converted.scales is None and (change := float_change(arch, tensor.name)) is not None:
                 converted = ConvertedTensor(change(converted.weight.astype(mx.float32)))
             if converted.scales is not None:
@@ -157,6 +158,7 @@ def convert_gguf(gguf_path: str | Path, folder: str | Path, on_event: OnEvent = 
                 names.add(name)
                 shards.add(name, array)
             del converted
+            mx.clear_cache()  # freed buffers go back to the system, not into MLX's cache
     files = shards.finish()
     if lost:
         on_event(Log(_precision_note(lost, lost_bits), level="warning"))

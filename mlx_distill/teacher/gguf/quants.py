@@ -213,6 +213,8 @@ def convert_tensor(raw: np.ndarray, kind: str, shape: tuple[int, ...], scale_dty
         mx.eval(pieces[-1])
     weight, scales, biases = (mx.concatenate([p[i] for p in pieces]) if len(pieces) > 1 else pieces[0][i]
                               for i in range(3))
+    del pieces
+    mx.eval(weight, scales, biases)  # joined now, so the slices are freed before the next tensor
     return ConvertedTensor(weight, scales, biases, bits, exact)
 
 

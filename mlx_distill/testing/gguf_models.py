@@ -4,11 +4,16 @@ against transformers' GGUF loader."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 from gguf.quants import quantize
+
+from mlx_distill.teacher.gguf import read_gguf_header
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -62,12 +67,6 @@ def q6k_blocks_with_paired_scales(rows: int, columns: int, rng: np.random.Genera
     raw = random_blocks("Q6_K", rows, columns, rng).reshape(-1, 210)
     raw[:, 193:208:2] = raw[:, 192:207:2]
     return raw.reshape(rows, -1)
-
-
-def encode(values: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    if kind in _QUANTIZABLE:
-        return quantize(values.astype(np.float32), GGMLQuantizationType[kind])
-    return random_blocks(kind, values.shape[0], values.shape[1], rng)
 
 
 def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidden: int = 256, layers: int = 2,
@@ -124,14 +123,14 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
         else:
             writer.add_uint32(key, value)
 
-    def matrix(rows: int, columns: int) -> np.ndarray:
-        return rng.normal(0, 0.02, (rows, columns)).astype(np.float32)
+    def matrix(rows: int, columns: int) -> tuple[int, int]:
+        return rows, columns  # made when written, in the type it is stored as
 
     def norm(size: int) -> np.ndarray:
         # Gemma's GGUF stores 1 + weight; the others the weight itself.
         return (1.0 + rng.normal(0, 0.1, size)).astype(np.float32)
 
-    tensors: dict[str, np.ndarray] = {"token_embd.weight": matrix(vocab, hidden), "output_norm.weight": norm(hidden)}
+    tensors: dict[str, np.ndarray | tuple[int, int]] = {"token_embd.weight": matrix(vocab, hidden), "output_norm.weight": norm(hidden)}
     if not tied:
         tensors["output.weight"] = matrix(vocab, hidden)
     for i in range(layers):
@@ -160,9 +159,13 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
             tensors[f"{block}.post_ffw_norm.weight"] = norm(hidden)
     for name, array in tensors.items():
         stored = (kinds or {}).get(name, kind)
-        if array.ndim == 2 and stored != "F32":
-            writer.add_tensor(name, encode(array, stored, rng),
-                              raw_dtype=GGMLQuantizationType[stored])
+        if isinstance(array, tuple):
+            rows, columns = array
+            if stored in _QUANTIZABLE:
+                data = quantize(rng.normal(0, 0.02, array).astype(np.float32), GGMLQuantizationType[stored])
+            else:
+                data = random_blocks(stored, rows, columns, rng)
+            writer.add_tensor(name, data, raw_dtype=GGMLQuantizationType[stored])
         else:
             writer.add_tensor(name, array)
     writer.write_header_to_file()
@@ -170,3 +173,50 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+_MEASURE = """
+import json, resource, sys, time
+from pathlib import Path
+import transformers.models.auto.tokenization_auto  # what the conversion imports, in the baseline
+from mlx_distill.teacher.gguf import convert_gguf
+
+def peak_bytes():
+    # Linux: the high-water mark of this address space (ru_maxrss would carry the parent's RSS
+    # at fork); elsewhere ru_maxrss (bytes on macOS).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+baseline = peak_bytes()
+start = time.perf_counter()
+convert_gguf(sys.argv[1], sys.argv[2])
+seconds = time.perf_counter() - start
+peak = peak_bytes()
+output = sum(f.stat().st_size for f in Path(sys.argv[2]).glob("*.safetensors"))
+print(json.dumps({"baseline": baseline, "peak": peak, "output": output, "seconds": seconds}))
+"""
+
+
+def measure_conversion(gguf: Path, out: Path) -> dict:
+    """Convert ``gguf`` into ``out`` in a fresh process: its peak resident memory (VmHWM on Linux,
+    ``ru_maxrss`` elsewhere) before (the baseline: Python, MLX, transformers imported) and after the conversion, the
+    output's size and the time taken, in bytes and seconds."""
+    result = subprocess.run([sys.executable, "-c", _MEASURE, str(gguf), str(out)], capture_output=True, text=True,
+                            check=True, timeout=3600)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def largest_tensor_float32_bytes(gguf: Path) -> int:
+    """The largest tensor of a GGUF file as float32 (what one tensor in flight may take)."""
+    largest = 0
+    for tensor in read_gguf_header(gguf).tensors:
+        count = 1
+        for dim in tensor.shape:
+            count *= dim
+        largest = max(largest, count * 4)
+    return largest

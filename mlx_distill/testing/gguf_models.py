@@ -71,7 +71,8 @@ def q6k_blocks_with_paired_scales(rows: int, columns: int, rng: np.random.Genera
 
 def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidden: int = 256, layers: int = 2,
                     heads: int = 4, kv_heads: int = 2, ffn: int = 512, head_dim: int | None = None, seed: int = 0, tied: bool = False,
-                    extra_metadata: dict | None = None, kinds: dict[str, str] | None = None) -> Path:
+                    extra_metadata: dict | None = None, kinds: dict[str, str] | None = None,
+                    extra_tensors: dict[str, np.ndarray] | None = None) -> Path:
     """A small ``arch`` model whose 2-D weights are stored as ``kind`` (norms in F32), or as
     ``kinds[name]`` for the tensors named there."""
     rng = np.random.default_rng(seed)
@@ -157,6 +158,7 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
         if arch == "gemma3":
             tensors[f"{block}.post_attention_norm.weight"] = norm(hidden)
             tensors[f"{block}.post_ffw_norm.weight"] = norm(hidden)
+    tensors.update(extra_tensors or {})
     for name, array in tensors.items():
         stored = (kinds or {}).get(name, kind)
         if isinstance(array, tuple):

@@ -16,13 +16,7 @@ from mlx_distill.testing.gguf_models import largest_tensor_float32_bytes, measur
 
 
 def _weights(header) -> int:
-    total = 0
-    for tensor in header.tensors:
-        count = 1
-        for dim in tensor.shape:
-            count *= dim
-        total += count
-    return total
+    return sum(tensor.elements for tensor in header.tensors)
 
 
 def test_each_layer_is_counted_at_its_own_bits(tmp_path):

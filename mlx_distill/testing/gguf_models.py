@@ -215,10 +215,4 @@ def measure_conversion(gguf: Path, out: Path) -> dict:
 
 def largest_tensor_float32_bytes(gguf: Path) -> int:
     """The largest tensor of a GGUF file as float32 (what one tensor in flight may take)."""
-    largest = 0
-    for tensor in read_gguf_header(gguf).tensors:
-        count = 1
-        for dim in tensor.shape:
-            count *= dim
-        largest = max(largest, count * 4)
-    return largest
+    return max(tensor.elements * 4 for tensor in read_gguf_header(gguf).tensors)

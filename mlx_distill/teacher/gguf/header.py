@@ -39,6 +39,13 @@ class GGUFTensor:
     offset: int  # from the start of the data section
     nbytes: int
 
+    @property
+    def elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
 
 @dataclass(frozen=True)
 class GGUFHeader:

@@ -167,13 +167,7 @@ class LocalGGUF:
     @property
     def weights(self) -> int:
         """The parameter count (elements of every tensor)."""
-        total = 0
-        for tensor in self.header.tensors if self.header else ():
-            count = 1
-            for dim in tensor.shape:
-                count *= dim
-            total += count
-        return total
+        return sum(tensor.elements for tensor in self.header.tensors) if self.header else 0
 
     @property
     def quant(self) -> str:

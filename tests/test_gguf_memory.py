@@ -51,3 +51,22 @@ def test_a_conversion_peaks_near_one_shard_plus_one_tensor_not_the_whole_model(t
     result = measure_conversion(gguf, tmp_path / "mlx")
     above = result["peak"] - result["baseline"]
     assert above <= result["output"] + largest_tensor_float32_bytes(gguf) + CONVERSION_BASELINE, result
+
+
+def test_a_gguf_teacher_that_cannot_fit_is_refused_before_converting(tmp_path, monkeypatch):
+    from mlx_distill.errors import DistillError
+    from mlx_distill.teacher import load_teacher
+    from mlx_distill.teacher.model import gguf_memory_estimate
+
+    monkeypatch.setenv("MLX_DISTILL_CACHE", str(tmp_path / "cache"))
+    # A header that says a million layers: its KV cache alone cannot fit any machine.
+    gguf = write_tiny_gguf(tmp_path / "m.gguf", "llama", "Q4_0", extra_metadata={"llama.block_count": 1_000_000})
+    with pytest.raises(DistillError, match="needs about .* but only .* is available"):
+        load_teacher(str(gguf), batch_size=16)
+    assert not (tmp_path / "cache").exists()  # nothing converted
+    # The early estimate of a normal file: float32 weights on the CPU path, the file's size otherwise.
+    small = read_gguf_header(write_tiny_gguf(tmp_path / "s.gguf", "llama", "Q4_0"))
+    cpu = gguf_memory_estimate(small, batch_size=1, prompt_tokens=8, max_tokens=8, to_float32=True)
+    assert cpu.weight_bytes == 4 * _weights(small)
+    metal = gguf_memory_estimate(small, batch_size=1, prompt_tokens=8, max_tokens=8, to_float32=False)
+    assert metal.weight_bytes == (tmp_path / "s.gguf").stat().st_size

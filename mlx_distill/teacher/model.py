@@ -28,7 +28,7 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, MemoryReport, OnEvent, TeacherLoaded, TeacherReleased, ignore_event
 from mlx_distill.platform import available_memory_bytes, format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
-from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source
+from mlx_distill.teacher.gguf import GGUFHeader, check_gguf, gguf_teacher_folder, is_gguf_source
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)
@@ -253,6 +253,26 @@ def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens:
     return MemoryEstimate(weights, kv, total, available)
 
 
+def gguf_memory_estimate(header: GGUFHeader, *, batch_size: int, prompt_tokens: int, max_tokens: int,
+                         to_float32: bool, available_bytes: int | None = None) -> MemoryEstimate:
+    """``estimate_memory`` from a GGUF file's header alone, before it is converted: float32 weights
+    on the CPU path, else about the file's size (MLX holds the types with one scale and bias per 32
+    weights, as the GGUF holds its own)."""
+    meta = header.metadata
+    arch = header.architecture
+    heads = int(meta.get(f"{arch}.attention.head_count") or 1)
+    config = {"num_hidden_layers": int(meta.get(f"{arch}.block_count") or 0), "num_attention_heads": heads,
+              "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+              "head_dim": int(meta.get(f"{arch}.attention.key_length") or
+                              int(meta.get(f"{arch}.embedding_length") or 0) // heads)}
+    elements = sum(tensor.elements for tensor in header.tensors)
+    weights = elements * 4 if to_float32 else Path(header.path).stat().st_size
+    kv = kv_cache_bytes(config, batch_size * (prompt_tokens + max_tokens), 4 if to_float32 else 2)
+    total = int((weights + kv) * (1 + RUNTIME_OVERHEAD))
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    return MemoryEstimate(weights, kv, total, available)
+
+
 def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens: int) -> str:
     need = (f"teacher {teacher} needs about {format_bytes(estimate.total_bytes)} (weights "
             f"{format_bytes(estimate.weight_bytes)} + KV cache {format_bytes(estimate.kv_cache_bytes)} "
@@ -306,6 +326,11 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     release_teacher()
     start = time.perf_counter()
     to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
+    if is_gguf_source(teacher):  # refused before minutes of conversion when it cannot fit anyway
+        early = gguf_memory_estimate(check_gguf(teacher), batch_size=batch_size, prompt_tokens=prompt_tokens,
+                                     max_tokens=max_tokens, to_float32=to_float32)
+        if not early.fits:
+            raise DistillError(_fit_message(teacher, early, batch_size, prompt_tokens + max_tokens))
     path = resolve_teacher_path(teacher, on_event, to_float32=to_float32)
     config = check_causal_lm(path)
     already_quantized = bool(config.get("quantization") or config.get("quantization_config"))

@@ -19,6 +19,10 @@ def test_one_teacher_load_for_every_trial_of_a_search(tmp_path, demo_models):
     assert len(result.candidates) == 2  # four trials at least: current, two candidates, second sample
     assert sum(isinstance(e, TeacherLoaded) for e in events) == 1
     assert sum(isinstance(e, TeacherReleased) for e in events) == 1 and current_teacher() is None
+    # Every trial's estimate of the full stage still counts the one load the search paid.
+    first_load = next(e.seconds for e in events if isinstance(e, TeacherLoaded))
+    for trial in (*result.candidates, result.default_second, result.best_second):  # after the first
+        assert trial.load_seconds >= first_load and trial.estimated_stage_seconds >= first_load
     # A single trial still loads and releases its own teacher.
     events.clear()
     try_prompt(config, task, n=5, seed=1, on_event=events.append)

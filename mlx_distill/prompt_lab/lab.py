@@ -26,7 +26,7 @@ else:  # pragma: no cover
 from mlx_distill.config import RunConfig
 from mlx_distill.data import TaskData
 from mlx_distill.errors import DistillError
-from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherLoaded, ignore_event, never_stop
 from mlx_distill.files import exclusive_lock, write_text_atomic
 from mlx_distill.prompt_lab.exemplars import candidate_sets, with_rationales
 from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
@@ -143,9 +143,17 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
     train_size = len(task_data.train)
     # One teacher load for every trial of the search (a 7B teacher takes a minute to load).
     with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"), _teacher_released_after(on_event):
+        loads: list[float] = [0.0]  # the teacher's load, paid by the first trial only
+
+        def noting_the_load(event) -> None:
+            if isinstance(event, TeacherLoaded):
+                loads.append(event.seconds)
+            on_event(event)
+
         def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:
             result, shown = run_trial(config, text, sample, lab, label=label, train_size=train_size,
-                                      on_event=on_event, should_stop=should_stop, keep_teacher=True)
+                                      on_event=noting_the_load, should_stop=should_stop, keep_teacher=True,
+                                      load_seconds=max(loads))
             on_event(Log(message=f"{label}: {result.accepted}/{result.questions} accepted"))
             return result, shown
 

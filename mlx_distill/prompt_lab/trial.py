@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,13 @@ def stage_questions(config: RunConfig, train_size: int) -> int:
 
 def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path, *, label: str,
               train_size: int, on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop,
-              keep_teacher: bool = False) -> tuple[Trial, list[TrialExample]]:
+              keep_teacher: bool = False, load_seconds: float = 0.0) -> tuple[Trial, list[TrialExample]]:
     """Run the teacher stage with ``prompt_text`` on ``examples`` and score it.
 
     Records are kept per (prompt, sample), so trying the same prompt on the same sample again
     costs nothing, and a stopped trial resumes. With ``keep_teacher`` the teacher stays loaded
-    for the next trial (the caller releases it).
+    for the next trial (the caller releases it); ``load_seconds``, the load an earlier trial paid,
+    then stands in the full stage's estimate (this trial found the teacher loaded).
 
     Raises:
         DistillError: a bad prompt text, or anything the teacher stage refuses.
@@ -139,6 +140,9 @@ def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path
     earlier = [t for t in read_trials(lab_dir) if t.prompt_hash == prompt_hash(prompt_text) and t.sample == key]
     trial, shown = score(records_path, examples, summary, wall, prompt_hash(prompt_text), prompt_path, label, key,
                          stage_questions(config, train_size), earlier[0] if earlier else None, teacher.batch_size)
+    if load_seconds > trial.load_seconds:
+        trial = replace(trial, load_seconds=load_seconds, estimated_stage_seconds=trial.estimated_stage_seconds
+                        - trial.load_seconds + load_seconds)
     with JsonlWriter(lab_dir / TRIALS_FILE) as log:
         log.write(trial.to_dict())
     return trial, shown

@@ -12,10 +12,9 @@ import pytest
 from mlx_distill.catalog import load_catalog
 from mlx_distill.teacher import local_gguf_models
 from mlx_distill.testing.cli_runner import run_cli
+from mlx_distill.testing.gguf_models import write_tiny_gguf
 from mlx_distill.tui.model_choices import load_choices
 from mlx_distill.tui.run_form import RunForm, check_form
-from mlx_distill.testing.gguf_models import write_tiny_gguf
-from tests.test_gguf import _write_gguf
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def stores(tmp_path, monkeypatch) -> dict[str, Path]:
     (ollama / "blobs").mkdir(parents=True)
     for name, arch, digest in (("tiny", "qwen3", "ab"), ("old", "gpt2", "cd")):
         if arch == "gpt2":
-            _write_gguf(ollama / "blobs" / f"sha256-{digest * 32}", arch="gpt2")
+            write_tiny_gguf(ollama / "blobs" / f"sha256-{digest * 32}", "gpt2", "F16", hidden=32, ffn=32, layers=1)
         else:
             write_tiny_gguf(ollama / "blobs" / f"sha256-{digest * 32}", arch, "Q4_K", head_dim=128)
         manifest = ollama / "manifests" / "registry.ollama.ai" / "library" / name / "latest"

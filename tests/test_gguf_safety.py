@@ -7,13 +7,12 @@ import json
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mlx_distill.errors import DistillError
 from mlx_distill.teacher import check_gguf, resolve_gguf
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
-from tests.test_gguf import _write_gguf
+from mlx_distill.testing.gguf_models import write_tiny_gguf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +95,7 @@ def test_ollama_names_cannot_leave_the_manifests_folder(tmp_path, monkeypatch):
     outside.parent.mkdir()
     outside.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
                                                "digest": "sha256:" + "ab" * 32}]}))
-    _write_gguf(models / "blobs" / ("sha256-" + "ab" * 32))
+    write_tiny_gguf(models / "blobs" / ("sha256-" + "ab" * 32), "llama", "F16", hidden=32, ffn=32, layers=1)
     for name in ("../../../../outside", "../../../outside:latest", "library/../../../../outside"):
         with pytest.raises(DistillError, match="leads outside"):
             resolve_gguf(f"ollama:{name}")
@@ -106,7 +105,7 @@ def test_a_symlinked_blob_leading_out_is_refused(tmp_path, monkeypatch):
     digest = "cd" * 32
     models = _ollama(tmp_path, monkeypatch, {"layers": [{"mediaType": "application/vnd.ollama.image.model",
                                                          "digest": f"sha256:{digest}"}]})
-    target = _write_gguf(tmp_path / "elsewhere.gguf")
+    target = write_tiny_gguf(tmp_path / "elsewhere.gguf", "llama", "F16", hidden=32, ffn=32, layers=1)
     (models / "blobs" / f"sha256-{digest}").symlink_to(target)
     with pytest.raises(DistillError, match="leads outside"):
         resolve_gguf("ollama:m")
@@ -116,9 +115,9 @@ def test_lmstudio_names_cannot_leave_its_folder(tmp_path, monkeypatch):
     root = tmp_path / "lmstudio"
     (root / "pub" / "model").mkdir(parents=True)
     monkeypatch.setenv("LMSTUDIO_MODELS", str(root))
-    _write_gguf(tmp_path / "secret.gguf")
+    write_tiny_gguf(tmp_path / "secret.gguf", "llama", "F16", hidden=32, ffn=32, layers=1)
     for name in ("../secret.gguf", "pub/../../secret.gguf", "pub/model/../../../secret.gguf"):
         with pytest.raises(DistillError, match="leads outside"):
             resolve_gguf(f"lmstudio:{name}")
-    inside = _write_gguf(root / "pub" / "model" / "m.gguf")
+    inside = write_tiny_gguf(root / "pub" / "model" / "m.gguf", "llama", "F16", hidden=32, ffn=32, layers=1)
     assert resolve_gguf("lmstudio:pub/model") == inside.resolve()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import tomli_w
+
 from mlx_distill.config import load_config
 from mlx_distill.data import load_task
 from mlx_distill.commands.demo import demo_data_dir
 from mlx_distill.events import TeacherLoaded, TeacherReleased
 from mlx_distill.prompt_lab import search_exemplars, try_prompt
 from mlx_distill.teacher import current_teacher
-from tests.test_prompt_lab import _config
+
+
+def _config(tmp_path, teacher):
+    path = tmp_path / "lab.toml"
+    path.write_text(tomli_w.dumps({
+        "name": "lab", "runs_dir": str(tmp_path / "runs"), "task": {"name": "jsonl", "data": str(demo_data_dir())},
+        "teacher": {"model": str(teacher), "batch_size": 8, "max_tokens": 12},
+        "train": {"rationale_source": "human"}}))
+    return path
 
 
 def test_one_teacher_load_for_every_trial_of_a_search(tmp_path, demo_models):

@@ -57,7 +57,8 @@ def test_local_models_are_found_with_what_they_are(stores):
 def test_models_command_lists_them_beside_the_catalog(stores):
     result = run_cli("models", "--kind", "teacher")
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip().startswith(("ollama:", "lmstudio:"))}
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()
+             if line.strip().startswith(("ollama:", "lmstudio:"))}
     assert "qwen3" in lines["ollama:tiny:latest"] and "Q4_K" in lines["ollama:tiny:latest"]
     assert lines["ollama:tiny:latest"].rstrip().endswith("yes")
     assert "no: GGUF architecture 'gpt2' is not supported" in lines["ollama:old:latest"]

@@ -70,7 +70,8 @@ def load_choices(available_bytes: int | None = None, downloaded: Callable[[str],
         return choices
     for model in (*catalog.teachers, *catalog.students):
         need = model.runtime_memory_bytes(apple_gpu=apple_gpu)
-        choices.append(ModelChoice(name=model.id, role=model.kind, memory_bytes=need, params=_params(model.params_billion),
+        choices.append(ModelChoice(name=model.id, role=model.kind, memory_bytes=need,
+                                   params=_params(model.params_billion),
                                    note=model.note, fits=need <= available, downloaded=downloaded(model.id)))
     return choices
 

@@ -23,14 +23,9 @@ _QUANTIZABLE = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "F32"}
 
 def _byte_tokens() -> list[str]:
     # GPT-2's printable stand-ins for the 256 bytes (what a byte-level BPE vocabulary holds).
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = printable[:], 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in chars]
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # transformers imports slowly
+
+    return list(bytes_to_unicode().values())
 
 
 def _f16_bytes(rng: np.random.Generator, count: int, scale: float) -> np.ndarray:
@@ -70,7 +65,8 @@ def q6k_blocks_with_paired_scales(rows: int, columns: int, rng: np.random.Genera
 
 
 def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidden: int = 256, layers: int = 2,
-                    heads: int = 4, kv_heads: int = 2, ffn: int = 512, head_dim: int | None = None, seed: int = 0, tied: bool = False,
+                    heads: int = 4, kv_heads: int = 2, ffn: int = 512, head_dim: int | None = None, seed: int = 0,
+                    tied: bool = False,
                     extra_metadata: dict | None = None, kinds: dict[str, str] | None = None,
                     extra_tensors: dict[str, np.ndarray] | None = None) -> Path:
     """A small ``arch`` model whose 2-D weights are stored as ``kind`` (norms in F32), or as
@@ -131,7 +127,8 @@ def write_tiny_gguf(path: Path, arch: str = "llama", kind: str = "F32", *, hidde
         # Gemma's GGUF stores 1 + weight; the others the weight itself.
         return (1.0 + rng.normal(0, 0.1, size)).astype(np.float32)
 
-    tensors: dict[str, np.ndarray | tuple[int, int]] = {"token_embd.weight": matrix(vocab, hidden), "output_norm.weight": norm(hidden)}
+    tensors: dict[str, np.ndarray | tuple[int, int]] = {"token_embd.weight": matrix(vocab, hidden),
+                                                         "output_norm.weight": norm(hidden)}
     if not tied:
         tensors["output.weight"] = matrix(vocab, hidden)
     for i in range(layers):

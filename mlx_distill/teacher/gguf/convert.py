@@ -173,7 +173,8 @@ def convert_gguf(gguf_path: str | Path, folder: str | Path, on_event: OnEvent = 
                                   **quantization}
         config["quantization_config"] = config["quantization"]
     config["mlx_distill_gguf"] = {
-        "source": str(header.path), "sha256": source_sha256, "tensor_types": header.tensor_types(), "converter_version": CONVERTER_VERSION,
+        "source": str(header.path), "sha256": source_sha256, "tensor_types": header.tensor_types(),
+        "converter_version": CONVERTER_VERSION,
         "scale_dtype": str(scale_dtype).removeprefix("mlx.core."),
         "requantized": {kind: len(names_) for kind, names_ in lost.items()},
         "files": {file.name: file.stat().st_size for file in files},

@@ -64,7 +64,8 @@ def _manifest_model_digest(manifest: Path, name: str) -> str:
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DistillError(f"Ollama manifest {manifest} is not readable JSON ({type(error).__name__}); {again}") from None
+        raise DistillError(f"Ollama manifest {manifest} is not readable JSON ({type(error).__name__}); "
+                           f"{again}") from None
     layers = data.get("layers") if isinstance(data, dict) else None
     if not isinstance(layers, list):
         raise DistillError(f"Ollama manifest {manifest} has no list of layers; {again}")

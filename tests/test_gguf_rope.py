@@ -55,3 +55,17 @@ def test_gemma3_linear_rope_scaling(tmp_path):
     config = convert_gguf(gguf, tmp_path / "mlx")
     assert config["rope_scaling"] == {"rope_type": "linear", "type": "linear", "factor": 8.0}
     _runs(tmp_path / "mlx")
+
+
+def test_a_vision_tower_in_the_same_file_is_skipped(tmp_path):
+    # Ollama's Gemma 3 blobs carry the vision encoder (v.*) and its projector (mm.*) beside the text model.
+    vision = {"v.blk.0.attn_q.weight": np.ones((32, 32), np.float32), "mm.input_projection.weight":
+              np.ones((32, 256), np.float32), "v.patch_embd.weight": np.ones((32, 32), np.float32)}
+    gguf = write_tiny_gguf(tmp_path / "g.gguf", "gemma3", "Q8_0", layers=6, heads=2, kv_heads=1, head_dim=256,
+                           tied=True, extra_tensors=vision)
+    logs = []
+    convert_gguf(gguf, tmp_path / "mlx", lambda event: logs.append(getattr(event, "message", "")))
+    assert "3 vision tensors skipped (the teacher reads text only)" in logs
+    weights = mx.load(str(tmp_path / "mlx" / "model.safetensors"))
+    assert not [name for name in weights if "patch" in name or "projection" in name]
+    _runs(tmp_path / "mlx")

@@ -50,17 +50,26 @@ _LAYER_NAMES: dict[str, dict[str, str]] = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 # Tensors that become config values, not weights.
 EXTRA_TENSORS = {"llama": ("rope_freqs",), "phi3": ("rope_factors_long", "rope_factors_short")}
+# A vision tower packed into the same file (Ollama's Gemma 3 blobs): skipped, the teacher reads text.
+VISION_PREFIXES = ("v.", "mm.")
 _BLOCK = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _TOP = re.compile(r"^([a-z_]+)\.(weight|bias)$")
 
 
 def known_tensor(arch: str, name: str) -> bool:
-    """Whether a GGUF tensor has a place in an ``arch`` model (a weight or a config value)."""
+    """Whether a GGUF tensor has a place in an ``arch`` model (a weight, a config value, or a
+    vision tensor that is skipped)."""
+    if is_vision(name):
+        return True
     block = _BLOCK.match(name)
     if block:
         return block.group(2) in _LAYER_NAMES.get(arch, {})
     top = _TOP.match(name)
     return bool(top) and (top.group(1) in _TOP_NAMES or top.group(1) in EXTRA_TENSORS.get(arch, ()))
+
+
+def is_vision(name: str) -> bool:
+    return name.startswith(VISION_PREFIXES)
 
 
 def is_extra(arch: str, name: str) -> bool:

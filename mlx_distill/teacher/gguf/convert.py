@@ -22,7 +22,7 @@ import numpy as np
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
 from mlx_distill.files import write_json_atomic
-from mlx_distill.teacher.gguf.architectures import float_change, hf_stem, is_extra, model_config, row_change
+from mlx_distill.teacher.gguf.architectures import float_change, hf_stem, is_extra, is_vision, model_config, row_change
 from mlx_distill.teacher.gguf.header import GGUFHeader, GGUFTensor, check_gguf_header, read_gguf_header
 from mlx_distill.teacher.gguf.quants import GROUP_SIZE, ConvertedTensor, convert_tensor
 
@@ -130,8 +130,13 @@ def convert_gguf(gguf_path: str | Path, folder: str | Path, on_event: OnEvent = 
     lost_bits: dict[str, int] = {}
     names: set[str] = set()
     vocab_size = 0
+    vision = [t for t in header.tensors if is_vision(t.name)]
+    if vision:
+        on_event(Log(f"{len(vision)} vision tensors skipped (the teacher reads text only)"))
     with open(header.path, "rb") as handle:
         for tensor in sorted(header.tensors, key=lambda t: t.name):
+            if is_vision(tensor.name):
+                continue
             raw = _read_tensor(handle, header, tensor)
             shape = _numpy_shape(tensor)
             if is_extra(arch, tensor.name):

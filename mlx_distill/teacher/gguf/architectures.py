@@ -173,8 +173,10 @@ def model_config(arch: str, meta: Callable[[str, Any], Any], vocab_size: int, ti
             config["rope_scaling"] = linear
     elif arch == "gemma3":
         # llama.cpp's Gemma 3: local layers use base 10000 and a window; every 6th layer is global.
+        # (Ollama's own converter writes the two bases as rope.local/global.freq_base.)
+        config["rope_theta"] = _float32(meta("rope.global.freq_base", config["rope_theta"]))
         config.update(sliding_window=int(meta("attention.sliding_window", 512)), sliding_window_pattern=6,
-                      rope_local_base_freq=10000.0,
+                      rope_local_base_freq=_float32(meta("rope.local.freq_base", 10000.0)),
                       query_pre_attn_scalar=hidden // heads if config["num_hidden_layers"] == 62 else head_dim)
         if (linear := _linear_rope_scaling(meta)) is not None:
             config["rope_scaling"] = linear

@@ -38,11 +38,22 @@ class CatalogModel:
     params_billion: float
     bits: int
     note: str = ""
+    ollama: str = ""  # the same model in Ollama's library (``ollama pull NAME``), if there is one
+    download_gb: float | None = None  # the hub files' published size, where it was checked
+    size_source: str = ""  # where download_gb was read
 
     @property
     def download_bytes(self) -> int:
+        """The published size of the hub files where the catalog has it, else an estimate from
+        the parameter count and bit width."""
+        if self.download_gb:
+            return int(self.download_gb * GB)
         bits = self.bits + (QUANT_OVERHEAD_BITS if self.bits < 16 else 0)
         return int(self.params_billion * GB * bits / 8)
+
+    @property
+    def size_is_published(self) -> bool:
+        return bool(self.download_gb)
 
     @property
     def memory_bytes(self) -> int:
@@ -54,9 +65,14 @@ class CatalogModel:
         """As ``memory_bytes``; on a CPU-only machine the teacher is dequantized to float32
         at load (MLX's quantized CPU matmul is far slower), so it needs 8x the weight memory."""
         if self.kind == "teacher":
-            weights = self.download_bytes if apple_gpu else int(self.params_billion * GB * 4)
-            return weights + TEACHER_HEADROOM_BYTES
+            return teacher_memory_bytes(int(self.params_billion * GB), self.download_bytes, apple_gpu)
         return int(self.params_billion * GB * STUDENT_BYTES_PER_PARAM) + STUDENT_ACTIVATION_BYTES
+
+
+def teacher_memory_bytes(weights: int, stored_bytes: int, apple_gpu: bool) -> int:
+    """Memory a teacher of ``weights`` parameters stored in ``stored_bytes`` needs to generate:
+    as stored on Apple silicon, float32 (4 bytes a weight) on a CPU-only machine, plus headroom."""
+    return (stored_bytes if apple_gpu else weights * 4) + TEACHER_HEADROOM_BYTES
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,9 @@ def load_catalog(path: str | None = None) -> Catalog:
                 params_billion=float(entry["params"]),
                 bits=int(entry.get("bits", default_bits)),
                 note=entry.get("note", ""),
+                ollama=entry.get("ollama", ""),
+                download_gb=float(entry["download_gb"]) if "download_gb" in entry else None,
+                size_source=entry.get("size_source", ""),
             )
             for entry in data.get(kind, [])
         )

@@ -50,6 +50,8 @@ def _check_model(role: str, name: str, choices: Iterable[ModelChoice]) -> None:
     if not name.strip():
         raise DistillError(f"no {role} chosen; pick one from the list or type a hub id or folder")
     choice = find_choice(choices, name)
+    if choice is not None and choice.problem:
+        raise DistillError(f"{role} {name} cannot be used: {choice.problem}")
     if choice is not None and not choice.fits:
         raise DistillError(
             f"{role} {name} needs {format_bytes(choice.memory_bytes or 0)} of memory, more than this "

@@ -8,6 +8,7 @@ reports the best one's gain on a second sample; `--adopt` writes the prompt into
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -38,12 +39,18 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.data import load_task
     from mlx_distill.errors import DistillError
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.prompt_lab import adopt_prompt, search_exemplars, try_prompt
+    from mlx_distill.prompt_lab import MIN_SAMPLE, TrialStopped, adopt_prompt, search_exemplars, try_prompt
     from mlx_distill.teacher import check_teacher, load_prompt
 
-    if args.n < 1 or args.seed < 0 or (args.search is not None and args.search < 1):
-        raise DistillError("--n and --search must be at least 1, --seed not negative")
+    if args.n < MIN_SAMPLE:
+        raise DistillError(f"--n {args.n} is too small: a sample needs at least {MIN_SAMPLE} questions; "
+                           f"give --n {MIN_SAMPLE} or more")
+    if args.seed < 0 or (args.search is not None and args.search < 1):
+        raise DistillError("--search must be at least 1 and --seed not negative")
     config = load_config(args.config)
+    if args.adopt and not _writable(Path(args.config)):
+        raise DistillError(f"--adopt cannot write {args.config} (read-only file or folder); make it writable "
+                           "or leave out --adopt")
     if not config.teacher.enabled:
         raise DistillError(f"{args.config}: teacher.enabled is false; there is no teacher prompt to try")
     prompt_text = None
@@ -66,6 +73,9 @@ def main(args: argparse.Namespace) -> int:
                 trial, shown = try_prompt(config, task_data, n=args.n, seed=args.seed, prompt_text=prompt_text,
                                           label=Path(args.prompt_file).name if args.prompt_file else "",
                                           run_dir=args.run_dir, on_event=printer, should_stop=should_stop)
+    except TrialStopped as stopped:
+        print(f"{stopped}; run the same command to resume", file=sys.stderr)
+        return 130
     finally:
         printer.close()
     if args.search:
@@ -82,6 +92,11 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"prompt kept as {adopted}; add --adopt to use it in {args.config}")
     return 0
+
+
+def _writable(config: Path) -> bool:
+    # The config is replaced atomically: both the file and its folder must be writable.
+    return os.access(config, os.W_OK) and os.access(config.resolve().parent, os.W_OK)
 
 
 def _rate(count: int, total: int) -> str:

@@ -9,6 +9,7 @@ prompt into the run's config. Results live in the run folder's ``prompt-lab/``.
 from mlx_distill.prompt_lab.exemplars import answer_position, candidate_sets, with_rationales
 from mlx_distill.prompt_lab.lab import (
     LAB_DIR,
+    MIN_SAMPLE,
     SearchResult,
     adopt_prompt,
     choose_set,
@@ -28,7 +29,7 @@ from mlx_distill.prompt_lab.trial import (
     trial_examples,
 )
 
-__all__ = ["LAB_DIR", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt", "choose_set",
+__all__ = ["LAB_DIR", "MIN_SAMPLE", "SearchResult", "Trial", "TrialExample", "TrialStopped", "adopt_prompt", "choose_set",
            "answer_position", "candidate_sets", "current_prompt_text", "draw_samples", "lab_dir_for",
            "prompt_hash", "read_trials", "save_prompt",
            "search_exemplars", "trial_examples", "try_prompt", "with_rationales"]

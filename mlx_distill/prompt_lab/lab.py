@@ -7,20 +7,30 @@ test split, and never hold a row used as an exemplar (exemplars come from the tr
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import statistics
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from mlx_distill.config import RunConfig
 from mlx_distill.data import TaskData
 from mlx_distill.errors import DistillError
-from mlx_distill.events import Log, OnEvent, ShouldStop, ignore_event, never_stop
+from mlx_distill.events import Log, OnEvent, ShouldStop, TeacherLoaded, ignore_event, never_stop
 from mlx_distill.files import exclusive_lock, write_text_atomic
 from mlx_distill.prompt_lab.exemplars import candidate_sets, with_rationales
 from mlx_distill.prompt_lab.trial import Trial, TrialExample, run_trial
-from mlx_distill.teacher import exemplar_prompt_text, exemplars_for, load_prompt
+from mlx_distill.teacher import exemplar_prompt_text, exemplars_for, load_prompt, release_teacher
 
 LAB_DIR = "prompt-lab"
 EXEMPLARS_PER_SET = 4
@@ -46,8 +56,9 @@ def draw_samples(task_data: TaskData, n: int, seed: int, count: int = 1) -> list
         DistillError: the validation split cannot give ``count`` samples of at least MIN_SAMPLE.
     """
     pool = [e for e in task_data.validation if e.label]
-    if n < 1:
-        raise DistillError(f"--n {n} must be at least 1")
+    if n < MIN_SAMPLE:
+        raise DistillError(f"--n {n} is too small: a sample needs at least {MIN_SAMPLE} questions; "
+                           f"give --n {MIN_SAMPLE} or more")
     size = min(n, len(pool) // count)
     if size < MIN_SAMPLE:
         raise DistillError(
@@ -69,6 +80,14 @@ def try_prompt(config: RunConfig, task_data: TaskData, *, n: int = 24, seed: int
     with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
         return run_trial(config, text, sample, lab, label=label or "current prompt",
                          train_size=len(task_data.train), on_event=on_event, should_stop=should_stop)
+
+
+@contextlib.contextmanager
+def _teacher_released_after(on_event: OnEvent) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        release_teacher(on_event)
 
 
 @dataclass(frozen=True)
@@ -122,10 +141,19 @@ def search_exemplars(config: RunConfig, task_data: TaskData, *, k: int = 6, n: i
     lab.mkdir(parents=True, exist_ok=True)
     current = current_prompt_text(config, task_data.train)
     train_size = len(task_data.train)
-    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"):
+    # One teacher load for every trial of the search (a 7B teacher takes a minute to load).
+    with exclusive_lock(lab / ".lock", f"the prompt lab of {lab.parent}"), _teacher_released_after(on_event):
+        loads: list[float] = [0.0]  # the teacher's load, paid by the first trial only
+
+        def noting_the_load(event) -> None:
+            if isinstance(event, TeacherLoaded):
+                loads.append(event.seconds)
+            on_event(event)
+
         def trial(text: str, sample: list, label: str) -> tuple[Trial, list[TrialExample]]:
             result, shown = run_trial(config, text, sample, lab, label=label, train_size=train_size,
-                                      on_event=on_event, should_stop=should_stop)
+                                      on_event=noting_the_load, should_stop=should_stop, keep_teacher=True,
+                                      load_seconds=max(loads))
             on_event(Log(message=f"{label}: {result.accepted}/{result.questions} accepted"))
             return result, shown
 
@@ -166,31 +194,64 @@ def _bootstrap_rows(task_data: TaskData, current: str, k: int, seed: int, trial)
 
 
 _PROMPT_FILE_LINE = re.compile(r"^[ \t]*prompt_file[ \t]*=.*$", re.MULTILINE)
+_DOTTED_TEACHER_LINE = re.compile(r"^[ \t]*teacher[ \t]*\.[ \t]*[A-Za-z0-9_-]+[ \t]*=.*$", re.MULTILINE)
+_DOTTED_PROMPT_FILE_LINE = re.compile(r"^[ \t]*teacher[ \t]*\.[ \t]*prompt_file[ \t]*=.*$", re.MULTILINE)
 _SECTION = re.compile(r"^[ \t]*\[([^\]]+)\][ \t]*$", re.MULTILINE)
+
+
+def _with_prompt_file(text: str, value: str) -> str:
+    """``text`` with ``teacher.prompt_file`` set to ``value``, written where the file keeps its
+    teacher settings: the ``[teacher]`` table, or dotted ``teacher.*`` keys before the first table."""
+    line = tomli_w.dumps({"prompt_file": value}).strip()  # escapes quotes and backslashes
+    sections = list(_SECTION.finditer(text))
+    teacher = next((m for m in sections if m.group(1).strip() == "teacher"), None)
+    if teacher is not None:
+        end = next((m.start() for m in sections if m.start() > teacher.start()), len(text))
+        body = text[teacher.end():end]
+        if _PROMPT_FILE_LINE.search(body):
+            body = _PROMPT_FILE_LINE.sub(lambda _: line, body, count=1)
+        else:
+            body = f"\n{line}" + body
+        return text[:teacher.end()] + body + text[end:]
+    root_end = sections[0].start() if sections else len(text)
+    root = text[:root_end]
+    dotted = list(_DOTTED_TEACHER_LINE.finditer(root))
+    if dotted:
+        if _DOTTED_PROMPT_FILE_LINE.search(root):
+            root = _DOTTED_PROMPT_FILE_LINE.sub(lambda _: f"teacher.{line}", root, count=1)
+        else:
+            after = dotted[-1].end()
+            root = root[:after] + f"\nteacher.{line}" + root[after:]
+        return root + text[root_end:]
+    return text.rstrip("\n") + f"\n\n[teacher]\n{line}\n"
 
 
 def adopt_prompt(config_path: str | Path, prompt_path: str | Path) -> None:
     """Point the config's ``teacher.prompt_file`` at ``prompt_path``, keeping the file's comments.
 
+    The edited text is parsed before it is written: a config whose layout this cannot edit safely
+    is left as it was, with the line to add by hand.
+
     Raises:
-        DistillError: the config file cannot be read or written.
+        DistillError: the config file cannot be read, edited safely or written.
     """
     path = Path(config_path)
+    value = Path(prompt_path).resolve().as_posix()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise DistillError(f"cannot read config {path}: {error}") from None
-    line = f'prompt_file = "{Path(prompt_path).resolve().as_posix()}"'
-    sections = list(_SECTION.finditer(text))
-    teacher = next((m for m in sections if m.group(1).strip() == "teacher"), None)
-    if teacher is None:
-        text = text.rstrip("\n") + f"\n\n[teacher]\n{line}\n"
-    else:
-        end = next((m.start() for m in sections if m.start() > teacher.start()), len(text))
-        body = text[teacher.end():end]
-        if _PROMPT_FILE_LINE.search(body):
-            body = _PROMPT_FILE_LINE.sub(line, body, count=1)
-        else:
-            body = f"\n{line}" + body
-        text = text[:teacher.end()] + body + text[end:]
-    write_text_atomic(path, text)
+    edited = _with_prompt_file(text, value)
+    try:
+        teacher = tomllib.loads(edited).get("teacher")
+    except tomllib.TOMLDecodeError:
+        teacher = None
+    if not isinstance(teacher, dict) or teacher.get("prompt_file") != value:
+        raise DistillError(f"cannot add the prompt to {path} safely (its teacher settings are laid out in a way "
+                           f"this does not edit); add it by hand under [teacher]: "
+                           f"{tomli_w.dumps({'prompt_file': value}).strip()}")
+    try:
+        write_text_atomic(path, edited)
+    except OSError as error:
+        raise DistillError(f"cannot write config {path} ({error.strerror or error}); make it writable and run "
+                           "again with --adopt (the trial's results are kept)") from None

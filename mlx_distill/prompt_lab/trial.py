@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,14 @@ def stage_questions(config: RunConfig, train_size: int) -> int:
 
 
 def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path, *, label: str,
-              train_size: int, on_event: OnEvent = ignore_event,
-              should_stop: ShouldStop = never_stop) -> tuple[Trial, list[TrialExample]]:
+              train_size: int, on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop,
+              keep_teacher: bool = False, load_seconds: float = 0.0) -> tuple[Trial, list[TrialExample]]:
     """Run the teacher stage with ``prompt_text`` on ``examples`` and score it.
 
     Records are kept per (prompt, sample), so trying the same prompt on the same sample again
-    costs nothing, and a stopped trial resumes.
+    costs nothing, and a stopped trial resumes. With ``keep_teacher`` the teacher stays loaded
+    for the next trial (the caller releases it); ``load_seconds``, the load an earlier trial paid,
+    then stands in the full stage's estimate (this trial found the teacher loaded).
 
     Raises:
         DistillError: a bad prompt text, or anything the teacher stage refuses.
@@ -131,13 +133,16 @@ def run_trial(config: RunConfig, prompt_text: str, examples: list, lab_dir: Path
         examples, config.task.name, teacher.model, records_path, batch_size=teacher.batch_size,
         max_tokens=teacher.max_tokens, filter=teacher.filter, prompt_file=prompt_path,
         rationalize=teacher.rationalize, samples=teacher.samples, quantize=teacher.quantize or None,
-        on_event=on_event, should_stop=should_stop)
+        on_event=on_event, should_stop=should_stop, keep_teacher=keep_teacher)
     if summary.stopped:
         raise TrialStopped(f"stopped; the finished answers are kept in {records_path}")
     wall = time.perf_counter() - started
     earlier = [t for t in read_trials(lab_dir) if t.prompt_hash == prompt_hash(prompt_text) and t.sample == key]
     trial, shown = score(records_path, examples, summary, wall, prompt_hash(prompt_text), prompt_path, label, key,
                          stage_questions(config, train_size), earlier[0] if earlier else None, teacher.batch_size)
+    if load_seconds > trial.load_seconds:
+        trial = replace(trial, load_seconds=load_seconds, estimated_stage_seconds=trial.estimated_stage_seconds
+                        - trial.load_seconds + load_seconds)
     with JsonlWriter(lab_dir / TRIALS_FILE) as log:
         log.write(trial.to_dict())
     return trial, shown

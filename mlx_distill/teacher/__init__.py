@@ -27,7 +27,18 @@ from mlx_distill.teacher.model import (
     release_teacher,
     teacher_identity,
 )
-from mlx_distill.teacher.gguf import cache_root, check_gguf, convert_gguf, gguf_teacher_folder, is_gguf_source, resolve_gguf
+from mlx_distill.teacher.gguf import (
+    LocalGGUF,
+    cache_root,
+    check_gguf,
+    convert_gguf,
+    gguf_teacher_folder,
+    is_gguf_source,
+    lmstudio_root,
+    local_gguf_models,
+    ollama_root,
+    resolve_gguf,
+)
 from mlx_distill.teacher.parse import ParsedOutput, parse_output, restates_answer
 from mlx_distill.teacher.prompt import (
     BUILTIN_TASKS,
@@ -54,8 +65,9 @@ __all__ = [
     "build_query", "cache_root", "check_gguf", "check_teacher", "choices_in_input", "convert_gguf",
     "current_teacher", "cut_at_stop", "estimate_memory", "exemplar_prompt_text", "exemplars_for",
     "finished_records", "format_question", "generate_rationales", "generate_rationales_sharded",
-    "gguf_teacher_folder", "is_gguf_source", "load_prompt", "load_teacher", "memory_report", "MemoryEstimate",
-    "merge_parts", "parse_output", "parse_prompt_text", "ParsedOutput", "pick_exemplars", "PromptTemplate",
+    "gguf_teacher_folder", "is_gguf_source", "lmstudio_root", "LocalGGUF", "local_gguf_models", "load_prompt",
+    "load_teacher", "memory_report", "MemoryEstimate",
+    "merge_parts", "ollama_root", "parse_output", "parse_prompt_text", "ParsedOutput", "pick_exemplars", "PromptTemplate",
     "RationaleSummary", "release_teacher", "render_prompt", "resolve_gguf", "restates_answer", "smollm2_gguf",
     "smollm2_path", "stop_token_ids", "Teacher", "teacher_identity",
 ]

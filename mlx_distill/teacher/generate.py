@@ -80,6 +80,7 @@ class RationaleSummary:
     prompt_hash: str = ""
     restating: int = 0  # accepted rationales that only restate the answer (parse.restates_answer)
     exemplar_ids: tuple[str, ...] = ()  # training rows shown as the prompt's worked exemplars
+    thinking: int = 0  # answers whose <think>...</think> block was stripped before parsing
 
     @property
     def accept_rate(self) -> float:
@@ -217,7 +218,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                         precision: str = "auto", prefix_cache: bool = True,
                         max_question_tokens: int = MAX_QUESTION_TOKENS, reject_restating: bool = False,
                         exemplar_pool: list | None = None, prefill_step_size: int | None = None,
-                        on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop) -> RationaleSummary:
+                        on_event: OnEvent = ignore_event, should_stop: ShouldStop = never_stop,
+                        keep_teacher: bool = False) -> RationaleSummary:
     """Ask the teacher for a rationale and answer per example; append records to ``out_path``.
 
     Args:
@@ -251,6 +253,8 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             command runs for seconds. Default: from the device (``mlx_distill.machine``).
         on_event: Receives TeacherLoaded, MemoryReport, TeacherProgress, TeacherReleased, Log.
         should_stop: Polled every generation step; finished records are kept.
+        keep_teacher: Reuse the teacher loaded by an earlier call (same model and precision) and
+            leave it loaded (the prompt lab's trials); the caller calls ``release_teacher``.
 
     Threads: any thread may call it; the MLX work runs in a short-lived thread of the stage's own
     (``on_event`` and ``should_stop`` are called from that thread while the caller waits).
@@ -289,14 +293,15 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
         accepted = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted"))
         failures = sum(1 for i, r in finished.items() if i in wanted and not r.get("parse_ok"))
         restating = sum(1 for i, r in finished.items() if i in wanted and r.get("accepted") and r.get("restates_answer"))
-        state = _Progress(len(examples), skipped, accepted, failures, restating=restating)
+        thinking = sum(1 for i, r in finished.items() if i in wanted and r.get("thinking"))
+        state = _Progress(len(examples), skipped, accepted, failures, restating=restating, thinking=thinking)
         if not pending:
             on_event(TeacherProgress(done=skipped, total=len(examples), accepted=accepted,
                                      parse_failures=failures, generated_tokens=0, generation_tps=0.0,
                                      prompt_tps=0.0, eta_seconds=0.0))
             return RationaleSummary(str(out), len(examples), skipped, skipped, accepted, failures, 0, 0, 0.0,
                                     0.0, 0.0, 0, teacher=identity, prompt_hash=prompt_hash, restating=restating,
-                                    exemplar_ids=tuple(sorted(held_out)))
+                                    exemplar_ids=tuple(sorted(held_out)), thinking=thinking)
 
         pending = _cut_characters(pending, max_question_tokens * _CHARS_PER_TOKEN_BOUND)
 
@@ -305,7 +310,7 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
             mx.reset_peak_memory()
             loaded = load_teacher(teacher, quantize=quantize, precision=precision, batch_size=batch_size,
                                   prompt_tokens=_rough_prompt_tokens(template, pending), max_tokens=max_tokens,
-                                  on_event=on_event)
+                                  on_event=on_event, reuse=keep_teacher)
             try:
                 limit = _question_token_limit(loaded, template, task, rationalize, max_tokens, max_question_tokens)
                 fitted = _cut_questions(loaded.tokenizer, pending, limit, on_event)
@@ -318,12 +323,13 @@ def generate_rationales(examples: list, task: str, teacher: str, out_path: str |
                 on_event(memory_report())
             finally:
                 peak = int(mx.get_peak_memory())
-                release_teacher(on_event)
+                if not keep_teacher:
+                    release_teacher(on_event)
             return RationaleSummary(
                 str(out), len(examples), state.done, skipped, state.accepted, state.failures,
                 state.generated_tokens, state.prompt_tokens, time.perf_counter() - start, state.generation_tps,
                 state.prompt_tps, peak, stopped=stopped, teacher=identity, prompt_hash=prompt_hash,
-                restating=state.restating, exemplar_ids=tuple(sorted(held_out)))
+                restating=state.restating, exemplar_ids=tuple(sorted(held_out)), thinking=state.thinking)
 
         return run_in_mlx_thread(run, should_stop, name="mlx-distill-teacher")
 
@@ -381,6 +387,7 @@ class _Progress:
     generation_tps: float = 0.0
     prompt_tps: float = 0.0
     restating: int = 0
+    thinking: int = 0
     latest: tuple = (None, None, False)  # (example, parsed output, accepted) last written
 
 
@@ -485,11 +492,12 @@ def _record(job: _Job, task: str, policy: tuple[str, bool], teacher: str, prompt
     state.accepted += accepted
     state.failures += not parsed.parse_ok
     state.restating += accepted and restating
+    state.thinking += parsed.thinking
     state.generated_tokens += generated
     state.latest = (example, parsed, accepted)
     record = {"id": example.id, "teacher": teacher, "prompt_hash": prompt_hash, "raw": raw,
               "rationale": parsed.rationale, "answer": parsed.answer, "agrees": agrees, "accepted": accepted,
-              "rejected_because": rejected, "restates_answer": restating, "parse_ok": parsed.parse_ok, "prompt_tokens": len(job.tokens), "generated_tokens": generated,
+              "rejected_because": rejected, "restates_answer": restating, "parse_ok": parsed.parse_ok, "thinking": parsed.thinking, "prompt_tokens": len(job.tokens), "generated_tokens": generated,
               "seconds": round(max(s[2] for s in job.samples), 3)}
     return json.dumps(record, ensure_ascii=False)
 

@@ -30,7 +30,7 @@ from mlx_distill.machine import model_memory_budget
 from mlx_distill.methods import TEACHER_BATCH_SIZE
 from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_safetensors
-from mlx_distill.teacher.gguf import check_gguf, gguf_teacher_folder, is_gguf_source
+from mlx_distill.teacher.gguf import GGUFHeader, check_gguf, gguf_teacher_folder, is_gguf_source
 
 PRECISIONS = ("auto", "float32", "native")
 QUANTIZE_BITS = (4, 8)
@@ -54,6 +54,7 @@ class Teacher:
     config: dict
     dtype: str
     weight_bytes: int
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ def teacher_identity(teacher: str, quantize: int | None = None) -> str:
     return f"{name}@q{quantize}" if quantize else name
 
 
-def resolve_teacher_path(teacher: str, on_event: OnEvent = ignore_event) -> Path:
-    """A local folder as is; a GGUF teacher converted (once) into the user cache; a hub id (or
-    catalog name) fetched (config and weights) through the Hugging Face cache, as ``mlx_lm.load``
-    would."""
+def resolve_teacher_path(teacher: str, on_event: OnEvent = ignore_event, *, to_float32: bool = True) -> Path:
+    """A local folder as is; a GGUF teacher converted (once) into the user cache (scales in float32
+    when it will run in float32, else float16); a hub id (or catalog name) fetched (config and
+    weights) through the Hugging Face cache, as ``mlx_lm.load`` would."""
     if is_gguf_source(teacher):
-        return gguf_teacher_folder(teacher, on_event)
+        return gguf_teacher_folder(teacher, on_event, to_float32=to_float32)
     local = Path(teacher).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -206,16 +207,21 @@ def runtime_weight_bytes(path: Path, config: dict, *, to_float32: bool, quantize
     """Bytes the weights take once loaded (float32 on CPU, or as stored, or quantized here)."""
     tensors = _safetensors_tensors(path)
     quantization = config.get("quantization") or config.get("quantization_config") or {}
-    bits = quantization.get("bits") if isinstance(quantization, dict) else None
+    if not isinstance(quantization, dict):
+        quantization = {}
     total = 0
     for name, (shape, dtype) in tensors.items():
         count = 1
         for dim in shape:
             count *= dim
         stored = count * _DTYPE_BYTES.get(dtype, 4)
+        stem = name.rpartition(".")[0]
+        # A layer's own entry (a GGUF holds 8-bit embeddings beside 4- and 6-bit layers), else the default.
+        layer = quantization.get(stem)
+        bits = layer.get("bits") if isinstance(layer, dict) else quantization.get("bits")
         if name.endswith((".scales", ".biases")) and bits:
             if not to_float32:
-                total += stored
+                total += stored  # as stored: float16 for a GGUF converted for Metal, float32 for the CPU
             continue
         if dtype == "U32" and bits:
             count = count * 32 // bits  # packed quantized weight -> its real element count
@@ -250,6 +256,26 @@ def estimate_memory(path: Path, config: dict, *, batch_size: int, prompt_tokens:
     return MemoryEstimate(weights, kv, total, available)
 
 
+def gguf_memory_estimate(header: GGUFHeader, *, batch_size: int, prompt_tokens: int, max_tokens: int,
+                         to_float32: bool, available_bytes: int | None = None) -> MemoryEstimate:
+    """``estimate_memory`` from a GGUF file's header alone, before it is converted: float32 weights
+    on the CPU path, else about the file's size (MLX holds the types with one scale and bias per 32
+    weights, as the GGUF holds its own)."""
+    meta = header.metadata
+    arch = header.architecture
+    heads = int(meta.get(f"{arch}.attention.head_count") or 1)
+    config = {"num_hidden_layers": int(meta.get(f"{arch}.block_count") or 0), "num_attention_heads": heads,
+              "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+              "head_dim": int(meta.get(f"{arch}.attention.key_length") or
+                              int(meta.get(f"{arch}.embedding_length") or 0) // heads)}
+    elements = sum(tensor.elements for tensor in header.tensors)
+    weights = elements * 4 if to_float32 else Path(header.path).stat().st_size
+    kv = kv_cache_bytes(config, batch_size * (prompt_tokens + max_tokens), 4 if to_float32 else 2)
+    total = int((weights + kv) * (1 + RUNTIME_OVERHEAD))
+    available = model_memory_budget() if available_bytes is None else available_bytes
+    return MemoryEstimate(weights, kv, total, available)
+
+
 def _fit_message(teacher: str, estimate: MemoryEstimate, batch_size: int, tokens: int) -> str:
     need = (f"teacher {teacher} needs about {format_bytes(estimate.total_bytes)} (weights "
             f"{format_bytes(estimate.weight_bytes)} + KV cache {format_bytes(estimate.kv_cache_bytes)} "
@@ -271,7 +297,7 @@ def memory_report(stage: str = "teacher") -> MemoryReport:
 
 def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = "auto",
                  batch_size: int = TEACHER_BATCH_SIZE, prompt_tokens: int = 1024, max_tokens: int = 256,
-                 on_event: OnEvent = ignore_event) -> Teacher:
+                 on_event: OnEvent = ignore_event, reuse: bool = False) -> Teacher:
     """Check, size and load a teacher LLM with mlx-lm.
 
     Args:
@@ -282,6 +308,8 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
             ``native`` (as stored, quantized layers kept).
         batch_size, prompt_tokens, max_tokens: Sizes for the KV-cache part of the memory estimate.
         on_event: Receives Log, TeacherLoaded and MemoryReport events.
+        reuse: Return the current teacher when it is this one (same model, quantization and
+            precision) instead of loading it again (the prompt lab's trials of one search).
 
     Returns:
         The loaded teacher; also kept as the current one until ``release_teacher()``.
@@ -294,15 +322,24 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
         raise DistillError(f"--quantize {quantize} is not supported; use 4 or 8")
     if precision not in PRECISIONS:
         raise DistillError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if reuse and _current is not None and (_current.name, _current.precision) == (
+            teacher_identity(teacher, quantize), precision):
+        on_event(Log(f"teacher {_current.name} still loaded: reused"))
+        return _current
     release_teacher()
     start = time.perf_counter()
-    path = resolve_teacher_path(teacher, on_event)
+    to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
+    if is_gguf_source(teacher):  # refused before minutes of conversion when it cannot fit anyway
+        early = gguf_memory_estimate(check_gguf(teacher), batch_size=batch_size, prompt_tokens=prompt_tokens,
+                                     max_tokens=max_tokens, to_float32=to_float32)
+        if not early.fits:
+            raise DistillError(_fit_message(teacher, early, batch_size, prompt_tokens + max_tokens))
+    path = resolve_teacher_path(teacher, on_event, to_float32=to_float32)
     config = check_causal_lm(path)
     already_quantized = bool(config.get("quantization") or config.get("quantization_config"))
     if quantize and already_quantized:
         on_event(Log(f"{teacher} is already quantized; --quantize {quantize} ignored", level="warning"))
         quantize = None
-    to_float32 = precision == "float32" or (precision == "auto" and not is_apple_gpu())
     estimate = estimate_memory(path, config, batch_size=batch_size, prompt_tokens=prompt_tokens,
                                max_tokens=max_tokens, to_float32=to_float32, quantize=quantize)
     if not estimate.fits:
@@ -332,7 +369,8 @@ def load_teacher(teacher: str, *, quantize: int | None = None, precision: str = 
     dtypes = sorted({str(v.dtype).replace("mlx.core.", "") for _, v in params if mx.issubdtype(v.dtype, mx.floating)})
     dtype = "/".join(dtypes) + (f" + {quantize or config.get('quantization', {}).get('bits', '')}-bit"
                                 if (quantize or already_quantized) and not to_float32 else "")
-    _current = Teacher(teacher_identity(teacher, quantize), path, model, tokenizer, config, dtype, weight_bytes)
+    _current = Teacher(teacher_identity(teacher, quantize), path, model, tokenizer, config, dtype, weight_bytes,
+                       precision)
     on_event(TeacherLoaded(model=_current.name, dtype=dtype, weight_bytes=weight_bytes,
                            seconds=time.perf_counter() - start))
     on_event(memory_report())

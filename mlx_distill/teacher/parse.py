@@ -22,7 +22,7 @@ A failure is a value (``parse_ok=False``), never an exception.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlx_distill.metrics import safe_arithmetic
 from mlx_distill.teacher.prompt import NLI_TASKS, cut_at_stop
@@ -59,6 +59,21 @@ class ParsedOutput:
     rationale: str
     answer: str
     parse_ok: bool
+    thinking: bool = False  # a <think>...</think> block was stripped before parsing
+
+
+# A thinking model's reasoning block (Qwen3, DeepSeek-R1 distills): closed, or cut off by max_tokens.
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL)
+_THINK_CLOSE = re.compile(r"^.*?</think>", re.DOTALL)  # a template that opened <think> itself
+
+
+def strip_thinking(raw: str) -> tuple[str, bool]:
+    """``raw`` without its ``<think>...</think>`` blocks, and whether there were any."""
+    text, count = _THINK_BLOCK.subn("", raw)
+    if "</think>" in text:  # the opening tag was in the prompt (the chat template wrote it)
+        text, closed = _THINK_CLOSE.subn("", text, count=1)
+        count += closed
+    return text, count > 0
 
 
 def restates_answer(rationale: str, question: str, answer: str) -> bool:
@@ -146,7 +161,11 @@ def _after_answer(text: str, answer_end: int) -> str:
 
 
 def parse_output(task: str, raw: str, choices: tuple[str, ...] = ()) -> ParsedOutput:
-    """Split a raw teacher continuation into rationale and task answer."""
+    """Split a raw teacher continuation into rationale and task answer (any thinking block
+    stripped first: the rationale is what the model says after it)."""
+    unthought, thinking = strip_thinking(raw)
+    if thinking:
+        return replace(parse_output(task, unthought, choices), thinking=True)
     text, _ = cut_at_stop(raw)
     text = text.strip()
     if choices:

@@ -112,6 +112,10 @@ def load_prompt(task: str, prompt_file: str | Path | None = None, exemplars: lis
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise DistillError(f"cannot read prompt file {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError:
+            text = "\0"
+        if "\0" in text:
+            raise DistillError(f"prompt file {path} is not UTF-8 text (a binary file?); give a plain text prompt file")
         return parse_prompt_text(text, str(path))
     if task in BUILTIN_TASKS:
         text = resources.files("mlx_distill.teacher.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
@@ -255,7 +259,11 @@ def render_prompt(tokenizer, template: PromptTemplate, task: str, text: str, gol
     query = build_query(template, task, text, gold, rationalize)
     if getattr(tokenizer, "has_chat_template", False) or getattr(tokenizer, "chat_template", None):
         messages = build_messages(template, query, rationalize)
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A thinking model (Qwen3) would spend the token budget reasoning: off where the template
+        # takes the switch (mlx-lm's wrapper turns it on for a vocabulary with <think>; a template
+        # without it ignores the variable).
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                               enable_thinking=False)
         return list(tokenizer.encode(prompt, add_special_tokens=False))
     return list(tokenizer.encode(build_completion(template, query, rationalize)))
 

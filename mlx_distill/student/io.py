@@ -23,7 +23,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
-from mlx_distill.files import publish_dir
+from mlx_distill.files import check_publish_target, publish_dir
 from mlx_distill.student.t5 import T5_MODEL_TYPES, Model, ModelArgs
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -419,6 +419,18 @@ def save_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: di
         raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the weights", str(path)) from None
 
 
+# The marker of a folder save_student wrote: it replaces only such a folder (or an unmarked T5 one).
+STUDENT_KIND = "mlx-distill student"
+
+
+def _is_t5_folder(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") in T5_MODEL_TYPES
+
+
 def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     """Write the model in the Hugging Face layout, atomically (temp folder, then rename).
 
@@ -427,12 +439,19 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     ``transformers.T5ForConditionalGeneration.from_pretrained(out_dir)`` loads it. A quantized
     model (``quantize_student``) is written in mlx-lm's layout instead, which only MLX reads.
 
+    An existing ``out_dir`` is replaced only when it is a student folder (one this wrote, or a T5
+    checkpoint); any other folder or file there is left alone.
+
     Returns:
         The output folder.
+
+    Raises:
+        DistillError: ``out_dir`` is taken by something that is not a student folder.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    place = check_publish_target(out, STUDENT_KIND, "the student folder", _is_t5_folder)
+    place.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{place.name}.tmp-", dir=place.parent))
     try:
         config = model.args.to_config()
         config["torch_dtype"] = config["dtype"] = _DTYPE_NAMES.get(model.dtype, "float32")
@@ -450,7 +469,7 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
         weights = model.export_weights()
         save_safetensors(tmp / "model.safetensors", weights, metadata={"format": "pt" if quantization is None else "mlx"})
         tokenizer.save_pretrained(str(tmp))
-        publish_dir(tmp, out)
+        publish_dir(tmp, out, kind=STUDENT_KIND, what="the student folder", accept=_is_t5_folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Issue #23's loose ends: what a code review and a hostile sweep found (see each section).
+
+Fast: fake run folders (``testing.ui_fakes.make_run``) and tiny real-format T5s; nothing here
+trains or measures a student.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlx_distill.errors import DistillError
+from mlx_distill.files import FOLDER_MARKER, check_publish_target, folder_kind, publish_dir
+from mlx_distill.testing.cli_runner import assert_one_line_error, files_under, run_cli
+from mlx_distill.testing.ui_fakes import make_run
+
+# ---- item 3: `export --out` never replaces what is not an earlier export ------------------------
+
+
+@pytest.fixture()
+def run(tmp_path) -> Path:
+    return make_run(tmp_path / "runs", "demo")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in files_under(folder) if (folder / name).is_file()}
+
+
+def test_export_out_refuses_a_users_folder_and_keeps_its_files(run, tmp_path):
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "notes.txt").write_text("my notes")
+    assert_one_line_error(run_cli("export", run, "--out", important), str(important), "not an earlier")
+    assert files_under(important) == ["notes.txt"]
+    assert (important / "notes.txt").read_text() == "my notes"
+
+
+def test_export_out_refuses_the_run_the_runs_folder_a_file_and_system_paths(run, tmp_path, monkeypatch):
+    before = _snapshot(tmp_path)
+    note = tmp_path / "note.txt"
+    note.write_text("keep")
+    for out in (run, run.parent, run / "student", note, "/proc/x"):
+        assert_one_line_error(run_cli("export", run, "--out", out), f"--out {out}")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "file").write_text("x")
+    monkeypatch.chdir(here)
+    assert_one_line_error(run_cli("export", run, "--out", "."), "--out .")
+    assert (here / "file").read_text() == "x"
+    assert note.read_text() == "keep"
+    after = _snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # the run is untouched
+
+
+def test_check_publish_target_refuses_devices_and_links(tmp_path):
+    with pytest.raises(DistillError, match="under /dev"):
+        check_publish_target("/dev/null", "mlx-distill export", "--out")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(DistillError, match="is a link"):
+        check_publish_target(tmp_path / "link", "mlx-distill export", "--out")
+    with pytest.raises(DistillError, match="is a file, not a folder"):
+        (tmp_path / "f").write_text("")
+        check_publish_target(tmp_path / "f" / "x", "mlx-distill export", "--out")
+
+
+def test_export_out_replaces_an_earlier_export_and_writes_a_new_path(run, tmp_path):
+    out = tmp_path / "shared" / "student"
+    first = run_cli("export", run, "--out", out)
+    assert first.returncode == 0, first.stderr
+    assert folder_kind(out) == "mlx-distill export"
+    (out / "README.md").write_text("stale card")
+    again = run_cli("export", run, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert (out / "README.md").read_text() != "stale card"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["student"]  # nothing left beside it
+
+
+def test_an_unmarked_export_in_the_runs_own_export_folder_is_replaced(run):
+    legacy = run / "export" / "student"  # written before exports were marked
+    legacy.mkdir(parents=True)
+    (legacy / "config.json").write_text('{"model_type": "t5"}')
+    (legacy / "README.md").write_text("old card")
+    result = run_cli("export", run)
+    assert result.returncode == 0, result.stderr
+    assert (legacy / "README.md").read_text() != "old card"
+    assert folder_kind(legacy) == "mlx-distill export"
+
+
+def test_publish_dir_with_a_kind_leaves_a_users_folder_and_its_old_name_alone(tmp_path):
+    user = tmp_path / "models"
+    user.mkdir()
+    (user / "mine.bin").write_bytes(b"1")
+    stale = tmp_path / ".models.old"  # a user's folder that happens to have publish_dir's aside name
+    stale.mkdir()
+    (stale / "keep.txt").write_text("keep")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    with pytest.raises(DistillError, match="not an earlier mlx-distill export"):
+        publish_dir(temp, user, kind="mlx-distill export")
+    assert (user / "mine.bin").read_bytes() == b"1"
+    # An earlier export is replaced; the user's ".models.old" survives the swap.
+    (user / "mine.bin").unlink()
+    (user / FOLDER_MARKER).write_text(json.dumps({"kind": "mlx-distill export"}))
+    (temp / "new.txt").write_text("new")
+    publish_dir(temp, user, kind="mlx-distill export")
+    assert sorted(p.name for p in user.iterdir()) == [FOLDER_MARKER, "new.txt"]
+    assert (stale / "keep.txt").read_text() == "keep"
+
+
+def test_save_student_never_replaces_a_folder_that_is_not_a_student(tiny_student, tmp_path):
+    from mlx_distill.student import load_student, save_student
+
+    model, tokenizer = load_student(tiny_student)
+    taken = tmp_path / "student"
+    taken.mkdir()
+    (taken / "thesis.tex").write_text("years of work")
+    with pytest.raises(DistillError, match="the student folder .* not an earlier mlx-distill student"):
+        save_student(model, tokenizer, taken)
+    assert files_under(taken) == ["thesis.tex"]
+    assert files_under(tmp_path) == ["student", "student/thesis.tex"]  # no temp folder left
+    fresh = save_student(model, tokenizer, tmp_path / "fresh")
+    save_student(model, tokenizer, fresh)  # its own earlier output is replaced
+    assert folder_kind(fresh) == "mlx-distill student"

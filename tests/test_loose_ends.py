@@ -124,3 +124,47 @@ def test_save_student_never_replaces_a_folder_that_is_not_a_student(tiny_student
     fresh = save_student(model, tokenizer, tmp_path / "fresh")
     save_student(model, tokenizer, fresh)  # its own earlier output is replaced
     assert folder_kind(fresh) == "mlx-distill student"
+
+
+# ---- item 9 and item 10 (config.json): a student folder that cannot answer is refused at load ------
+
+
+def _copy_student(source: Path, folder: Path, drop: tuple[str, ...] = (), **config_changes) -> Path:
+    import shutil
+
+    shutil.copytree(source, folder)
+    for name in drop:
+        (folder / name).unlink(missing_ok=True)
+    if config_changes:
+        config = json.loads((folder / "config.json").read_text())
+        config.update(config_changes)
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_student_without_tokenizer_files_is_refused_not_answered_empty(tiny_student, tmp_path):
+    folder = _copy_student(tiny_student, tmp_path / "no-tokenizer", drop=("spiece.model", "tokenizer.json"))
+    assert_one_line_error(run_cli("ask", folder, "Is a bat a bird?"), str(folder), "no tokenizer vocabulary",
+                          "spiece.model")
+    bare = _copy_student(tiny_student, tmp_path / "bare",
+                         drop=("spiece.model", "tokenizer.json", "tokenizer_config.json"))
+    assert_one_line_error(run_cli("ask", bare, "Is a bat a bird?"), "no tokenizer vocabulary")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("d_model", 0, ["d_model is 0", "at least 1"]),
+    ("num_heads", 0, ["num_heads is 0"]),
+    ("d_kv", -1, ["d_kv is -1"]),
+    ("num_layers", 0, ["num_layers is 0"]),
+    ("vocab_size", 0, ["vocab_size is 0"]),
+    ("d_ff", "64", ["d_ff is '64'"]),
+    ("d_model", True, ["d_model is true"]),
+    ("dropout_rate", 2, ["dropout_rate is 2"]),
+    ("layer_norm_epsilon", -1, ["layer_norm_epsilon is -1"]),
+    ("pad_token_id", 100000, ["pad_token_id is 100000", "vocab_size"]),
+    ("feed_forward_proj", 3, ["feed_forward_proj is 3"]),
+    ("initializer_factor", "x", ["transformers refuses", "initializer_factor"]),
+])
+def test_a_student_config_with_a_nonsensical_size_is_one_line(tiny_student, tmp_path, key, value, words):
+    folder = _copy_student(tiny_student, tmp_path / "bad", **{key: value})
+    assert_one_line_error(run_cli("ask", folder, "Is a bat a bird?"), "config.json", *words)

@@ -298,16 +298,35 @@ def _has_separate_head(weights: dict[str, mx.array]) -> bool:
     return shared is None or head.shape != shared.shape or not mx.array_equal(head, shared).item()
 
 
+# Read back through a loaded tokenizer: one without a vocabulary turns it all into <unk> and spaces.
+_VOCABULARY_PROBE = "What is 12 plus 30? The answer is 42."
+
+
 def load_tokenizer(folder: str | Path):
-    """The transformers tokenizer saved in a checkpoint folder."""
+    """The transformers tokenizer saved in a checkpoint folder.
+
+    Raises:
+        DistillError: it cannot be loaded, or it has no vocabulary (a folder without spiece.model
+            or tokenizer.json, where transformers builds a tokenizer that reads every word as
+            unknown and the student would answer empty strings).
+    """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoTokenizer  # transformers takes seconds to import
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError) as e:
         raise DistillError(
             f"cannot load the tokenizer in {folder} ({e}); the folder needs spiece.model or tokenizer.json"
         ) from None
+    except StrictDataclassError as e:  # transformers checks config.json's types while loading it
+        raise DistillError(f"transformers refuses {Path(folder) / 'config.json'} ({' '.join(str(e).split())}); "
+                           "re-download or re-export the model") from None
+    ids = tokenizer(_VOCABULARY_PROBE, add_special_tokens=False)["input_ids"]
+    if not tokenizer.decode([i for i in ids if i != tokenizer.unk_token_id], skip_special_tokens=True).strip():
+        raise DistillError(f"{folder} has no tokenizer vocabulary (no spiece.model or tokenizer.json); copy the "
+                           "tokenizer files of the model it was trained from into it")
+    return tokenizer
 
 
 def load_student(path_or_hub_id: str | Path, dtype: str = "float32") -> tuple[Model, Any]:
@@ -328,13 +347,14 @@ def load_student(path_or_hub_id: str | Path, dtype: str = "float32") -> tuple[Mo
     compute_dtype = parse_dtype(dtype)
     folder = _resolve_folder(path_or_hub_id)
     config = _read_config(folder)
-    weights = _load_weights(folder)
-    if "shared.weight" not in weights and "encoder.embed_tokens.weight" in weights:
-        weights["shared.weight"] = weights["encoder.embed_tokens.weight"]
     try:
         args = ModelArgs.from_dict(config)
     except (TypeError, ValueError) as e:
-        raise DistillError(f"{folder / 'config.json'} is not a usable T5 config ({e})") from None
+        raise DistillError(f"{folder / 'config.json'} is not a usable T5 config: {e}; "
+                           "re-download or re-export the model") from None
+    weights = _load_weights(folder)
+    if "shared.weight" not in weights and "encoder.embed_tokens.weight" in weights:
+        weights["shared.weight"] = weights["encoder.embed_tokens.weight"]
     args.separate_lm_head = _has_separate_head(weights)
     model = Model(args)
     weights = model.sanitize(weights)

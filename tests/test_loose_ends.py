@@ -168,3 +168,25 @@ def test_a_student_without_tokenizer_files_is_refused_not_answered_empty(tiny_st
 def test_a_student_config_with_a_nonsensical_size_is_one_line(tiny_student, tmp_path, key, value, words):
     folder = _copy_student(tiny_student, tmp_path / "bad", **{key: value})
     assert_one_line_error(run_cli("ask", folder, "Is a bat a bird?"), "config.json", *words)
+
+
+# ---- item 7: `mlx-distill tui` without a terminal is refused, as the bare command is --------------
+
+
+def test_tui_without_a_terminal_refuses_in_one_line_instead_of_drawing_into_a_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mlx_distill.testing.cli_runner import OPENBLAS, ROOT, CliResult
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    if Path(OPENBLAS).exists():
+        env.setdefault("LD_PRELOAD", OPENBLAS)
+    screen = tmp_path / "screen.txt"
+    with open(screen, "w") as out:  # before the fix: escape codes here until the timeout
+        done = subprocess.run([sys.executable, "-m", "mlx_distill", "tui", "--runs-dir", str(tmp_path)], cwd=ROOT,
+                              env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, text=True,
+                              timeout=90)
+    assert_one_line_error(CliResult(done.returncode, "", done.stderr), "needs a terminal")
+    assert screen.read_text() == ""

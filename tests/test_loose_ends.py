@@ -190,3 +190,87 @@ def test_tui_without_a_terminal_refuses_in_one_line_instead_of_drawing_into_a_fi
                               timeout=90)
     assert_one_line_error(CliResult(done.returncode, "", done.stderr), "needs a terminal")
     assert screen.read_text() == ""
+
+
+# ---- item 12 and "push with huggingface-hub 1.x" ------------------------------------------------
+
+
+def test_push_checks_the_repo_id_before_exporting(run, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_used")  # the hub is never reached: the id is refused first
+    for extra in ((), ("--dry-run",)):
+        assert_one_line_error(run_cli("push", run, "not a repo id!", *extra), "not a hub repo id")
+        assert_one_line_error(run_cli("push", run, "noowner", *extra), "has no owner")
+    assert not (run / "export").exists()  # nothing exported for a push that cannot happen
+
+
+def test_a_dry_run_push_leaves_the_exports_card_as_it_was(run):
+    assert run_cli("export", run).returncode == 0
+    card = run / "export" / "student" / "README.md"
+    before = card.read_text()
+    result = run_cli("push", run, "me/demo-student", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "dry run: would push" in result.stdout and "  README.md  " in result.stdout
+    assert card.read_text() == before
+    assert "me/demo-student" not in before
+
+
+class _RefusingHub:
+    """A stand-in for the hub on 127.0.0.1 (the hub cannot be reached from here) that answers
+    every request 401, as the hub answers a bad token."""
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Refuse(BaseHTTPRequestHandler):
+            def _refuse(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b'{"error": "Invalid credentials in Authorization header"}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _refuse
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_push_needs_no_particular_http_client_of_the_hub_library(run, monkeypatch):
+    """huggingface-hub 1.x uses httpx, 2.x httpx2: push must work when httpx2 cannot be imported."""
+    import sys
+
+    from mlx_distill.share import plan_push, push_folder
+
+    assert run_cli("export", run).returncode == 0
+    plan = plan_push(run / "export" / "student", "me/demo-student")
+    import huggingface_hub.hf_api  # noqa: F401  (loaded before httpx2 is hidden, as 1.x would load httpx)
+
+    monkeypatch.setitem(sys.modules, "httpx2", None)  # `import httpx2` -> ImportError
+    with _RefusingHub() as endpoint:
+        with pytest.raises(DistillError, match=r"refused the token \(401\)"):
+            push_folder(plan, token="hf_bad", endpoint=endpoint)
+
+
+def test_push_to_an_unreachable_hub_is_one_line(run):
+    from mlx_distill.share import plan_push, push_folder
+
+    assert run_cli("export", run).returncode == 0
+    plan = plan_push(run / "export" / "student", "me/demo-student")
+    import socket
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DistillError, match=f"cannot reach the hub at http://127.0.0.1:{port}"):
+        push_folder(plan, token="hf_x", endpoint=f"http://127.0.0.1:{port}")

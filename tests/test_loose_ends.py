@@ -274,3 +274,23 @@ def test_push_to_an_unreachable_hub_is_one_line(run):
         port = probe.getsockname()[1]
     with pytest.raises(DistillError, match=f"cannot reach the hub at http://127.0.0.1:{port}"):
         push_folder(plan, token="hf_x", endpoint=f"http://127.0.0.1:{port}")
+
+
+# ---- item 10 (metrics.json): export and push say which figure is broken, in one line -------------
+
+
+@pytest.mark.parametrize("metrics, words", [
+    ({"student_test_accuracy": 0.7, "exports": []}, ["exports is []", "not an object"]),
+    ({"student_test_accuracy": "high"}, ["student_test_accuracy is \"high\"", "not a number"]),
+    ({"student_test_accuracy": 0.7, "exports": {"student": []}}, ["exports.student is []"]),
+    ({"exports": {"student-8bit-g64": {"bits": 8, "test_accuracy": "x"}}}, ["exports.student-8bit-g64.test_accuracy"]),
+    ({"student_seconds_per_answer": "fast"}, ["student_seconds_per_answer"]),
+    ({"baselines": {"finetune": {"test_accuracy": True}}}, ["baselines.finetune.test_accuracy is true"]),
+    ({"train": 3}, ["train is 3", "not an object"]),
+])
+def test_export_and_push_refuse_a_broken_metrics_json_in_one_line(run, metrics, words):
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    for command in (("export", run), ("export", run, "--quantize", "8"), ("push", run, "me/x", "--dry-run")):
+        assert_one_line_error(run_cli(*command), "metrics.json", *words)
+    assert json.loads((run / "metrics.json").read_text()) == metrics  # left as it was
+    assert not (run / "export").exists()

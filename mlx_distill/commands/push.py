@@ -24,10 +24,11 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.platform import format_bytes
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.share import (EXPORT_DIR, check_repo_id, export_student, find_token, plan_push, push_folder,
-                                   write_model_card)
+                                   read_checked_metrics, write_model_card)
 
     run = Path(args.run)
-    check_repo_id(args.repo_id)  # these two before an export that may take minutes
+    check_repo_id(args.repo_id)  # these before an export that may take minutes
+    read_checked_metrics(run)  # the card is written from it
     if not args.dry_run:
         find_token()
     folder = _existing_export(run / EXPORT_DIR, args.quantize, args.group_size)

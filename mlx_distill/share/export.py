@@ -26,6 +26,7 @@ from mlx_distill.files import check_publish_target, publish_dir, read_jsonl_reco
 from mlx_distill.methods import predict_prompt
 from mlx_distill.pipeline import RunFolder, exported_student, is_run_dir
 from mlx_distill.share.card import write_model_card
+from mlx_distill.share.runmetrics import read_checked_metrics
 from mlx_distill.student import generate, load_student, quantize_student, save_student
 from mlx_distill.train import evaluate
 
@@ -154,6 +155,7 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
     """
     run = RunFolder(Path(run_dir))
     source = run_student(run.path)
+    read_checked_metrics(run.path)  # the card reads it: a broken figure is said before any work
     if group_size is not None and bits is None:
         raise DistillError("--group-size is for a quantized export; add --quantize 4 or --quantize 8")
     if out is not None:  # before minutes of measuring: a user's folder is never replaced
@@ -165,7 +167,7 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
         if bits is None:
             name, quantization = export_name(None, None), None
             final = _export_target(run.path, out, name)
-            metrics = run.read_metrics()
+            metrics = read_checked_metrics(run.path)
             float_figures = StudentFigures(weight_bytes(source), metrics.get("student_seconds_per_answer"),
                                            metrics.get("student_test_accuracy"))
             entry = {"weight_bytes": float_figures.weight_bytes, "dtype": _stored_dtype(source), "measured": time.time()}
@@ -192,7 +194,8 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
             figures = _measure(scratch / "student", config, data.test, scratch / "quantized.jsonl", on_event)
             agreement = _agreement(scratch / "float.jsonl", scratch / "quantized.jsonl")
             result = ExportResult(final, name, quantization, float_figures, figures, agreement)
-            run.update_metrics(exports={**run.read_metrics().get("exports", {}), name: _metrics_entry(result)})
+            run.update_metrics(exports={**read_checked_metrics(run.path).get("exports", {}),
+                                        name: _metrics_entry(result)})
             folder = _publish(scratch / "student", final, run.path, name, move=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -294,3 +294,33 @@ def test_export_and_push_refuse_a_broken_metrics_json_in_one_line(run, metrics, 
         assert_one_line_error(run_cli(*command), "metrics.json", *words)
     assert json.loads((run / "metrics.json").read_text()) == metrics  # left as it was
     assert not (run / "export").exists()
+
+
+# ---- "the quantized export is described as mlx-lm's layout": what loads it, said plainly ---------
+
+
+def test_only_mlx_distill_loads_a_quantized_student_and_the_card_and_help_say_so(run, tiny_student, tmp_path):
+    import warnings
+
+    from transformers import T5ForConditionalGeneration
+
+    from mlx_distill.share import model_card_text
+    from mlx_distill.student import load_student, quantization_of, quantize_student, save_student
+
+    model, tokenizer = load_student(tiny_student)
+    quantize_student(model, 8)
+    folder = save_student(model, tokenizer, tmp_path / "q8")
+    assert quantization_of(load_student(folder)[0]) == {"group_size": 32, "bits": 8, "mode": "affine"}
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="quant_method"):
+        warnings.simplefilter("ignore")
+        T5ForConditionalGeneration.from_pretrained(folder)  # if this ever loads, say so in card, help, README
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["exports"] = {"student-8bit-g32": {"bits": 8, "group_size": 32, "mode": "affine", "weight_bytes": 10,
+                                               "float_weight_bytes": 30, "test_accuracy": 0.7}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    card = model_card_text(run, "me/x", export="student-8bit-g32")
+    assert "Only mlx-distill loads this folder" in card and "transformers refuses" in card
+    assert "mlx-lm's layout" not in card
+    help_text = run_cli("export", "--help").stdout
+    assert "loads only in mlx-distill" in " ".join(help_text.split())

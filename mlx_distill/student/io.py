@@ -1,8 +1,10 @@
 """The T5 student on disk: load and save in the Hugging Face layout, create, quantize, count parameters.
 
 ``load_student`` reads a local folder or a hub id (safetensors, sharded safetensors, or
-``pytorch_model.bin`` through an optional torch), and a quantized student in mlx-lm's layout
-(``quantization`` in config.json; ``scales``/``biases`` beside each packed weight).
+``pytorch_model.bin`` through an optional torch), and a quantized student (MLX affine
+quantization, ``quantization`` in config.json and ``scales``/``biases`` beside each packed weight,
+as mlx-lm names them; only this loader reads a quantized T5: transformers refuses the config and
+mlx-lm has no T5).
 Generation is in `mlx_distill.student.generate`.
 """
 
@@ -457,7 +459,8 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     The folder holds config.json (v4 style), model.safetensors (Hugging Face tensor names),
     the tokenizer files and generation_config.json, so that
     ``transformers.T5ForConditionalGeneration.from_pretrained(out_dir)`` loads it. A quantized
-    model (``quantize_student``) is written in mlx-lm's layout instead, which only MLX reads.
+    model (``quantize_student``) is written with MLX's packed weights instead, which only
+    ``load_student`` reads (not transformers, not mlx-lm).
 
     An existing ``out_dir`` is replaced only when it is a student folder (one this wrote, or a T5
     checkpoint); any other folder or file there is left alone.
@@ -504,7 +507,7 @@ def count_parameters(model: Model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Quantization (MLX affine, in mlx-lm's layout)
+# Quantization (MLX affine; tensors named as mlx-lm names them)
 
 QUANTIZE_BITS = (4, 8)
 GROUP_SIZES = (64, 32)

@@ -531,7 +531,7 @@ _DROPPED = re.compile(
 )
 
 
-# A quantized layer (mlx-lm's layout) keeps `scales` and `biases` beside its packed `weight`.
+# A quantized layer (MLX affine, named as in mlx-lm) keeps `scales` and `biases` beside its packed `weight`.
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
 
 

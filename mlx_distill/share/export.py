@@ -159,7 +159,7 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
     if group_size is not None and bits is None:
         raise DistillError("--group-size is for a quantized export; add --quantize 4 or --quantize 8")
     if out is not None:  # before minutes of measuring: a user's folder is never replaced
-        out = _export_target(run.path, out, "")
+        out = _export_target(run.path, out)
         if out == source.resolve() or source.resolve() in out.parents:
             raise DistillError(f"--out {out} is inside the run's student folder {source}; give a folder outside it")
     config = load_config(run.config_path)
@@ -221,9 +221,9 @@ def _metrics_entry(result: ExportResult) -> dict[str, Any]:
     }
 
 
-def _export_target(run_dir: Path, out: str | Path | None, name: str) -> Path:
-    """Where the export goes (``--out``, or ``RUN/export/NAME``); DistillError (one line) when it is
-    taken by anything but an earlier export."""
+def _export_target(run_dir: Path, out: str | Path | None, name: str | None = None) -> Path:
+    """Where the export goes (``--out``, or else ``RUN/export/NAME``); DistillError (one line) when
+    it is taken by anything but an earlier export."""
     default = out is None
     return check_publish_target(run_dir / EXPORT_DIR / name if default else out, EXPORT_KIND,
                                 "the export folder" if default else "--out", _earlier_export_in(run_dir))
@@ -240,7 +240,7 @@ def _publish(source: Path, final: Path, run_dir: Path, name: str, move: bool = F
         else:
             shutil.copytree(source, temp)
         write_model_card(run_dir, temp, model_ref=str(final.resolve()), export=name)
-        publish_dir(temp, final, kind=EXPORT_KIND, what="--out", accept=_earlier_export_in(run_dir))
+        publish_dir(temp, final, kind=EXPORT_KIND, what="the export folder", accept=_earlier_export_in(run_dir))
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return final

@@ -77,8 +77,8 @@ def find_token() -> str:
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
-    """"Cannot reach the server" errors of the HTTP client huggingface_hub uses: httpx2 (hub 2.x) or
-    httpx (hub 1.x). The hub raises them as they are (its own errors are for HTTP answers)."""
+    """The no-network errors of the HTTP client huggingface_hub uses: httpx2 (hub 2.x) or httpx
+    (hub 1.x). The hub raises them as they are: its own errors are for the answers it gets."""
     errors = []
     for client in ("httpx2", "httpx"):
         try:

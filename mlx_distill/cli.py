@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _has_terminal() -> bool:
+    # The terminal UI needs one: without it, it would write escape codes to a file and never end.
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from mlx_distill.platform import ensure_fast_blas
@@ -55,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_fast_blas(argv)
     parser = build_parser()
     if not argv:
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            # The terminal UI needs a terminal: without one it would write escape codes to a file.
+        if not _has_terminal():
             parser.print_help()
             print("\nno terminal: give a command (the terminal UI needs one)", file=sys.stderr)
             return 2
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "_main", None) is None:
         parser.print_help()
+        return 2
+    if args.command == "tui" and not _has_terminal():
+        print("error: the terminal UI needs a terminal (stdin and stdout); run `mlx-distill tui` in one, "
+              "or use a command such as `mlx-distill run CONFIG`", file=sys.stderr)
         return 2
     try:
         return int(args._main(args) or 0)

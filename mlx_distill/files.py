@@ -2,7 +2,9 @@
 
 - ``write_text_atomic`` / ``write_json_atomic``: a temp file in the same folder, fsync, rename,
   fsync of the folder. A reader sees the old content or the new, never a mix.
-- ``publish_dir``: put a finished folder in place of an old one (the old one is gone only after).
+- ``publish_dir``: put a finished folder in place of an old one (the old one is gone only after);
+  with a ``kind``, only in place of nothing or of an earlier folder of that kind (a marker file
+  says so), never over a user's folder (``check_publish_target`` says so before any work).
 - ``append_jsonl`` / ``JsonlWriter``: append-only JSONL. A torn last line (a writer killed
   mid-line) is healed before the next record, so it never glues to it.
 - ``read_jsonl_lines``: the whole lines of a JSONL file; a torn tail is left out.
@@ -18,8 +20,9 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from mlx_distill.errors import DistillError
 
@@ -67,22 +70,93 @@ def write_jsonl_atomic(path: str | Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def publish_dir(temp: Path, final: Path) -> None:
-    """Move a finished folder ``temp`` to ``final``, replacing what was there.
+# A published folder of a ``kind`` holds this file (hidden: a push leaves it out).
+FOLDER_MARKER = ".mlx-distill-folder"
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """The ``kind`` a folder was published with (``publish_dir(kind=...)``), or None."""
+    try:
+        data = json.loads((Path(folder) / FOLDER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def check_publish_target(final: str | Path, kind: str, what: str,
+                         accept: Callable[[Path], bool] | None = None) -> Path:
+    """Where ``publish_dir(kind=kind)`` may put a folder: a path that does not exist yet, or an
+    earlier folder of the same ``kind`` (its marker file says so), which it replaces.
+
+    Args:
+        final: The folder to publish.
+        kind: What is published, e.g. ``"student export"``.
+        what: How the error names the path, e.g. ``"--out"``.
+        accept: Also replace an unmarked existing folder this says yes to (one written before
+            folders were marked, in a place the caller owns).
+
+    Returns:
+        The absolute path (``.`` and ``..`` resolved, a link kept as the link).
+
+    Raises:
+        DistillError: one line naming the path and the fix: a folder that is not an earlier one
+        of this kind (a user's, the run's own, the current folder), a file, a link, a system tree
+        such as /proc or /dev, a parent that is a file, no permission.
+    """
+    path = Path(final).expanduser()
+    _refuse_system_tree(path, what)
+    absolute = Path(os.path.abspath(path))
+    if absolute.is_symlink():
+        raise DistillError(f"{what} {path} is a link; give a new folder name (nothing was written)")
+    if absolute.exists():
+        if not absolute.is_dir():
+            raise DistillError(f"{what} {path} is a file; give a new folder name (nothing was written)")
+        if folder_kind(absolute) == kind or (accept is not None and accept(absolute)):
+            return absolute
+        raise DistillError(f"{what} {path} is a folder that is not an earlier {kind}, so it is not replaced; "
+                           "give a new folder name (nothing was written)")
+    for parent in absolute.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DistillError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise DistillError(f"cannot write {what} {path}: permission denied; choose another path")
+            break
+    return absolute
+
+
+def publish_dir(temp: Path, final: Path, *, kind: str | None = None, what: str = "folder",
+                accept: Callable[[Path], bool] | None = None) -> Path:
+    """Move a finished folder ``temp`` to ``final``, replacing what was there; return ``final``.
 
     The old folder is first renamed aside and deleted only after the new one is in place, so a
     kill at any moment leaves either the old folder or the new one under ``final`` (or, for a
     moment, the old one beside it as ``.<name>.old``, which the next publish removes).
+
+    Without ``kind`` the caller owns ``final``'s place (a run's own subfolder, a cache entry).
+    With ``kind`` (for a path a user gave), ``temp`` is marked with it and ``final`` must pass
+    ``check_publish_target`` (checked again here, just before replacing).
+
+    Raises:
+        DistillError: with ``kind``, a ``final`` that is not new nor an earlier folder of that kind.
     """
     temp, final = Path(temp), Path(final)
+    if kind is not None:
+        final = check_publish_target(final, kind, what, accept)
+        write_json_atomic(temp / FOLDER_MARKER, {"kind": kind})
     old = final.with_name(f".{final.name}.old")
-    if old.exists():
+    if old.exists() and (kind is None or folder_kind(old) == kind):
         shutil.rmtree(old, ignore_errors=True)
+    if old.exists() or old.is_symlink():  # not ours to delete: step aside under another name
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        old.rmdir()
     if final.exists():
         os.replace(final, old)
     os.replace(temp, final)
     _fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _heal_torn_tail(handle) -> None:

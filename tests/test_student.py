@@ -223,7 +223,7 @@ def test_init_student_is_seeded_and_sized_by_the_tokenizer(loaded):
 def test_save_replaces_an_existing_folder_atomically(loaded, tmp_path):
     model, tokenizer = loaded
     out = tmp_path / "student"
-    out.mkdir()
+    save_student(model, tokenizer, out)  # an earlier student: replaced (any other folder is refused)
     (out / "stale.txt").write_text("old")
     assert save_student(model, tokenizer, out) == out
     assert not (out / "stale.txt").exists()

@@ -16,7 +16,8 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     """--quantize and --group-size (shared with `mlx-distill push`)."""
     parser.add_argument("--quantize", type=int, choices=QUANTIZE_CHOICES, default=None, metavar="{4,8}",
                         help="quantize to 4 or 8 bits with MLX's affine quantization (default: keep float; "
-                             "a quantized student loads in MLX, not in transformers)")
+                             "a quantized student loads only in mlx-distill: ask, serve, chat, load_student; "
+                             "not in transformers or mlx-lm)")
     parser.add_argument("--group-size", type=int, choices=GROUP_SIZE_CHOICES, default=None, metavar="{32,64}",
                         help="weights per quantization group (default: 64, or 32 when a layer's width needs it)")
 

@@ -23,11 +23,14 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.export import print_result
     from mlx_distill.platform import format_bytes
     from mlx_distill.progress import ProgressPrinter
-    from mlx_distill.share import EXPORT_DIR, export_student, find_token, plan_push, push_folder, write_model_card
+    from mlx_distill.share import (EXPORT_DIR, check_repo_id, export_student, find_token, plan_push, push_folder,
+                                   read_checked_metrics, write_model_card)
 
     run = Path(args.run)
+    check_repo_id(args.repo_id)  # these before an export that may take minutes
+    read_checked_metrics(run)  # the card is written from it
     if not args.dry_run:
-        find_token()  # before an export that may take minutes
+        find_token()
     folder = _existing_export(run / EXPORT_DIR, args.quantize, args.group_size)
     if folder is None:
         printer = ProgressPrinter(quiet=args.quiet)
@@ -39,15 +42,16 @@ def main(args: argparse.Namespace) -> int:
         folder = result.folder
     else:
         print(f"pushing the existing export {folder}")
-    plan_push(folder, args.repo_id, args.private)  # checks the repo id before the card names it
-    write_model_card(run, folder, model_ref=args.repo_id, export=folder.name)
-    plan = plan_push(folder, args.repo_id, args.private)
-    if args.dry_run:
+    if args.dry_run:  # the export is left as it is: its card names the repo only when pushed
+        plan = plan_push(folder, args.repo_id, args.private)
         print(f"dry run: would push {len(plan.files)} files ({format_bytes(plan.total_bytes)}) to "
               f"{'a private' if plan.private else 'a public'} repo {plan.repo_id}:")
         for name, size in plan.files:
             print(f"  {name}  {format_bytes(size)}")
+        print(f"(a push first rewrites README.md so that its snippets load {plan.repo_id})")
         return 0
+    write_model_card(run, folder, model_ref=args.repo_id, export=folder.name)
+    plan = plan_push(folder, args.repo_id, args.private)
     url = push_folder(plan)
     print(f"pushed {len(plan.files)} files to {plan.repo_id}: {url}")
     return 0

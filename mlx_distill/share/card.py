@@ -110,9 +110,11 @@ def _snippets(model_ref: str, question: str | None, method: str, quantized: bool
                      f"max_tokens={RATIONALE_MAX_TOKENS})[0])")
     lines += ["```", ""]
     if quantized:
-        lines += [f"transformers cannot load this folder: its weights are MLX affine-quantized "
-                  f"({export['bits']}-bit, group size {export['group_size']}) in mlx-lm's layout. The float "
-                  "export of the same run (`mlx-distill export RUN`) loads in transformers.", ""]
+        lines += [f"Only mlx-distill loads this folder (`load_student` above, `mlx-distill ask`, `mlx-distill serve`): "
+                  f"its weights are MLX affine-quantized ({export['bits']}-bit, group size {export['group_size']}), "
+                  "with `scales` and `biases` beside each packed weight. transformers refuses its quantization "
+                  "config and mlx-lm has no T5 model. The float export of the same run (`mlx-distill export RUN`) "
+                  "loads in transformers.", ""]
     else:
         lines += ["With transformers:", "", "```python",
                   "from transformers import AutoTokenizer, T5ForConditionalGeneration", "",

@@ -22,10 +22,11 @@ from mlx_distill.config import load_config
 from mlx_distill.data import load_task
 from mlx_distill.errors import DistillError
 from mlx_distill.events import Log, OnEvent, ignore_event
-from mlx_distill.files import publish_dir, read_jsonl_records
+from mlx_distill.files import check_publish_target, publish_dir, read_jsonl_records
 from mlx_distill.methods import predict_prompt
 from mlx_distill.pipeline import RunFolder, exported_student, is_run_dir
 from mlx_distill.share.card import write_model_card
+from mlx_distill.share.runmetrics import read_checked_metrics
 from mlx_distill.student import generate, load_student, quantize_student, save_student
 from mlx_distill.train import evaluate
 
@@ -34,6 +35,8 @@ LATENCY_QUESTIONS = 16
 # A quantized student that loses more test accuracy than this (in points) is exported with a warning.
 WARN_ACCURACY_DROP = 0.02
 EXPORT_DIR = "export"
+# The marker an export folder carries: `--out` replaces only a folder marked so (or a new path).
+EXPORT_KIND = "mlx-distill export"
 
 
 @dataclass(frozen=True)
@@ -152,23 +155,29 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
     """
     run = RunFolder(Path(run_dir))
     source = run_student(run.path)
-    config = load_config(run.config_path)
+    read_checked_metrics(run.path)  # the card reads it: a broken figure is said before any work
     if group_size is not None and bits is None:
         raise DistillError("--group-size is for a quantized export; add --quantize 4 or --quantize 8")
+    if out is not None:  # before minutes of measuring: a user's folder is never replaced
+        out = _export_target(run.path, out)
+        if out == source.resolve() or source.resolve() in out.parents:
+            raise DistillError(f"--out {out} is inside the run's student folder {source}; give a folder outside it")
+    config = load_config(run.config_path)
     with run.lock():
         if bits is None:
             name, quantization = export_name(None, None), None
-            metrics = run.read_metrics()
+            final = _export_target(run.path, out, name)
+            metrics = read_checked_metrics(run.path)
             float_figures = StudentFigures(weight_bytes(source), metrics.get("student_seconds_per_answer"),
                                            metrics.get("student_test_accuracy"))
             entry = {"weight_bytes": float_figures.weight_bytes, "dtype": _stored_dtype(source), "measured": time.time()}
             run.update_metrics(exports={**metrics.get("exports", {}), name: entry})
-            folder = _publish(source, out or run.path / EXPORT_DIR / name, run.path, name)
+            folder = _publish(source, final, run.path, name)
             return ExportResult(folder, name, None, float_figures, float_figures)
         model, tokenizer = load_student(source)
         quantization = quantize_student(model, bits, group_size)
         name = export_name(bits, quantization["group_size"])
-        final = Path(out or run.path / EXPORT_DIR / name)
+        final = _export_target(run.path, out, name)
         task = config.task
         data = load_task(task.name, task.data, seed=task.seed, validation_fraction=task.validation_fraction,
                          subsample=task.subsample, columns=task.columns or None,
@@ -185,7 +194,8 @@ def export_student(run_dir: str | Path, out: str | Path | None = None, *, bits: 
             figures = _measure(scratch / "student", config, data.test, scratch / "quantized.jsonl", on_event)
             agreement = _agreement(scratch / "float.jsonl", scratch / "quantized.jsonl")
             result = ExportResult(final, name, quantization, float_figures, figures, agreement)
-            run.update_metrics(exports={**run.read_metrics().get("exports", {}), name: _metrics_entry(result)})
+            run.update_metrics(exports={**read_checked_metrics(run.path).get("exports", {}),
+                                        name: _metrics_entry(result)})
             folder = _publish(scratch / "student", final, run.path, name, move=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -211,9 +221,16 @@ def _metrics_entry(result: ExportResult) -> dict[str, Any]:
     }
 
 
-def _publish(source: Path, final: str | Path, run_dir: Path, name: str, move: bool = False) -> Path:
+def _export_target(run_dir: Path, out: str | Path | None, name: str | None = None) -> Path:
+    """Where the export goes (``--out``, or else ``RUN/export/NAME``); DistillError (one line) when
+    it is taken by anything but an earlier export."""
+    default = out is None
+    return check_publish_target(run_dir / EXPORT_DIR / name if default else out, EXPORT_KIND,
+                                "the export folder" if default else "--out", _earlier_export_in(run_dir))
+
+
+def _publish(source: Path, final: Path, run_dir: Path, name: str, move: bool = False) -> Path:
     """Copy (or move) a student folder to ``final`` with its model card, atomically."""
-    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
@@ -223,10 +240,21 @@ def _publish(source: Path, final: str | Path, run_dir: Path, name: str, move: bo
         else:
             shutil.copytree(source, temp)
         write_model_card(run_dir, temp, model_ref=str(final.resolve()), export=name)
-        publish_dir(temp, final)
+        publish_dir(temp, final, kind=EXPORT_KIND, what="the export folder", accept=_earlier_export_in(run_dir))
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return final
+
+
+def _earlier_export_in(run_dir: Path):
+    """An unmarked folder in the run's own export folder that holds a student: an export written
+    before exports were marked, which may be replaced (a folder anywhere else may not)."""
+    exports = (Path(run_dir) / EXPORT_DIR).resolve()
+
+    def earlier(folder: Path) -> bool:
+        return folder.resolve().parent == exports and (folder / "config.json").is_file()
+
+    return earlier
 
 
 def figures_dict(result: ExportResult) -> dict[str, Any]:
@@ -235,5 +263,5 @@ def figures_dict(result: ExportResult) -> dict[str, Any]:
             "float": asdict(result.float_figures), "exported": asdict(result.figures)}
 
 
-__all__ = ["EXPORT_DIR", "ExportResult", "StudentFigures", "export_name", "export_student",
+__all__ = ["EXPORT_DIR", "EXPORT_KIND", "ExportResult", "StudentFigures", "export_name", "export_student",
            "figures_dict", "run_student", "weight_bytes"]

@@ -9,6 +9,7 @@ belongs to someone else.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,22 +32,32 @@ class PushPlan:
         return sum(size for _, size in self.files)
 
 
-def plan_push(folder: str | Path, repo_id: str, private: bool = False) -> PushPlan:
-    """List what pushing ``folder`` to ``repo_id`` would upload (the dry run); nothing is sent.
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when it is a hub model repo id with an owner (``NAME/REPO``); nothing is sent.
 
     Raises:
-        DistillError: a bad repo id, or a folder that is not an exported student with its card.
+        DistillError: one line with an example of a good id.
     """
     from huggingface_hub.errors import HFValidationError  # huggingface_hub is slow to import
     from huggingface_hub.utils import validate_repo_id
 
-    folder = Path(folder)
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise DistillError(f"{repo_id!r} is not a hub repo id; use NAME/REPO, e.g. yourname/svamp-student") from None
     if "/" not in repo_id:
         raise DistillError(f"{repo_id!r} has no owner; use NAME/REPO, e.g. yourname/{repo_id}")
+    return repo_id
+
+
+def plan_push(folder: str | Path, repo_id: str, private: bool = False) -> PushPlan:
+    """List what pushing ``folder`` to ``repo_id`` would upload (the dry run); nothing is sent.
+
+    Raises:
+        DistillError: a bad repo id, or a folder that is not an exported student with its card.
+    """
+    folder = Path(folder)
+    check_repo_id(repo_id)
     for needed in ("config.json", "README.md"):
         if not (folder / needed).is_file():
             raise DistillError(f"{folder} has no {needed}; export the student first (mlx-distill export RUN)")
@@ -65,6 +76,18 @@ def find_token() -> str:
     return token
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The no-network errors of the HTTP client huggingface_hub uses: httpx2 (hub 2.x) or httpx
+    (hub 1.x). The hub raises them as they are: its own errors are for the answers it gets."""
+    errors = []
+    for client in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(client).TransportError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
 def push_folder(plan: PushPlan, token: str | None = None, endpoint: str | None = None) -> str:
     """Create the repo (if new) and upload the folder; return the commit's URL.
 
@@ -77,11 +100,11 @@ def push_folder(plan: PushPlan, token: str | None = None, endpoint: str | None =
         DistillError: no token, the hub not reachable, the token refused, a repo owned by someone
             else, offline mode on; one line each.
     """
-    import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     token = token or find_token()
+    unreachable = _transport_errors()
     api = HfApi(endpoint=endpoint, token=token)
     where = api.endpoint
     try:
@@ -106,7 +129,7 @@ def push_folder(plan: PushPlan, token: str | None = None, endpoint: str | None =
             raise
         raise DistillError(f"the hub refused {plan.folder / 'README.md'}: "
                            f"{' '.join(str(error).split())}; fix its front matter and push again") from None
-    except httpx2.TransportError as error:  # no network, DNS, refused connection, timeout
+    except unreachable as error:  # no network, DNS, refused connection, timeout
         raise DistillError(f"cannot reach the hub at {where} ({type(error).__name__}); check the network "
                            "and push again") from None
     return str(commit.commit_url)

@@ -1,8 +1,10 @@
 """The T5 student on disk: load and save in the Hugging Face layout, create, quantize, count parameters.
 
 ``load_student`` reads a local folder or a hub id (safetensors, sharded safetensors, or
-``pytorch_model.bin`` through an optional torch), and a quantized student in mlx-lm's layout
-(``quantization`` in config.json; ``scales``/``biases`` beside each packed weight).
+``pytorch_model.bin`` through an optional torch), and a quantized student (MLX affine
+quantization, ``quantization`` in config.json and ``scales``/``biases`` beside each packed weight,
+as mlx-lm names them; only this loader reads a quantized T5: transformers refuses the config and
+mlx-lm has no T5).
 Generation is in `mlx_distill.student.generate`.
 """
 
@@ -23,7 +25,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_distill.errors import DistillError
-from mlx_distill.files import publish_dir
+from mlx_distill.files import check_publish_target, publish_dir
 from mlx_distill.student.t5 import T5_MODEL_TYPES, Model, ModelArgs
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -298,16 +300,35 @@ def _has_separate_head(weights: dict[str, mx.array]) -> bool:
     return shared is None or head.shape != shared.shape or not mx.array_equal(head, shared).item()
 
 
+# Read back through a loaded tokenizer: one without a vocabulary turns it all into <unk> and spaces.
+_VOCABULARY_PROBE = "What is 12 plus 30? The answer is 42."
+
+
 def load_tokenizer(folder: str | Path):
-    """The transformers tokenizer saved in a checkpoint folder."""
+    """The transformers tokenizer saved in a checkpoint folder.
+
+    Raises:
+        DistillError: it cannot be loaded, or it has no vocabulary (a folder without spiece.model
+            or tokenizer.json, where transformers builds a tokenizer that reads every word as
+            unknown and the student would answer empty strings).
+    """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoTokenizer  # transformers takes seconds to import
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError) as e:
         raise DistillError(
             f"cannot load the tokenizer in {folder} ({e}); the folder needs spiece.model or tokenizer.json"
         ) from None
+    except StrictDataclassError as e:  # transformers checks config.json's types while loading it
+        raise DistillError(f"transformers refuses {Path(folder) / 'config.json'} ({' '.join(str(e).split())}); "
+                           "re-download or re-export the model") from None
+    ids = tokenizer(_VOCABULARY_PROBE, add_special_tokens=False)["input_ids"]
+    if not tokenizer.decode([i for i in ids if i != tokenizer.unk_token_id], skip_special_tokens=True).strip():
+        raise DistillError(f"{folder} has no tokenizer vocabulary (no spiece.model or tokenizer.json); copy the "
+                           "tokenizer files of the model it was trained from into it")
+    return tokenizer
 
 
 def load_student(path_or_hub_id: str | Path, dtype: str = "float32") -> tuple[Model, Any]:
@@ -328,13 +349,14 @@ def load_student(path_or_hub_id: str | Path, dtype: str = "float32") -> tuple[Mo
     compute_dtype = parse_dtype(dtype)
     folder = _resolve_folder(path_or_hub_id)
     config = _read_config(folder)
-    weights = _load_weights(folder)
-    if "shared.weight" not in weights and "encoder.embed_tokens.weight" in weights:
-        weights["shared.weight"] = weights["encoder.embed_tokens.weight"]
     try:
         args = ModelArgs.from_dict(config)
     except (TypeError, ValueError) as e:
-        raise DistillError(f"{folder / 'config.json'} is not a usable T5 config ({e})") from None
+        raise DistillError(f"{folder / 'config.json'} is not a usable T5 config: {e}; "
+                           "re-download or re-export the model") from None
+    weights = _load_weights(folder)
+    if "shared.weight" not in weights and "encoder.embed_tokens.weight" in weights:
+        weights["shared.weight"] = weights["encoder.embed_tokens.weight"]
     args.separate_lm_head = _has_separate_head(weights)
     model = Model(args)
     weights = model.sanitize(weights)
@@ -419,20 +441,40 @@ def save_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: di
         raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the weights", str(path)) from None
 
 
+# The marker of a folder save_student wrote: it replaces only such a folder (or an unmarked T5 one).
+STUDENT_KIND = "mlx-distill student"
+
+
+def _is_t5_folder(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") in T5_MODEL_TYPES
+
+
 def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
     """Write the model in the Hugging Face layout, atomically (temp folder, then rename).
 
     The folder holds config.json (v4 style), model.safetensors (Hugging Face tensor names),
     the tokenizer files and generation_config.json, so that
     ``transformers.T5ForConditionalGeneration.from_pretrained(out_dir)`` loads it. A quantized
-    model (``quantize_student``) is written in mlx-lm's layout instead, which only MLX reads.
+    model (``quantize_student``) is written with MLX's packed weights instead, which only
+    ``load_student`` reads (not transformers, not mlx-lm).
+
+    An existing ``out_dir`` is replaced only when it is a student folder (one this wrote, or a T5
+    checkpoint); any other folder or file there is left alone.
 
     Returns:
         The output folder.
+
+    Raises:
+        DistillError: ``out_dir`` is taken by something that is not a student folder.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    place = check_publish_target(out, STUDENT_KIND, "the student folder", _is_t5_folder)
+    place.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{place.name}.tmp-", dir=place.parent))
     try:
         config = model.args.to_config()
         config["torch_dtype"] = config["dtype"] = _DTYPE_NAMES.get(model.dtype, "float32")
@@ -450,7 +492,7 @@ def save_student(model: Model, tokenizer, out_dir: str | Path) -> Path:
         weights = model.export_weights()
         save_safetensors(tmp / "model.safetensors", weights, metadata={"format": "pt" if quantization is None else "mlx"})
         tokenizer.save_pretrained(str(tmp))
-        publish_dir(tmp, out)
+        publish_dir(tmp, out, kind=STUDENT_KIND, what="the student folder", accept=_is_t5_folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -465,7 +507,7 @@ def count_parameters(model: Model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Quantization (MLX affine, in mlx-lm's layout)
+# Quantization (MLX affine; tensors named as mlx-lm names them)
 
 QUANTIZE_BITS = (4, 8)
 GROUP_SIZES = (64, 32)

@@ -69,11 +69,29 @@ class ModelArgs:
             self.scale_decoder_outputs = self.tie_word_embeddings is not False
         if self.separate_lm_head is None:
             self.separate_lm_head = self.tie_word_embeddings is False
+        self._check_values()
         act = self.feed_forward_proj.split("-")
         if len(act) > 2 or (len(act) == 2 and act[0] != "gated"):
             raise ValueError(f"feed_forward_proj {self.feed_forward_proj!r} is not 'ACT' or 'gated-ACT'")
         if act[-1] not in _ACTIVATIONS:
             raise ValueError(f"feed_forward_proj activation {act[-1]!r} is not one of {sorted(_ACTIVATIONS)}")
+
+    def _check_values(self) -> None:
+        """ValueError naming the first key of config.json that no T5 can have (a size of 0, a string)."""
+        for name in _SIZES:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} is {value!r}; it must be a whole number of at least 1")
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name} is {value!r}; it must be a token id below vocab_size {self.vocab_size}")
+        if not _is_real(self.dropout_rate) or not 0 <= self.dropout_rate < 1:
+            raise ValueError(f"dropout_rate is {self.dropout_rate!r}; it must be at least 0 and below 1")
+        if not _is_real(self.layer_norm_epsilon) or not 0 < self.layer_norm_epsilon < 1:
+            raise ValueError(f"layer_norm_epsilon is {self.layer_norm_epsilon!r}; it must be above 0 and below 1")
+        if not isinstance(self.feed_forward_proj, str):
+            raise ValueError(f"feed_forward_proj is {self.feed_forward_proj!r}; it must be 'ACT' or 'gated-ACT'")
 
     @property
     def is_gated(self) -> bool:
@@ -114,6 +132,19 @@ class ModelArgs:
             "decoder_start_token_id": self.decoder_start_token_id,
             "use_cache": True,
         }
+
+
+# The sizes in config.json: each a whole number of at least 1.
+_SIZES = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+          "relative_attention_num_buckets", "relative_attention_max_distance")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_new": nn.gelu_approx, "silu": nn.silu}
@@ -500,7 +531,7 @@ _DROPPED = re.compile(
 )
 
 
-# A quantized layer (mlx-lm's layout) keeps `scales` and `biases` beside its packed `weight`.
+# A quantized layer (MLX affine, named as in mlx-lm) keeps `scales` and `biases` beside its packed `weight`.
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
 
 

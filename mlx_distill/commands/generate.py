@@ -92,8 +92,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"stopped; {summary.done} finished records are kept in {summary.path}. Resume: the same command",
               file=sys.stderr)
         return 130
-    print(f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
-          f"({summary.accept_rate:.0%}), {summary.restating} of them only restate the answer, "
-          f"{summary.parse_failures} parse failures; "
-          f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")
+    print(summary_line(summary))
     return 0
+
+
+def summary_line(summary) -> str:
+    """The line `generate` ends with (``summary``: a ``mlx_distill.teacher.RationaleSummary``)."""
+    thinking = f", {summary.thinking} had <think> blocks stripped" if summary.thinking else ""
+    return (f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
+            f"({summary.accept_rate:.0%}), {summary.restating} of them only restate the answer, "
+            f"{summary.parse_failures} parse failures{thinking}; "
+            f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")

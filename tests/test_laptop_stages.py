@@ -37,19 +37,22 @@ def _train(student: Path, task: Path, out: Path, *flags: str):
                    "--max-eval-examples", "8", "--log-every", "1", *flags)
 
 
+def _assert_held_while_written(fake_mac: FakeMacTools, written: Path, returned: float, said: str) -> None:
+    (span,) = fake_mac.assertions()
+    assert span["args"] == ["-i", "-w", str(os.getpid())]
+    assert span["start"] <= written.stat().st_mtime <= span["end"] <= returned
+    (note,) = fake_mac.notifications()
+    assert said in note
+
+
 def test_generate_holds_the_assertion_while_the_teacher_writes_and_lets_go_after(
         tmp_path, demo_models, small_synthetic_task, fake_mac):
     out = tmp_path / "r.jsonl"
     result = _generate(demo_models["teacher"], small_synthetic_task, out)
-    returned = time.time()
     assert result.returncode == 0, result.stderr
-    (span,) = fake_mac.assertions()
-    assert span["args"] == ["-i", "-w", str(os.getpid())]
     # every record was written while the assertion was held; let go before the command returned
+    _assert_held_while_written(fake_mac, out, time.time(), "mlx-distill generate (r.jsonl) finished")
     assert len(out.read_text().splitlines()) == 4
-    assert span["start"] <= out.stat().st_mtime <= span["end"] <= returned
-    (note,) = fake_mac.notifications()
-    assert "mlx-distill generate (r.jsonl) finished" in note
     assert "MLX memory limit" in result.stderr
 
 
@@ -57,13 +60,10 @@ def test_train_holds_the_assertion_while_training_and_lets_go_after(
         tmp_path, demo_models, small_synthetic_task, fake_mac):
     out = tmp_path / "student-out"
     result = _train(demo_models["student"], small_synthetic_task, out)
-    returned = time.time()
     assert result.returncode == 0, result.stderr
-    (span,) = fake_mac.assertions()
-    predictions = out / "predictions_test.jsonl"  # written by the test evaluation, the stage's last work
-    assert span["start"] <= predictions.stat().st_mtime <= span["end"] <= returned
-    (note,) = fake_mac.notifications()
-    assert "mlx-distill train (student-out) finished" in note
+    # the test predictions are the stage's last work
+    _assert_held_while_written(fake_mac, out / "predictions_test.jsonl", time.time(),
+                               "mlx-distill train (student-out) finished")
 
 
 def test_allow_sleep_and_no_notify_for_the_standalone_stages(tmp_path, demo_models, small_synthetic_task,

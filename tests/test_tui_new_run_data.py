@@ -63,29 +63,19 @@ async def start(pilot) -> None:
     await pilot.pause()
 
 
-async def test_empty_data_for_a_builtin_task_starts_from_its_hub_copy(tmp_path, hf_cache):
+@pytest.mark.parametrize("data", ["", "ChilleD/SVAMP", "hf:ChilleD/SVAMP"])
+async def test_empty_data_or_a_hub_id_starts_from_the_hub_copy(tmp_path, hf_cache, data):
     put_svamp(hf_cache, [svamp_record(i) for i in range(1, 51)])
     starter = ScriptedStarter()
     app = make_app(tmp_path / "runs", starter)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_form(pilot, "svamp", "")
-        assert "hf:ChilleD/SVAMP" in str(screen.query_one("#data-hint", Static).render())
+        screen = await open_form(pilot, "svamp", data)
+        assert "empty: the hub copy hf:ChilleD/SVAMP" in str(screen.query_one("#data-hint", Static).render())
         await start(pilot)
         assert isinstance(app.screen, DashboardScreen), text_of(app, "#form-error")
     run_dir = tmp_path / "runs" / "my-run"
     assert starter.started == [(run_dir, False)]
     assert load_config(run_dir / CONFIG_FILE).task.data == "hf:ChilleD/SVAMP"
-
-
-async def test_a_bare_hub_id_is_read_from_the_hub(tmp_path, hf_cache):
-    put_svamp(hf_cache, [svamp_record(i) for i in range(1, 51)])
-    starter = ScriptedStarter()
-    app = make_app(tmp_path / "runs", starter)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_form(pilot, "svamp", "ChilleD/SVAMP")
-        await start(pilot)
-        assert isinstance(app.screen, DashboardScreen), text_of(app, "#form-error")
-    assert load_config(tmp_path / "runs" / "my-run" / CONFIG_FILE).task.data == "hf:ChilleD/SVAMP"
 
 
 async def test_a_local_file_still_works_and_is_saved_as_an_absolute_path(tmp_path, hf_cache, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlx_distill.config import parse_config
-from mlx_distill.data import TASKS, load_task
+from mlx_distill.data import DEFAULT_DATASETS, HUB_PREFIX, TASKS, default_source, load_task, parse_hub_spec
 from mlx_distill.errors import DistillError
 from mlx_distill.methods import DEFAULT_METHOD, METHODS
 from mlx_distill.platform import format_bytes
@@ -64,16 +64,51 @@ def _check_model(role: str, name: str, choices: Iterable[ModelChoice]) -> None:
         raise DistillError(f"{role} {what} {name} does not exist; give an existing {what} or a hub id")
 
 
+def data_hint(task: str) -> str:
+    """What the data field takes for ``task``, and what leaving it empty reads."""
+    if task in DEFAULT_DATASETS:
+        return (f"empty: the hub copy {default_source(task).spec}, {DEFAULT_DATASETS[task].size}, fetched once\n"
+                f"or a hub id ({HUB_PREFIX}ORG/NAME[:CONFIG][@REV] or ORG/NAME) or a local file or folder")
+    return f"the {task} data: a local file, or a folder of train/validation/test files"
+
+
+def resolve_data(task: str, text: str) -> str:
+    """The ``task.data`` the data field stands for: a hub dataset's ``hf:`` spec (empty: the built-in
+    task's default hub copy) or a local file or folder as an absolute path.
+
+    Raises:
+        DistillError: one line naming the problem: no data for a task without a hub copy, a
+            malformed ``hf:`` id, a hub id for a task that reads local files only, a missing path.
+    """
+    text = text.strip()
+    if not text:
+        if task not in DEFAULT_DATASETS:
+            raise DistillError(f"no data for the {task} task; give its file or folder")
+        return default_source(task).spec
+    hub = parse_hub_spec(text)
+    if hub is not None:
+        if task not in DEFAULT_DATASETS:
+            raise DistillError(f"hub dataset {hub.spec} cannot be read by the {task} task (hub datasets are for "
+                               f"{', '.join(DEFAULT_DATASETS)}); give a local file or folder")
+        return hub.spec
+    path = Path(text).expanduser()
+    if not path.exists():
+        also = f", a hub id ({HUB_PREFIX}ORG/NAME) or nothing for its hub copy" if task in DEFAULT_DATASETS else ""
+        raise DistillError(f"data path {text} does not exist; give the task's data file or folder{also}")
+    return str(path.resolve())
+
+
 def check_form(form: RunForm, choices: Iterable[ModelChoice] = ()) -> list[str]:
     """Every problem with the form as a one-line message (empty when it can start)."""
     choices = list(choices)
     problems = []
     if form.task not in TASKS:
         problems.append(f"task {form.task!r} is unknown; pick one of {', '.join(TASKS)}")
-    if not form.data_path.strip():
-        problems.append("no data path; give the task's data file or folder")
-    elif not Path(form.data_path).expanduser().exists():
-        problems.append(f"data path {form.data_path} does not exist; give the task's data file or folder")
+    else:
+        try:
+            resolve_data(form.task, form.data_path)
+        except DistillError as error:
+            problems.append(str(error))
     if form.method not in METHODS:
         problems.append(f"method {form.method!r} is unknown; pick one of {', '.join(METHODS)}")
     checks = [
@@ -98,7 +133,11 @@ def run_name(form: RunForm, now: float | None = None) -> str:
 
 
 def build_config(form: RunForm, runs_dir: Path | str = "runs", now: float | None = None) -> dict[str, Any]:
-    """The run config (the schema of ``mlx_distill.config``) a new run starts from."""
+    """The run config (the schema of ``mlx_distill.config``) a new run starts from.
+
+    Raises:
+        DistillError: the data field names no usable data (see ``resolve_data``).
+    """
     teacher_used = form.method not in NO_TEACHER_METHODS
     train: dict[str, Any] = {"student": form.student.strip(), "method": form.method, "alpha": float(form.alpha)}
     if not teacher_used:
@@ -108,7 +147,7 @@ def build_config(form: RunForm, runs_dir: Path | str = "runs", now: float | None
         "runs_dir": str(Path(runs_dir).expanduser().resolve()),
         "task": {
             "name": form.task,
-            "data": str(Path(form.data_path).expanduser().resolve()),
+            "data": resolve_data(form.task, form.data_path),
             "subsample": float(form.fraction),
         },
         "teacher": {"enabled": teacher_used, "model": form.teacher.strip()},

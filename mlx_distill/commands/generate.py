@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from mlx_distill.commands.laptop_flags import add_laptop_arguments
 from mlx_distill.methods import FILTERS, TEACHER_BATCH_SIZE
 
 HELP = "Have a teacher LLM write step-by-step rationales for a task (resumable JSONL)."
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
                         help="for jsonl/csv data: your column names, e.g. input=question,label=answer")
     parser.add_argument("--quiet", action="store_true")
+    add_laptop_arguments(parser)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -58,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
     from mlx_distill.commands.stopping import stop_on_signals
     from mlx_distill.data import load_task, parse_columns
     from mlx_distill.files import check_output_file
+    from mlx_distill.commands.laptop_flags import laptop_settings
+    from mlx_distill.machine import laptop_stage
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.teacher import check_teacher, generate_rationales
 
@@ -69,22 +74,32 @@ def main(args: argparse.Namespace) -> int:
     examples = getattr(data, args.split)
     printer = ProgressPrinter(quiet=args.quiet)
     try:
-        with stop_on_signals() as should_stop:
+        out = Path(args.out)
+        # Awake while the teacher works, paused on a low battery, MLX's memory limit, a word at the end.
+        with stop_on_signals() as should_stop, laptop_stage(
+                laptop_settings(args), "teacher", f"mlx-distill generate ({out.name})",
+                out.with_name(out.name + ".continue"), printer, should_stop) as (on_event, stage_stop):
             summary = generate_rationales(
                 examples, args.task, args.teacher, args.out, batch_size=args.batch_size,
                 max_tokens=args.max_tokens, filter=args.filter, limit=args.limit, prompt_file=args.prompt_file,
                 rationalize=args.rationalize, samples=args.samples, quantize=args.quantize,
                 precision=args.precision, prefix_cache=not args.no_prefix_cache,
-                reject_restating=args.reject_restating, on_event=printer,
-                should_stop=should_stop)
+                reject_restating=args.reject_restating, on_event=on_event,
+                should_stop=stage_stop)
     finally:
         printer.close()
     if summary.stopped:
         print(f"stopped; {summary.done} finished records are kept in {summary.path}. Resume: the same command",
               file=sys.stderr)
         return 130
-    print(f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
-          f"({summary.accept_rate:.0%}), {summary.restating} of them only restate the answer, "
-          f"{summary.parse_failures} parse failures; "
-          f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")
+    print(summary_line(summary))
     return 0
+
+
+def summary_line(summary) -> str:
+    """The line `generate` ends with (``summary``: a ``mlx_distill.teacher.RationaleSummary``)."""
+    thinking = f", {summary.thinking} had <think> blocks stripped" if summary.thinking else ""
+    return (f"{summary.done}/{summary.total} examples in {summary.path}: {summary.accepted} accepted "
+            f"({summary.accept_rate:.0%}), {summary.restating} of them only restate the answer, "
+            f"{summary.parse_failures} parse failures{thinking}; "
+            f"{summary.generated_tokens} tokens generated at {summary.generation_tps:.1f} tok/s")

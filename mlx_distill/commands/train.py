@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from mlx_distill.commands.laptop_flags import add_laptop_arguments
+
 HELP = "Train a T5 student with distilling step-by-step (or a baseline) and export the best one."
 
 
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
                         help="for jsonl/csv data: your column names, e.g. input=question,label=answer")
     parser.add_argument("--quiet", action="store_true", help="print only results and errors")
+    add_laptop_arguments(parser)
     # Every TrainConfig field is a flag; default None tells "not given" from "given".
     for field in dataclasses.fields(TrainConfig):
         help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
@@ -58,9 +61,12 @@ def resume_command(argv: list[str]) -> str:
 def main(args: argparse.Namespace) -> int:
     import dataclasses as dc
 
+    from mlx_distill.commands.laptop_flags import laptop_settings
     from mlx_distill.commands.stopping import stop_on_signals
     from mlx_distill.data import load_rationales, load_task, parse_columns
     from mlx_distill.errors import DistillError
+    from mlx_distill.files import prepare_output_dir
+    from mlx_distill.machine import CONTINUE_FILE, laptop_stage
     from mlx_distill.progress import ProgressPrinter
     from mlx_distill.student import check_student, load_student
     from mlx_distill.train import evaluate, train
@@ -79,16 +85,21 @@ def main(args: argparse.Namespace) -> int:
         if rationales is None and not config.human_rationales:
             # Without --human-rationales the dataset's own rationales are not trained on.
             task_data = dc.replace(task_data, train=[dc.replace(e, rationale=None) for e in task_data.train])
-        with stop_on_signals() as should_stop:
+        # Before the laptop side clears the continue file in it (train checks it the same way).
+        prepare_output_dir(args.out, "the training output folder")
+        # Awake while training and testing, paused on a low battery, MLX's memory limit, a word at the end.
+        with stop_on_signals() as should_stop, laptop_stage(
+                laptop_settings(args), "train", f"mlx-distill train ({Path(args.out).name})",
+                Path(args.out) / CONTINUE_FILE, printer, should_stop) as (on_event, stage_stop):
             result = train(args.student, task_data, rationales, config, args.out, resume=args.resume,
-                           on_event=printer, should_stop=should_stop)
+                           on_event=on_event, should_stop=stage_stop)
             test = None
             if not result.stopped and task_data.test:
                 model, tokenizer = load_student(result.student_dir)
                 test = evaluate(model, tokenizer, task_data.task, task_data.test, batch_size=config.eval_batch_size,
                                 max_tokens=config.answer_max_tokens,
                                 predictions_path=Path(args.out) / "predictions_test.jsonl", method=config.method,
-                                split="test", on_event=printer)
+                                split="test", on_event=on_event)
     finally:
         printer.close()
     if result.stopped:

@@ -19,11 +19,12 @@ from mlx_distill.machine.memory import (
 from mlx_distill.machine.notify import notification_available, notify
 from mlx_distill.machine.report import laptop_lines
 from mlx_distill.machine.power import CONTINUE_FILE, BatteryPause, PowerStatus, parse_pmset_batt, power_status
+from mlx_distill.machine.stage import laptop_stage
 from mlx_distill.machine.tools import FORCE_MACOS, TOOLS, find_tool, is_macos, missing_tools
 
 __all__ = [
     "BatteryPause", "CONTINUE_FILE", "FORCE_MACOS", "KeepAwake", "LaptopRun", "MemoryPlan", "PowerStatus",
     "TOOLS", "device_info", "find_tool", "is_macos", "laptop_lines", "memory_limit", "memory_plan", "missing_tools",
     "model_memory_budget", "notification_available", "notify", "parse_pmset_batt", "power_status",
-    "prefill_step_size",
+    "prefill_step_size", "laptop_stage",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
@@ -13,7 +14,7 @@ from textual.worker import get_current_worker
 from mlx_distill.errors import DistillError
 from mlx_distill.data import TASKS
 from mlx_distill.methods import DEFAULT_METHOD, METHODS
-from mlx_distill.tui.run_form import RunForm, build_config, check_config, check_form
+from mlx_distill.tui.run_form import RunForm, build_config, check_config, check_form, data_hint
 
 
 def _row(label: str, *widgets, row_id: str | None = None) -> Horizontal:
@@ -34,8 +35,9 @@ class NewRunScreen(Screen):
             yield _row(
                 "Task",
                 Select([(t, t) for t in TASKS], value="svamp", allow_blank=False, id="task"),
-                Input(placeholder="data: the task's file or folder", id="data-path"),
+                Input(placeholder="data: empty, a hub id or a file/folder", id="data-path"),
             )
+            yield _row("", Static(self._hint("svamp"), id="data-hint"))
             yield _row("Teacher", Select(teachers, prompt="catalog teacher", id="teacher-select"))
             yield _row("", Input(placeholder="…or a hub id / local folder", id="teacher-input"))
             yield _row("Student", Select(students, prompt="catalog student", id="student-select"))
@@ -58,6 +60,15 @@ class NewRunScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#form").border_title = "New run"
 
+    @staticmethod
+    def _hint(task: str) -> str:
+        return f"[dim]{escape(data_hint(task))}[/]"
+
+    @on(Select.Changed, "#task")
+    def show_data_hint(self, event: Select.Changed) -> None:
+        if event.value in TASKS:
+            self.query_one("#data-hint", Static).update(self._hint(str(event.value)))
+
     def form(self) -> RunForm:
         def text(selector: str) -> str:
             return self.query_one(selector, Input).value.strip()
@@ -65,7 +76,7 @@ class NewRunScreen(Screen):
         def picked(select_id: str, input_id: str) -> str:
             typed = text(input_id)
             value = self.query_one(select_id, Select).value
-            return typed or ("" if value is Select.BLANK else str(value))
+            return typed or ("" if value is Select.NULL else str(value))
 
         return RunForm(
             task=str(self.query_one("#task", Select).value),
@@ -103,11 +114,11 @@ class NewRunScreen(Screen):
     @work(thread=True, group="check-data", exclusive=True, exit_on_error=False)
     def check_and_start(self, form: RunForm) -> None:
         """Check the config and parse the data off the UI thread (large files take a while)."""
-        config = build_config(form, self.app.runs_dir)
         try:
+            config = build_config(form, self.app.runs_dir)
             summary, problem = check_config(config), ""
         except DistillError as error:
-            summary, problem = "", str(error)
+            config, summary, problem = {}, "", str(error)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._checked, config, problem, summary)
 

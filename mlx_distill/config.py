@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("float32", "bfloat16")
+LABEL_FALLBACKS = ("drop", "gold")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -80,6 +81,8 @@ class TrainConfig:
     method: str = _help("step-by-step | finetune (gold labels) | distill (teacher labels) | cot (rationale then answer)", DEFAULT_METHOD)
     alpha: float = _help("weight of the label loss; the rationale loss gets 1 - alpha (step-by-step)", 0.5)
     label_source: str = _help("gold | teacher: where step-by-step labels come from", "gold")
+    label_fallback: str = _help("drop | gold: a row whose teacher gave no usable answer, when labels come from the "
+                                "teacher (label_source = teacher, distill), is dropped or takes its gold label", "drop")
     human_rationales: bool = _help("take rationales from the dataset (Example.rationale) even when a rationale file is given", False)
     optimizer: str = _help("adamw | adafactor", "adamw")
     lr: float = _help("peak learning rate (5e-5 for pretrained T5; about 1e-3 for a tiny model from scratch)", 5e-5)
@@ -120,7 +123,8 @@ class TrainConfig:
 
         for item in dataclasses.fields(self):
             check_type(key(item.name), getattr(self, item.name), item.type)
-        choices = {"method": METHODS, "label_source": LABEL_SOURCES, "optimizer": OPTIMIZERS,
+        choices = {"method": METHODS, "label_source": LABEL_SOURCES, "label_fallback": LABEL_FALLBACKS,
+                   "optimizer": OPTIMIZERS,
                    "schedule": SCHEDULES, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -162,9 +166,22 @@ class TrainSection:
         return dataclasses.replace(self.trainer, method=method or self.trainer.method)
 
     @property
+    def trained_methods(self) -> list[str]:
+        """Every method this run trains: its own and its baselines'."""
+        return list(dict.fromkeys([self.method, *self.baselines]))
+
+    @property
     def uses_teacher(self) -> bool:
-        """Whether training reads the teacher's records (rationales or labels)."""
-        return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
+        """Whether training reads the teacher's records (rationales or labels) for any method it trains."""
+
+        def reads_teacher(method: str) -> bool:
+            if method == "distill":
+                return True
+            if method not in RATIONALE_METHODS:  # finetune: gold labels only
+                return False
+            return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
+
+        return any(reads_teacher(m) for m in self.trained_methods)
 
 
 # Trainer keys the TOML does not take: derived from other keys.
@@ -194,6 +211,11 @@ class RunConfig:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether any stage loads the teacher: training reads its output, or it answers the test split."""
+        return self.teacher.enabled and (self.train.uses_teacher or self.teacher.evaluate_test)
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",

@@ -202,10 +202,10 @@ def _preflight_models(config: RunConfig) -> None:
     """Open (not load) both models and refuse at once one that is broken, of the wrong kind or too
     large for this machine: before any folder is made, not hours later when its stage starts."""
     check_student(resolve_model(config.train.student))
-    if config.teacher.enabled:
+    if config.needs_teacher:  # a run that reads no teacher output never loads one
         check_teacher(resolve_model(config.teacher.model))
     catalog = load_catalog()
-    checks = [(config.train.student, "student")] + ([(config.teacher.model, "teacher")] if config.teacher.enabled else [])
+    checks = [(config.train.student, "student")] + ([(config.teacher.model, "teacher")] if config.needs_teacher else [])
     for name, role in checks:
         model = catalog.find(name)
         if model is None or fits_in_memory(model):
@@ -240,6 +240,9 @@ def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEven
     teacher = config.teacher
     if not teacher.enabled:
         return "teacher disabled in the config"
+    if not config.needs_teacher:
+        return (f"skipped: training reads no teacher output (train.method = {config.train.method}, "
+                f"rationale_source = {config.train.rationale_source})")
     # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
     # exemplar_pool: the worked exemplars of a task without a built-in prompt come from the training
     # rows, whatever split is asked and however the rows are sharded over ranks.

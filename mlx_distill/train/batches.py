@@ -36,8 +36,9 @@ class TargetStats:
     examples: int
     with_rationale: int
     teacher_labels: int  # labels taken from the teacher's answers
-    gold_fallbacks: int  # label_source=teacher but no usable teacher answer: gold used
-    dropped: int  # no usable label at all
+    gold_fallbacks: int  # teacher labels asked, no usable teacher answer, label_fallback=gold: gold used
+    dropped: int  # no usable label (teacher labels asked and label_fallback=drop, or no gold label)
+    no_teacher_answer: int = 0  # teacher labels asked but the teacher gave no usable answer
 
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
@@ -70,6 +71,7 @@ def build_texts(
     rationales: Mapping[str, Any] | None = None,
     use_human_rationales: bool = False,
     alpha: float = 0.5,
+    label_fallback: str = "drop",
 ) -> tuple[list[TrainText], TargetStats]:
     """Turn examples into the rows a method trains on.
 
@@ -80,6 +82,9 @@ def build_texts(
         rationales: teacher records by example id (``mlx_distill.data.load_rationales``).
         use_human_rationales: take the rationale from ``Example.rationale`` instead.
         alpha: the label weight; with ``alpha == 1`` no rationale row is built at all.
+        label_fallback: with teacher labels, a row whose teacher gave no usable answer is
+            dropped (``drop``, so no gold label enters a teacher-labelled run) or takes its gold
+            label (``gold``).
 
     Returns:
         The rows and counts of what was used.
@@ -88,6 +93,8 @@ def build_texts(
         raise DistillError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if label_source not in LABEL_SOURCES:
         raise DistillError(f"unknown label source {label_source!r}; use gold or teacher")
+    if label_fallback not in ("drop", "gold"):
+        raise DistillError(f"unknown label fallback {label_fallback!r}; use drop or gold")
     rationales = rationales or {}
     if method == "distill":
         label_source = "teacher"
@@ -103,7 +110,7 @@ def build_texts(
         )
 
     rows: list[TrainText] = []
-    with_rationale = teacher_labels = gold_fallbacks = dropped = 0
+    with_rationale = teacher_labels = gold_fallbacks = dropped = no_answer = 0
     for example in examples:
         record = rationales.get(example.id)
         label = example.label
@@ -111,8 +118,12 @@ def build_texts(
             answer = teacher_answer(record)
             if answer is not None:
                 label, teacher_labels = answer, teacher_labels + 1
-            elif label:
-                gold_fallbacks += 1
+            else:
+                no_answer += 1
+                if label_fallback == "drop":
+                    label = ""
+                elif label:
+                    gold_fallbacks += 1
         if not label:
             dropped += 1
             continue
@@ -128,8 +139,9 @@ def build_texts(
         else:
             rows.append(TrainText(example.id, example.input, label, rationale))
     if not rows:
-        raise DistillError("no training example has a usable label; check the data file and --label-source")
-    stats = TargetStats(len(rows), with_rationale, teacher_labels, gold_fallbacks, dropped)
+        fix = " or --label-fallback gold" if no_answer else ""
+        raise DistillError(f"no training example has a usable label; check the data file and --label-source{fix}")
+    stats = TargetStats(len(rows), with_rationale, teacher_labels, gold_fallbacks, dropped, no_answer)
     return rows, stats
 
 

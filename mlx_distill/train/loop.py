@@ -116,6 +116,9 @@ def train(
 def check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
     """Raise DistillError if a checkpoint was written with settings that change the result."""
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    # A key added after the checkpoint was written counts as unchanged while it is at its default.
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     changed = sorted(k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
@@ -223,12 +226,17 @@ class Trainer:
             rationales=self.rationales or {},
             use_human_rationales=self.rationales is None or config.human_rationales,
             alpha=config.alpha,
+            label_fallback=config.label_fallback,
         )
         message = f"{stats.examples} training examples, {stats.with_rationale} with a rationale"
-        if stats.teacher_labels or stats.gold_fallbacks:
-            message += f", {stats.teacher_labels} teacher labels ({stats.gold_fallbacks} gold fallbacks)"
+        if stats.teacher_labels or stats.no_teacher_answer:
+            message += f", {stats.teacher_labels} teacher labels"
+            if stats.gold_fallbacks:
+                message += f" ({stats.gold_fallbacks} gold labels where the teacher gave no answer)"
         if stats.dropped:
             message += f", {stats.dropped} dropped without a label"
+            if stats.no_teacher_answer and not stats.gold_fallbacks:
+                message += " (no teacher answer; label_fallback = \"gold\" keeps them with gold labels)"
         self.emit(Log(message=message))
         self.rows = tokenize_rows(
             self.tokenizer, texts, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens

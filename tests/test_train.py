@@ -181,7 +181,8 @@ def test_rows_per_method_and_label_sources():
     }
     rows, stats = build_texts(examples, "step-by-step", rationales=records)
     assert [(r.target, r.rationale) for r in rows] == [("yes", "teacher a"), ("no", None), ("no", None)]
-    rows, stats = build_texts(examples, "step-by-step", rationales=records, label_source="teacher")
+    rows, stats = build_texts(examples, "step-by-step", rationales=records, label_source="teacher",
+                              label_fallback="gold")
     assert [r.target for r in rows] == ["yes", "yes", "no"] and stats.gold_fallbacks == 1
     rows, _ = build_texts(examples, "distill", rationales=records)
     assert [(r.target, r.rationale) for r in rows] == [("yes", None), ("yes", None), ("no", None)]

@@ -185,7 +185,7 @@ def test_rows_per_method_and_label_sources():
                               label_fallback="gold")
     assert [r.target for r in rows] == ["yes", "yes", "no"] and stats.gold_fallbacks == 1
     rows, _ = build_texts(examples, "distill", rationales=records)
-    assert [(r.target, r.rationale) for r in rows] == [("yes", None), ("yes", None), ("no", None)]
+    assert [(r.target, r.rationale) for r in rows] == [("yes", None), ("yes", None)]  # c: no teacher answer
     rows, _ = build_texts(examples, "cot", rationales=records)
     assert rows[0].target == "teacher a So the answer is yes" and rows[1].target == "So the answer is no"
     assert parse_cot_answer(rows[0].target) == "yes"

@@ -72,6 +72,7 @@ class TeacherConfig:
     limit: int = 0
     evaluate_test: bool = False
     reject_restating: bool = False
+    keep_restating: bool = False
 
 
 @dataclass
@@ -84,6 +85,8 @@ class TrainConfig:
     label_fallback: str = _help("drop | gold: a row whose teacher gave no usable answer, when labels come from the "
                                 "teacher (label_source = teacher, distill), is dropped or takes its gold label", "drop")
     human_rationales: bool = _help("take rationales from the dataset (Example.rationale) even when a rationale file is given", False)
+    keep_restating: bool = _help("train the explain: task on teacher rationales that only restate the answer too "
+                                 "(default: they are left out; their labels are kept)", False)
     optimizer: str = _help("adamw | adafactor", "adamw")
     lr: float = _help("peak learning rate (5e-5 for pretrained T5; about 1e-3 for a tiny model from scratch)", 5e-5)
     weight_decay: float = _help("decoupled weight decay", 0.0)
@@ -185,7 +188,7 @@ class TrainSection:
 
 
 # Trainer keys the TOML does not take: derived from other keys.
-_DERIVED_TRAIN_KEYS = {"human_rationales"}
+_DERIVED_TRAIN_KEYS = {"human_rationales", "keep_restating"}
 
 
 @dataclass
@@ -312,6 +315,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     trainer_values.setdefault("seed", task.seed)
     train.trainer = _section(TrainConfig, trainer_values, "train", source)
     train.trainer.human_rationales = train.rationale_source == "human"
+    train.trainer.keep_restating = teacher.keep_restating
 
     if not task.name:
         raise DistillError(f"{source}: missing 'task.name'; one of: {', '.join(TASKS)}")

@@ -42,12 +42,16 @@ _LATER_TEACHER_KEYS = {"reject_restating": False}
 def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
     """The config values (and data file sizes) each stage's result depends on, by stage."""
     data = {"task": dataclasses.asdict(config.task), "files": _files_signature(config.task.data)}
+    # keep_restating changes what training takes from the records, not the records: a train input.
     teacher = {k: v for k, v in dataclasses.asdict(config.teacher).items()
-               if k != "evaluate_test" and not (k in _LATER_TEACHER_KEYS and v == _LATER_TEACHER_KEYS[k])}
+               if k not in ("evaluate_test", "keep_restating")
+               and not (k in _LATER_TEACHER_KEYS and v == _LATER_TEACHER_KEYS[k])}
     defaults = TrainConfig().to_dict()
     # Trainer keys left at their defaults are left out, so adding a setting to TrainConfig does not
     # make every earlier run look changed.
     train = {k: v for k, v in config.to_dict()["train"].items() if k not in defaults or v != defaults[k]}
+    if config.teacher.keep_restating:
+        train["keep_restating"] = True
     uses_teacher = config.teacher.enabled and config.train.uses_teacher
     inputs = {
         "data": data,

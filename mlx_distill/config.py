@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("float32", "bfloat16")
+# validation: train the candidates and export the one best on validation; none: export the configured method.
+SELECTIONS = ("validation", "none")
 LABEL_FALLBACKS = ("drop", "gold")
 
 
@@ -157,7 +159,9 @@ class TrainConfig:
 class TrainSection:
     student: str = ""
     rationale_source: str = "teacher"
-    baselines: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=lambda: ["finetune"])
+    select: str = "validation"
+    alphas: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     trainer: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -172,6 +176,15 @@ class TrainSection:
     def trained_methods(self) -> list[str]:
         """Every method this run trains: its own and its baselines'."""
         return list(dict.fromkeys([self.method, *self.baselines]))
+
+    @property
+    def candidate_alphas(self) -> list[float]:
+        """The α values the configured method is trained at: ``alphas`` and ``alpha`` when
+        step-by-step is chosen on validation, else ``alpha`` alone."""
+        alpha = self.trainer.alpha
+        if self.select != "validation" or self.method != "step-by-step" or alpha >= 1.0:
+            return [alpha]
+        return sorted({alpha, *self.alphas})
 
     @property
     def uses_teacher(self) -> bool:
@@ -222,7 +235,8 @@ class RunConfig:
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-               "list[str]": "a list of strings", "dict[str, str]": "a table of strings"}
+               "list[str]": "a list of strings", "list[float]": "a list of numbers",
+               "dict[str, str]": "a table of strings"}
 
 
 def check_type(key: str, value: Any, annotation: Any) -> None:
@@ -235,6 +249,8 @@ def check_type(key: str, value: Any, annotation: Any) -> None:
         "str": lambda v: isinstance(v, str),
         "bool": lambda v: isinstance(v, bool),
         "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+        "list[float]": lambda v: isinstance(v, list) and all(isinstance(i, (int, float)) and not isinstance(i, bool)
+                                                             for i in v),
         "dict[str, str]": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
     }.get(kind)
     if ok is not None and not ok(value):
@@ -253,6 +269,8 @@ def _section(cls, data: Any, where: str, source: str, skip: frozenset[str] = fro
             )
         check_type(f"{source}: {where}.{key}", value, known[key].type)
         values[key] = float(value) if known[key].type == "float" else value
+        if known[key].type == "list[float]":
+            values[key] = [float(v) for v in value]
     return cls(**values)
 
 
@@ -343,6 +361,10 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     for baseline in train.baselines:
         if baseline not in METHODS:
             raise DistillError(f"{source}: unknown method '{baseline}' in train.baselines; one of {', '.join(METHODS)}")
+    if train.select not in SELECTIONS:
+        raise DistillError(f"{source}: train.select must be one of {', '.join(SELECTIONS)}, got '{train.select}'")
+    if not train.alphas or not all(math.isfinite(a) and 0.0 <= a <= 1.0 for a in train.alphas):
+        raise DistillError(f"{source}: train.alphas {train.alphas} must be a non-empty list of numbers between 0 and 1")
     if train.rationale_source not in RATIONALE_SOURCES:
         raise DistillError(
             f"{source}: train.rationale_source must be one of {', '.join(RATIONALE_SOURCES)}, "

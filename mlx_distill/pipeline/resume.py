@@ -109,7 +109,7 @@ def discard_from(folder: RunFolder, stage: str, baselines: list[str]) -> None:
     """Forget ``stage`` and every later stage, deleting their outputs (``--redo``)."""
     outputs = {
         "teacher": [folder.rationales_path, folder.teacher_test_path],
-        "train": [folder.train_dir] + [folder.baseline_dir(m) for m in baselines],
+        "train": [folder.train_dir, folder.candidates_dir] + [folder.baseline_dir(m) for m in baselines],
         "evaluate": [folder.predictions_path],
         "export": [folder.student_dir],
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from mlx_distill.share import model_card_text
 from mlx_distill.testing.cli_runner import run_cli
 from mlx_distill.train import choose, plan_candidates, verdict
 
@@ -123,3 +124,13 @@ def test_choice_rules():
     assert verdict(0.05, 0.01, 0.09).startswith("The teacher's rationales helped by 5.0 points")
     assert verdict(-0.05, -0.09, -0.01).startswith("The teacher's rationales cost 5.0 points")
     assert verdict(0.01, -0.03, 0.05).startswith("The teacher's rationales made no measurable difference (+1.0 points")
+
+
+def test_the_model_card_says_which_candidate_it_is_and_why(payoff_run):
+    run, _ = payoff_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    [chosen] = [c for c in metrics["candidates"] if c["chosen"]]
+    card = model_card_text(run, "you/student")
+    assert "## Why this student" in card and f"| {chosen['label']} **(this student)** |" in card
+    assert metrics["payoff"]["verdict"] in card
+    assert f"| method | {chosen['method']}" in card

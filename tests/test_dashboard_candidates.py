@@ -97,17 +97,21 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     time.tzset()
 
 
-def test_dashboard_of_a_finished_run_with_candidates(snap_compare, runs_dir):
+@pytest.mark.parametrize("size", [(100, 36), (80, 24)], ids=["100x36", "80x24"])
+def test_dashboard_of_a_finished_run_with_candidates(snap_compare, runs_dir, size):
     run = make_run(runs_dir, "demo", events=candidate_events(), accuracy=0.84)
     app = DistillApp(runs_dir, run_dir=run, chat_backend=EchoBackend(), starter=ScriptedStarter(),
                      available_memory=lambda: 16_000_000_000, poll_interval=60, show_timing=False)
     app.animation_level = "none"
-    assert snap_compare(app, terminal_size=(100, 36))
+    assert snap_compare(app, terminal_size=size)
 
 
-def test_dashboard_with_candidates_at_80x24(snap_compare, runs_dir):
-    run = make_run(runs_dir, "demo", events=candidate_events(), accuracy=0.84)
-    app = DistillApp(runs_dir, run_dir=run, chat_backend=EchoBackend(), starter=ScriptedStarter(),
-                     available_memory=lambda: 16_000_000_000, poll_interval=60, show_timing=False)
-    app.animation_level = "none"
-    assert snap_compare(app, terminal_size=(80, 24))
+def test_mid_run_the_panel_names_the_candidate_training_now():
+    state = DashboardState()
+    events = candidate_events()
+    second = next(i for i, e in enumerate(events) if getattr(e, "candidate", "") == "step-by-step-a0.5")
+    for event in events[: second + 5]:
+        state.apply(event)
+    assert state.train_text() == "step-by-step α0.5 · step 4/30"
+    rows = state.accuracy_text().splitlines()
+    assert rows[0].split() == ["step-by-step", "α0.3", "80%", "—"] and rows[1].startswith("▸ step-by-step α0.5")

@@ -75,6 +75,11 @@ class CandidateProgress:
             self.best_validation = event
 
 
+def _shown(name: str) -> property:
+    """A read-only attribute of the candidate the dashboard shows (``DashboardState.shown``)."""
+    return property(lambda self: getattr(self.shown, name))
+
+
 @dataclass
 class DashboardState:
     """Everything the run dashboard needs, updated one event at a time."""
@@ -242,41 +247,16 @@ class DashboardState:
         name = self.chosen if self.chosen in self.candidates and not self.running else self.current
         return self.candidates.get(name) or CandidateProgress("")
 
-    @property
-    def train(self) -> ev.TrainStep | None:
-        return self.shown.train
-
-    @property
-    def steps(self) -> list[int]:
-        return self.shown.steps
-
-    @property
-    def label_losses(self) -> list[float]:
-        return self.shown.label_losses
-
-    @property
-    def rationale_steps(self) -> list[int]:
-        return self.shown.rationale_steps
-
-    @property
-    def rationale_losses(self) -> list[float]:
-        return self.shown.rationale_losses
-
-    @property
-    def eval_steps(self) -> list[int]:
-        return self.shown.eval_steps
-
-    @property
-    def eval_accuracies(self) -> list[float]:
-        return self.shown.eval_accuracies
-
-    @property
-    def best_validation(self) -> ev.EvalResult | None:
-        return self.shown.best_validation
-
-    @property
-    def test(self) -> ev.EvalResult | None:
-        return self.shown.test
+    # The shown candidate's figures, under the names a lone run's state always had.
+    train = _shown("train")
+    steps = _shown("steps")
+    label_losses = _shown("label_losses")
+    rationale_steps = _shown("rationale_steps")
+    rationale_losses = _shown("rationale_losses")
+    eval_steps = _shown("eval_steps")
+    eval_accuracies = _shown("eval_accuracies")
+    best_validation = _shown("best_validation")
+    test = _shown("test")
 
     def train_text(self, show_eta: bool = True) -> str:
         s = self.train

@@ -112,6 +112,6 @@ def test_mid_run_the_panel_names_the_candidate_training_now():
     second = next(i for i, e in enumerate(events) if getattr(e, "candidate", "") == "step-by-step-a0.5")
     for event in events[: second + 5]:
         state.apply(event)
-    assert state.train_text() == "step-by-step α0.5 · step 4/30"
+    assert state.train_text() == "step-by-step α0.5 · step 5/30"
     rows = state.accuracy_text().splitlines()
     assert rows[0].split() == ["step-by-step", "α0.3", "80%", "—"] and rows[1].startswith("▸ step-by-step α0.5")

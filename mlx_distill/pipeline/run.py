@@ -341,7 +341,8 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     _report_memory("train", emit)
     chosen, reason = choose(candidates, {name: r.get("best_validation_accuracy") for name, r in results.items()},
                             by_validation=config.train.select == "validation")
-    emit(CandidateChosen(candidate=chosen.name, label=chosen.label, reason=reason))
+    if distributed.is_main():  # the other ranks have no validation scores; rank 0 chooses
+        emit(CandidateChosen(candidate=chosen.name, label=chosen.label, reason=reason))
     configured = next(c for c in candidates if c.configured)
     folder.update_metrics(
         train={**results[configured.name], "train_peak_memory": mx.get_peak_memory()},

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from mlx_distill.config import parse_config
+from mlx_distill.errors import DistillError
 from mlx_distill.share import model_card_text
 from mlx_distill.testing.cli_runner import run_cli
 from mlx_distill.train import choose, plan_candidates, verdict
@@ -134,3 +136,19 @@ def test_the_model_card_says_which_candidate_it_is_and_why(payoff_run):
     assert "## Why this student" in card and f"| {chosen['label']} **(this student)** |" in card
     assert metrics["payoff"]["verdict"] in card
     assert f"| method | {chosen['method']}" in card
+
+
+@pytest.mark.parametrize("train, words", [
+    ({"select": "test"}, "train.select must be one of validation, none, got 'test'"),
+    ({"alphas": [0.5, 1.5]}, "train.alphas [0.5, 1.5] must be a non-empty list of numbers between 0 and 1"),
+    ({"alphas": ["a"]}, "train.alphas = ['a'] must be a list of numbers"),
+])
+def test_bad_selection_settings_are_one_line_errors(train, words):
+    with pytest.raises(DistillError, match=re.escape(words)):
+        parse_config({"task": {"name": "jsonl", "data": "x"}, "train": train})
+
+
+def test_defaults_train_the_finetune_baseline_and_choose_on_validation():
+    config = parse_config({"task": {"name": "jsonl", "data": "x"}})
+    assert (config.train.baselines, config.train.select, config.train.candidate_alphas) == (
+        ["finetune"], "validation", [0.3, 0.5, 0.7])

@@ -20,7 +20,8 @@ Finetune does not read rationales, so it is trained once per (task, size) and co
 step-by-step cell of that (task, size). Results are appended to ``OUT/results.jsonl`` as each cell
 finishes (a rerun skips finished cells); the table is printed at the end.
 
-    .venv/bin/python benchmarks/payoff.py [--out /tmp/payoff] [--tasks demo arith] [--sizes 0.1 1]
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 \\
+        .venv/bin/python benchmarks/payoff.py [--out /tmp/payoff] [--tasks demo arith] [--sizes 0.1 1]
         [--coverages 0.05 0.25 1] [--sources reference teacher] [--steps 300]
 """
 
@@ -118,7 +119,8 @@ def _teacher_records(out: Path, task_name: str, data, ids: list[str]) -> dict:
 
 
 def _train_and_score(student: Path, data, rationales, method: str, out_dir: Path, steps: int) -> tuple[list[bool], dict]:
-    settings = {**DEMO_TRAIN, "max_steps": steps, "method": method}
+    trainer_keys = {f.name for f in dataclasses.fields(TrainConfig)}  # DEMO_TRAIN also holds the run's selection keys
+    settings = {**{k: v for k, v in DEMO_TRAIN.items() if k in trainer_keys}, "max_steps": steps, "method": method}
     config = TrainConfig(**settings, human_rationales=rationales is None)
     result = train(student, data, rationales, config, out_dir)
     model, tokenizer = load_student(result.student_dir)

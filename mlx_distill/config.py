@@ -229,9 +229,9 @@ class RunConfig:
         return tomli_w.dumps(self.to_dict())
 
     @property
-    def needs_teacher(self) -> bool:
-        """Whether any stage loads the teacher: training reads its output, or it answers the test split."""
-        return self.teacher.enabled and (self.train.uses_teacher or self.teacher.evaluate_test)
+    def teacher_unneeded(self) -> bool:
+        """No teacher was configured and none is needed: training reads no teacher output."""
+        return not self.teacher.enabled and not self.teacher.model and not self.train.uses_teacher
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -377,13 +377,16 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
         )
     train.trainer.validate(where=f"{source}: train.")
 
+    if "teacher" not in data and not train.uses_teacher:
+        # Nothing reads a teacher's output and none was asked for: no teacher is resolved, checked or loaded.
+        teacher.enabled = False
     catalog = load_catalog()
-    teacher.model = teacher.model or catalog.default_teacher
+    teacher.model = teacher.model or (catalog.default_teacher if teacher.enabled else "")
     train.student = train.student or catalog.default_student
     task.data = _resolve_path(task.data, base)
     task.human_rationales = _resolve_path(task.human_rationales, base)
     teacher.prompt_file = _resolve_path(teacher.prompt_file, base)
-    teacher.model = _resolve_model(teacher.model, base)
+    teacher.model = _resolve_model(teacher.model, base) if teacher.model else ""
     train.student = _resolve_model(train.student, base)
 
     name = data.get("name") or f"{task.name}-{train.method}"

@@ -67,7 +67,7 @@ def _comparison(config: RunConfig, metrics: dict[str, Any]) -> list[str]:
         "",
         "| | teacher | student |",
         "|---|---|---|",
-        f"| model | `{config.teacher.model if config.needs_teacher else '-'}` | `{config.train.student}` |",
+        f"| model | `{config.teacher.model if config.teacher.enabled else '-'}` | `{config.train.student}` |",
         f"| parameters | {teacher_params} | {_format_parameters(student_params) if student_params else '?'} |",
         f"| test accuracy | {teacher_accuracy} | {_percent(metrics.get('student_test_accuracy'))} |",
         f"| seconds per answer | {f'{teacher_latency:.2f}' if teacher_latency else 'not measured'} "

@@ -207,10 +207,10 @@ def _preflight_models(config: RunConfig) -> None:
     """Open (not load) both models and refuse at once one that is broken, of the wrong kind or too
     large for this machine: before any folder is made, not hours later when its stage starts."""
     check_student(resolve_model(config.train.student))
-    if config.needs_teacher:  # a run that reads no teacher output never loads one
+    if config.teacher.enabled:
         check_teacher(resolve_model(config.teacher.model))
     catalog = load_catalog()
-    checks = [(config.train.student, "student")] + ([(config.teacher.model, "teacher")] if config.needs_teacher else [])
+    checks = [(config.train.student, "student")] + ([(config.teacher.model, "teacher")] if config.teacher.enabled else [])
     for name, role in checks:
         model = catalog.find(name)
         if model is None or fits_in_memory(model):
@@ -243,11 +243,11 @@ def _stage_data(folder: RunFolder, task_data) -> str:
 
 def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent, should_stop: ShouldStop) -> str:
     teacher = config.teacher
+    if config.teacher_unneeded:
+        return (f"skipped: training reads no teacher output (train.method = {config.train.method}, "
+                f"rationale_source = {config.train.rationale_source}) and the config has no [teacher]")
     if not teacher.enabled:
         return "teacher disabled in the config"
-    if not config.needs_teacher:
-        return (f"skipped: training reads no teacher output (train.method = {config.train.method}, "
-                f"rationale_source = {config.train.rationale_source})")
     # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
     # exemplar_pool: the worked exemplars of a task without a built-in prompt come from the training
     # rows, whatever split is asked and however the rows are sharded over ranks.

@@ -151,7 +151,9 @@ def write_report(config: RunConfig, folder: RunFolder) -> Path:
         lines += _teacher_section(config, metrics["teacher"])
     train = metrics.get("train", {})
     if train:
-        lines += ["", "## Training", "",
+        configured = config.train.method + (f" at α {config.train.trainer.alpha:g}"
+                                            if config.train.method == "step-by-step" else "")
+        lines += ["", f"## Training: {configured}" + (" (the configured candidate)" if metrics.get("candidates") else ""), "",
                   f"Best validation accuracy: {_percent(train.get('best_validation_accuracy'))}; "
                   f"steps: {train.get('steps', '?')}"
                   + (f"; {train['rationale_rows']} of {train.get('examples', '?')} training questions had a rationale "

@@ -3,7 +3,6 @@ candidate in the Training panel, the exported one marked, and step-by-step again
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -85,16 +84,6 @@ def test_a_lone_run_reads_as_before():
     state.apply(ev.EvalResult(step=1, split="validation", accuracy=0.5, correct=1, total=2, best=True))
     assert state.accuracy_text() == "validation 50.0% · best 50.0% @1"
     assert state.rationale_losses == [2.0]
-
-
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield Path("runs")
-    monkeypatch.delenv("TZ")
-    time.tzset()
 
 
 @pytest.mark.parametrize("size", [(100, 36), (80, 24)], ids=["100x36", "80x24"])

@@ -27,7 +27,8 @@ def _config(tmp_path: Path, student: Path, task: Path, **train) -> Path:
         "runs_dir": str(tmp_path / "runs"),
         "task": {"name": "jsonl", "data": str(task)},
         "train": {"student": str(student), "rationale_source": "human", "lr": 3e-3, "batch_size": 16,
-                  "max_steps": 16, "eval_every": 8, "log_every": 4, "warmup_steps": 4, **train},
+                  "max_steps": 16, "eval_every": 8, "log_every": 4, "warmup_steps": 4, "eval_max_tokens": 8,
+                  **train},
     }
     path = tmp_path / "payoff.toml"
     path.write_text(tomli_w.dumps(config))

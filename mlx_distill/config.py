@@ -42,6 +42,9 @@ FORMAT_VERSION = 1
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("float32", "bfloat16")
+# validation: train the candidates and export the one best on validation; none: export the configured method.
+SELECTIONS = ("validation", "none")
+LABEL_FALLBACKS = ("drop", "gold")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -73,6 +76,7 @@ class TeacherConfig:
     limit: int = 0
     evaluate_test: bool = False
     reject_restating: bool = False
+    keep_restating: bool = False
 
 
 @dataclass
@@ -82,7 +86,11 @@ class TrainConfig:
     method: str = _help("step-by-step | finetune (gold labels) | distill (teacher labels) | cot (rationale then answer)", DEFAULT_METHOD)
     alpha: float = _help("weight of the label loss; the rationale loss gets 1 - alpha (step-by-step)", 0.5)
     label_source: str = _help("gold | teacher: where step-by-step labels come from", "gold")
+    label_fallback: str = _help("drop | gold: a row whose teacher gave no usable answer, when labels come from the "
+                                "teacher (label_source = teacher, distill), is dropped or takes its gold label", "drop")
     human_rationales: bool = _help("take rationales from the dataset (Example.rationale) even when a rationale file is given", False)
+    keep_restating: bool = _help("train the explain: task on teacher rationales that only restate the answer too "
+                                 "(default: they are left out; their labels are kept)", False)
     optimizer: str = _help("adamw | adafactor", "adamw")
     lr: float = _help("peak learning rate (5e-5 for pretrained T5; about 1e-3 for a tiny model from scratch)", 5e-5)
     weight_decay: float = _help("decoupled weight decay", 0.0)
@@ -122,7 +130,8 @@ class TrainConfig:
 
         for item in dataclasses.fields(self):
             check_type(key(item.name), getattr(self, item.name), item.type)
-        choices = {"method": METHODS, "label_source": LABEL_SOURCES, "optimizer": OPTIMIZERS,
+        choices = {"method": METHODS, "label_source": LABEL_SOURCES, "label_fallback": LABEL_FALLBACKS,
+                   "optimizer": OPTIMIZERS,
                    "schedule": SCHEDULES, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -155,7 +164,9 @@ class TrainSection:
     # The unzipped datasets.zip of the paper's authors, for rationale_source paper-palm / paper-gpt-neox
     # ("" = where `mlx-distill fetch-data paper-rationales` puts it).
     paper_rationales: str = ""
-    baselines: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=lambda: ["finetune"])
+    select: str = "validation"
+    alphas: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     trainer: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -167,9 +178,31 @@ class TrainSection:
         return dataclasses.replace(self.trainer, method=method or self.trainer.method)
 
     @property
+    def trained_methods(self) -> list[str]:
+        """Every method this run trains: its own and its baselines'."""
+        return list(dict.fromkeys([self.method, *self.baselines]))
+
+    @property
+    def candidate_alphas(self) -> list[float]:
+        """The α values the configured method is trained at: ``alphas`` and ``alpha`` when
+        step-by-step is chosen on validation, else ``alpha`` alone."""
+        alpha = self.trainer.alpha
+        if self.select != "validation" or self.method != "step-by-step" or alpha >= 1.0:
+            return [alpha]
+        return sorted({alpha, *self.alphas})
+
+    @property
     def uses_teacher(self) -> bool:
-        """Whether training reads the teacher's records (rationales or labels)."""
-        return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
+        """Whether training reads the teacher's records (rationales or labels) for any method it trains."""
+
+        def reads_teacher(method: str) -> bool:
+            if method == "distill":
+                return True
+            if method not in RATIONALE_METHODS:  # finetune: gold labels only
+                return False
+            return self.rationale_source == "teacher" or self.trainer.label_source == "teacher"
+
+        return any(reads_teacher(m) for m in self.trained_methods)
 
 
 @dataclass
@@ -196,7 +229,7 @@ class RunSection:
 
 
 # Trainer keys the TOML does not take: derived from other keys.
-_DERIVED_TRAIN_KEYS = {"human_rationales"}
+_DERIVED_TRAIN_KEYS = {"human_rationales", "keep_restating"}
 
 
 @dataclass
@@ -225,9 +258,15 @@ class RunConfig:
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
+    @property
+    def teacher_unneeded(self) -> bool:
+        """No teacher was configured and none is needed: training reads no teacher output."""
+        return not self.teacher.enabled and not self.teacher.model and not self.train.uses_teacher
+
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-               "list[str]": "a list of strings", "dict[str, str]": "a table of strings"}
+               "list[str]": "a list of strings", "list[float]": "a list of numbers",
+               "dict[str, str]": "a table of strings"}
 
 
 def check_type(key: str, value: Any, annotation: Any) -> None:
@@ -240,6 +279,8 @@ def check_type(key: str, value: Any, annotation: Any) -> None:
         "str": lambda v: isinstance(v, str),
         "bool": lambda v: isinstance(v, bool),
         "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+        "list[float]": lambda v: isinstance(v, list) and all(isinstance(i, (int, float)) and not isinstance(i, bool)
+                                                             for i in v),
         "dict[str, str]": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
     }.get(kind)
     if ok is not None and not ok(value):
@@ -258,6 +299,8 @@ def _section(cls, data: Any, where: str, source: str, skip: frozenset[str] = fro
             )
         check_type(f"{source}: {where}.{key}", value, known[key].type)
         values[key] = float(value) if known[key].type == "float" else value
+        if known[key].type == "list[float]":
+            values[key] = [float(v) for v in value]
     return cls(**values)
 
 
@@ -322,6 +365,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     trainer_values.setdefault("seed", task.seed)
     train.trainer = _section(TrainConfig, trainer_values, "train", source)
     train.trainer.human_rationales = train.rationale_source == "human"
+    train.trainer.keep_restating = teacher.keep_restating
 
     if not task.name:
         raise DistillError(f"{source}: missing 'task.name'; one of: {', '.join(TASKS)}")
@@ -349,6 +393,10 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     for baseline in train.baselines:
         if baseline not in METHODS:
             raise DistillError(f"{source}: unknown method '{baseline}' in train.baselines; one of {', '.join(METHODS)}")
+    if train.select not in SELECTIONS:
+        raise DistillError(f"{source}: train.select must be one of {', '.join(SELECTIONS)}, got '{train.select}'")
+    if not train.alphas or not all(math.isfinite(a) and 0.0 <= a <= 1.0 for a in train.alphas):
+        raise DistillError(f"{source}: train.alphas {train.alphas} must be a non-empty list of numbers between 0 and 1")
     if train.rationale_source not in RATIONALE_SOURCES:
         raise DistillError(
             f"{source}: train.rationale_source must be one of {', '.join(RATIONALE_SOURCES)}, "
@@ -364,8 +412,11 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
                            f"({', '.join(PAPER_NAMES)}), not {task.name!r}; use \"teacher\" or \"human\"")
     train.trainer.validate(where=f"{source}: train.")
 
+    if "teacher" not in data and not train.uses_teacher:
+        # Nothing reads a teacher's output and none was asked for: no teacher is resolved, checked or loaded.
+        teacher.enabled = False
     catalog = load_catalog()
-    teacher.model = teacher.model or catalog.default_teacher
+    teacher.model = teacher.model or (catalog.default_teacher if teacher.enabled else "")
     train.student = train.student or catalog.default_student
     # A built-in task without task.data reads its default hub copy; a hub id is kept as written.
     if not task.data:
@@ -378,7 +429,7 @@ def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | 
     teacher.prompt_file = _resolve_path(teacher.prompt_file, base)
     if train.paper_rationales:
         train.paper_rationales = str((base / Path(train.paper_rationales).expanduser()).resolve())
-    teacher.model = _resolve_model(teacher.model, base)
+    teacher.model = _resolve_model(teacher.model, base) if teacher.model else ""
     train.student = _resolve_model(train.student, base)
 
     name = data.get("name") or f"{task.name}-{train.method}"

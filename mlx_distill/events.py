@@ -127,6 +127,7 @@ class TrainStep(Event):
     tokens_per_second: float
     eta_seconds: float | None = None
     epoch: float = 0.0
+    candidate: str = ""  # which of a run's candidates (train.select) trains; "" for a lone run
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class EvalResult(Event):
     correct: int
     total: int
     best: bool = False  # the best validation accuracy so far
+    candidate: str = ""  # which of a run's candidates was scored; "" for a lone run
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,15 @@ class Finished(Event):
     stopped: bool = False  # True when the user stopped it; finished work is kept
     summary: dict[str, Any] = field(default_factory=dict)
     resume_hint: str = ""
+
+
+@dataclass(frozen=True)
+class CandidateChosen(Event):
+    """The candidate a run exports, chosen on validation (``train.select``)."""
+
+    candidate: str
+    label: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EvalResult,
         CheckpointSaved,
         Finished,
+        CandidateChosen,
         Failed,
     )
 }

@@ -12,6 +12,8 @@ import math
 import re
 from typing import Sequence
 
+import numpy as np
+
 NUMERIC_TASKS = ("svamp",)
 MAX_EXPRESSION_CHARS = 512
 MAX_NESTING = 64
@@ -136,3 +138,35 @@ def accuracy(task: str, predictions: Sequence[str], golds: Sequence[str]) -> flo
     if not golds:
         return 0.0
     return sum(is_correct(task, p, g) for p, g in zip(predictions, golds)) / len(golds)
+
+
+def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, samples: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """The accuracy difference ``a - b`` of two systems scored on the same questions, and its
+    paired-bootstrap interval.
+
+    Questions are resampled with replacement (the same draw for both systems, so what they share
+    cancels out); the interval holds the central ``level`` share of the resampled differences.
+
+    Args:
+        a, b: per-question correctness, in the same question order.
+        samples: bootstrap resamples. Default: ``10_000``.
+        seed: the resampling seed (the same inputs always give the same interval).
+        level: the interval's coverage. Default: ``0.95``.
+
+    Returns:
+        ``(difference, low, high)`` as fractions (0.05 is 5 points).
+
+    Raises:
+        ValueError: the two sequences differ in length or are empty.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} answers against {len(b)}: a paired comparison needs the same questions")
+    if not a:
+        raise ValueError("no questions to compare")
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(diff.mean()), float(low), float(high)

@@ -6,6 +6,7 @@ format by ``mlx_distill.testing``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,14 @@ def demo_models(tmp_path_factory) -> dict[str, Path]:
         "teacher": build_tiny_llm(root / "teacher", arch="qwen2", corpus=corpus, seed=0),
         "student": build_tiny_t5(root / "student", corpus=corpus, **DEMO_STUDENT),
     }
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    """A relative ``runs`` folder in a fresh working directory, times shown in UTC (TUI snapshots)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield Path("runs")
+    monkeypatch.delenv("TZ")
+    time.tzset()

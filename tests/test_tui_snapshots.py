@@ -7,7 +7,6 @@ regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and loo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ CHOICES = [
     ModelChoice("mlx-community/Meta-Llama-3.1-70B-Instruct-4bit", "teacher", 42_000_000_000, "70B", fits=False),
     ModelChoice("google/flan-t5-small", "student", 3_000_000_000, "77M", downloaded=True),
 ]
-
-
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield Path("runs")
-    monkeypatch.delenv("TZ")
-    time.tzset()
 
 
 def make_app(runs_dir: Path, **kwargs) -> DistillApp:

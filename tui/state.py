@@ -32,15 +32,17 @@ def format_seconds(seconds: float | None) -> str:
     return format_duration(seconds, unknown="—")
 
 
-@dataclass
-class DashboardState:
-    """Everything the run dashboard needs, updated one event at a time."""
+def candidate_label(name: str) -> str:
+    """``step-by-step-a0.5`` → ``step-by-step α0.5``; other names as they are."""
+    prefix = "step-by-step-a"
+    return f"step-by-step α{name[len(prefix):]}" if name.startswith(prefix) else name
 
-    stages: dict[str, str] = field(default_factory=lambda: {name: PENDING for name in ev.STAGES})
-    teacher: ev.TeacherProgress | None = None
-    # The latest TeacherProgress of each rank when the teacher stage runs on several (multi-Mac).
-    teacher_ranks: dict[int, ev.TeacherProgress] = field(default_factory=dict)
-    teacher_model: str = ""
+
+@dataclass
+class CandidateProgress:
+    """One candidate's training and scoring, as the plots and the Training panel show it."""
+
+    name: str
     train: ev.TrainStep | None = None
     steps: list[int] = field(default_factory=list)
     label_losses: list[float] = field(default_factory=list)
@@ -50,6 +52,48 @@ class DashboardState:
     eval_accuracies: list[float] = field(default_factory=list)
     best_validation: ev.EvalResult | None = None
     test: ev.EvalResult | None = None
+
+    @property
+    def label(self) -> str:
+        return candidate_label(self.name)
+
+    def add_step(self, event: ev.TrainStep) -> None:
+        self.train = event
+        self.steps.append(event.step)
+        self.label_losses.append(event.label_loss)
+        if event.rationale_loss is not None:
+            self.rationale_steps.append(event.step)
+            self.rationale_losses.append(event.rationale_loss)
+
+    def add_result(self, event: ev.EvalResult) -> None:
+        if event.split == "test":
+            self.test = event
+            return
+        self.eval_steps.append(event.step)
+        self.eval_accuracies.append(event.accuracy)
+        if self.best_validation is None or event.best or event.accuracy > self.best_validation.accuracy:
+            self.best_validation = event
+
+
+def _shown(name: str) -> property:
+    """A read-only attribute of the candidate the dashboard shows (``DashboardState.shown``)."""
+    return property(lambda self: getattr(self.shown, name))
+
+
+@dataclass
+class DashboardState:
+    """Everything the run dashboard needs, updated one event at a time."""
+
+    stages: dict[str, str] = field(default_factory=lambda: {name: PENDING for name in ev.STAGES})
+    teacher: ev.TeacherProgress | None = None
+    # The latest TeacherProgress of each rank when the teacher stage runs on several (multi-Mac).
+    teacher_ranks: dict[int, ev.TeacherProgress] = field(default_factory=dict)
+    teacher_model: str = ""
+    # Each trained candidate's progress by name (train.select); "" holds a run's lone student.
+    candidates: dict[str, CandidateProgress] = field(default_factory=dict)
+    current: str = ""  # the candidate whose events came last
+    chosen: str = ""  # the exported candidate, once chosen on validation
+    payoff: dict | None = None  # step-by-step against finetune, from the run's Finished summary
     memory: ev.MemoryReport | None = None
     finished: ev.Finished | None = None
     failed: ev.Failed | None = None
@@ -126,24 +170,17 @@ class DashboardState:
             return [f"teacher released (peak {format_bytes(event.peak_bytes)}, "
                     f"{format_bytes(event.active_bytes_after)} still in use)"]
         if isinstance(event, ev.TrainStep):
-            self.train = event
-            self.steps.append(event.step)
-            self.label_losses.append(event.label_loss)
-            if event.rationale_loss is not None:
-                self.rationale_steps.append(event.step)
-                self.rationale_losses.append(event.rationale_loss)
+            self._candidate(event.candidate).add_step(event)
             return []
         if isinstance(event, ev.EvalResult):
-            if event.split == "test":
-                self.test = event
-            else:
-                self.eval_steps.append(event.step)
-                self.eval_accuracies.append(event.accuracy)
-                if self.best_validation is None or event.best or event.accuracy > self.best_validation.accuracy:
-                    self.best_validation = event
+            self._candidate(event.candidate).add_result(event)
             best = " (best)" if event.best else ""
-            return [f"{event.split} accuracy at step {event.step}: {event.accuracy:.1%} "
+            who = f"{candidate_label(event.candidate)}: " if event.candidate else ""
+            return [f"{who}{event.split} accuracy at step {event.step}: {event.accuracy:.1%} "
                     f"({event.correct}/{event.total}){best}"]
+        if isinstance(event, ev.CandidateChosen):
+            self.chosen = event.candidate
+            return [f"✓ exporting {event.label}: {event.reason}"]
         if isinstance(event, ev.CheckpointSaved):
             return [f"checkpoint saved at step {event.step}" + (" (best)" if event.best else "")]
         if isinstance(event, ev.Finished):
@@ -151,6 +188,8 @@ class DashboardState:
                 self.stages[event.stage] = STOPPED if event.stopped else DONE
                 return [f"■ {event.stage} stopped" if event.stopped else f"✓ {event.stage} finished"]
             self.finished = event
+            self.payoff = event.summary.get("payoff") or self.payoff
+            self.chosen = (event.summary.get("selection") or {}).get("chosen", self.chosen)
             if event.stopped:
                 for name, state in self.stages.items():
                     if state == RUNNING:
@@ -202,10 +241,38 @@ class DashboardState:
         answer = f"\n→ {t.latest_answer}" if t.latest_answer else ""
         return t.latest_input, t.latest_rationale + answer, t.latest_accepted
 
+    # ---- the candidate shown: the one training now, or the exported one at the end ----
+
+    def _candidate(self, name: str) -> CandidateProgress:
+        if name not in self.candidates:
+            self.candidates[name] = CandidateProgress(name)
+        self.current = name
+        return self.candidates[name]
+
+    @property
+    def shown(self) -> CandidateProgress:
+        name = self.chosen if self.chosen in self.candidates and not self.running else self.current
+        return self.candidates.get(name) or CandidateProgress("")
+
+    # The shown candidate's figures, under the names a lone run's state always had.
+    train = _shown("train")
+    steps = _shown("steps")
+    label_losses = _shown("label_losses")
+    rationale_steps = _shown("rationale_steps")
+    rationale_losses = _shown("rationale_losses")
+    eval_steps = _shown("eval_steps")
+    eval_accuracies = _shown("eval_accuracies")
+    best_validation = _shown("best_validation")
+    test = _shown("test")
+
     def train_text(self, show_eta: bool = True) -> str:
         s = self.train
         if s is None:
             return "waiting for training"
+        if len(self.candidates) > 1:
+            # The panel's rows and the plots carry each candidate's figures; this line says which
+            # one trains now, and goes once training is over (80x24 has no row to spare).
+            return f"{self.shown.label} · step {s.step}/{s.total_steps}" if self.running else ""
         first = [f"step {s.step}/{s.total_steps}", f"loss {s.loss:.3f}", f"{s.tokens_per_second:.0f} tok/s"]
         if show_eta and self.shown_stages.get("train") == RUNNING:
             first.append(f"ETA {format_seconds(s.eta_seconds)}")
@@ -215,6 +282,8 @@ class DashboardState:
         return " · ".join(first) + "\n" + " · ".join(second)
 
     def accuracy_text(self) -> str:
+        if len(self.candidates) > 1:
+            return self.candidates_text()
         parts = []
         if self.eval_accuracies:
             parts.append(f"validation {self.eval_accuracies[-1]:.1%}")
@@ -223,6 +292,24 @@ class DashboardState:
         if self.test is not None:
             parts.append(f"test {self.test.accuracy:.1%} ({self.test.correct}/{self.test.total})")
         return " · ".join(parts) if parts else "no evaluation yet"
+
+    # What the candidate rows' two columns are (the Training panel's subtitle).
+    CANDIDATE_COLUMNS = "best validation · test"
+
+    def candidates_text(self) -> str:
+        """A row per candidate (best validation, test; ✓ the exported one, ▸ the one training),
+        then step-by-step against finetune with its 95% interval once the run has measured it."""
+        width = max(len(c.label) for c in self.candidates.values())
+        rows = []
+        for name, c in self.candidates.items():
+            mark = "✓" if name == self.chosen else ("▸" if name == self.current and self.running else " ")
+            best = f"{c.best_validation.accuracy:.0%}" if c.best_validation else "—"
+            test = f"{c.test.accuracy:.0%}" if c.test else "—"
+            rows.append(f"{mark} {c.label:<{width}} {best:>4} {test:>5}")
+        if self.payoff:
+            p = self.payoff
+            rows.append(f"vs finetune {p['difference'] * 100:+.1f} pts [{p['low'] * 100:+.1f}, {p['high'] * 100:+.1f}]")
+        return "\n".join(rows)
 
 
 def _all_ranks(latest: ev.TeacherProgress, ranks: dict[int, ev.TeacherProgress]) -> ev.TeacherProgress:

@@ -80,8 +80,35 @@ def run_with_signals(config, run_dir: str | Path | None = None, redo: str | None
     if worker:
         return 0
     folder = run_folder_for(config, run_dir)
+    for line in payoff_lines(metrics):
+        print(line)
     accuracy = metrics.get("student_test_accuracy")
     if isinstance(accuracy, float):
         print(f"student test accuracy: {accuracy * 100:.1f}%")
     print(f"run folder: {folder.path} (report: {folder.report_path})")
     return 0
+
+
+def payoff_lines(metrics: dict) -> list[str]:
+    """The run's last words: each candidate's validation and test accuracy, the exported one marked,
+    and step-by-step against finetune with its interval and verdict."""
+    candidates = metrics.get("candidates") or []
+    lines = []
+    if len(candidates) > 1:
+        for entry in candidates:
+            lines.append(f"  {'→' if entry.get('chosen') else ' '} {entry.get('label', entry.get('name')):<22} "
+                         f"validation {_percent(entry.get('best_validation_accuracy'))} · "
+                         f"test {_percent(entry.get('test_accuracy'))}")
+    selection = metrics.get("selection") or {}
+    if selection and len(candidates) > 1:
+        lines.append(f"exported: {selection.get('label')} ({selection.get('reason')})")
+    comparison = metrics.get("payoff")
+    if comparison:
+        lines.append(f"{comparison['step_by_step_label']} {_percent(comparison['step_by_step_accuracy'])} vs finetune "
+                     f"{_percent(comparison['finetune_accuracy'])} on {comparison['questions']} test questions: "
+                     f"{comparison['verdict']}")
+    return lines
+
+
+def _percent(value) -> str:
+    return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "-"

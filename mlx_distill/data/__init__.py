@@ -171,6 +171,7 @@ def load_rationales(path: str | Path, on_event: OnEvent = ignore_event) -> dict[
                 teacher=str(row.get("teacher") or ""), prompt_hash=str(row.get("prompt_hash") or ""),
                 raw=str(row.get("raw") or ""), agrees=row.get("agrees"),
                 accepted=bool(row.get("accepted", True)), parse_ok=bool(row.get("parse_ok", True)),
+                restates_answer=bool(row.get("restates_answer", False)),
                 prompt_tokens=int(row.get("prompt_tokens") or 0),
                 generated_tokens=int(row.get("generated_tokens") or 0),
                 seconds=float(row.get("seconds") or 0.0))

@@ -40,6 +40,7 @@ class RationaleRecord:
     agrees: bool | None = None
     accepted: bool = True
     parse_ok: bool = True
+    restates_answer: bool = False  # the rationale only restates the answer (teacher.parse.restates_answer)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0

@@ -62,7 +62,7 @@ def _comparison(config: RunConfig, metrics: dict[str, Any]) -> list[str]:
         f"# Run `{config.name}`",
         "",
         f"Task **{config.task.name}** ({data.get('train', '?')} train / {data.get('validation', '?')} validation / "
-        f"{data.get('test', '?')} test questions), method **{config.train.method}**, "
+        f"{data.get('test', '?')} test questions), method **{metrics.get('selection', {}).get('label', config.train.method)}**, "
         f"rationales from **{config.train.rationale_source}**. Machine: {device_name()}.",
         "",
         "| | teacher | student |",
@@ -98,7 +98,38 @@ def _teacher_section(config: RunConfig, stats: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rationale_rows(entry: dict[str, Any]) -> str:
+    if entry.get("method") not in ("step-by-step", "cot"):
+        return "-"
+    text = f"{entry.get('rationale_rows', '?')} of {entry.get('examples', '?')}"
+    return text + (f" ({entry['restating_dropped']} restating left out)" if entry.get("restating_dropped") else "")
+
+
+def _payoff_section(metrics: dict[str, Any]) -> list[str]:
+    """Every candidate side by side, which one was exported and why, and what the teacher bought."""
+    lines = ["", "## Did the teacher's rationales help?", ""]
+    comparison = metrics.get("payoff")
+    if comparison:
+        lines += [f"**{comparison['verdict']}** {comparison['step_by_step_label']} scored "
+                  f"{_percent(comparison['step_by_step_accuracy'])} and finetune "
+                  f"{_percent(comparison['finetune_accuracy'])} on the same {comparison['questions']} test "
+                  "questions (same student, rows, steps and seed; paired bootstrap over the questions).", ""]
+    lines += ["| candidate | rationale rows trained on | best validation | test accuracy | |", "|---|---|---|---|---|"]
+    for entry in metrics["candidates"]:
+        lines.append(f"| {entry.get('label', entry.get('name'))} | {_rationale_rows(entry)} "
+                     f"| {_percent(entry.get('best_validation_accuracy'))} | {_percent(entry.get('test_accuracy'))} "
+                     f"| {'**exported**' if entry.get('chosen') else ''} |")
+    selection = metrics.get("selection", {})
+    if selection:
+        how = ("chosen on the validation split" if selection.get("by") == "validation"
+               else "the configured method (train.select = \"none\")")
+        lines += ["", f"Exported: **{selection.get('label')}**, {how}: {selection.get('reason')}. The test split "
+                      "was scored once per candidate for this table and played no part in the choice."]
+    return lines
+
+
 def _baselines_section(config: RunConfig, metrics: dict[str, Any]) -> list[str]:
+    """Runs made before candidates were recorded: the configured method against its baselines."""
     train = metrics.get("train", {})
     lines = ["", "## Baselines (same student, same data)", "", "| method | test accuracy | best validation |",
              "|---|---|---|",
@@ -114,14 +145,23 @@ def write_report(config: RunConfig, folder: RunFolder) -> Path:
     """Write the run's report.md from its metrics.json and state.json; return its path."""
     metrics = folder.read_metrics()
     lines = _comparison(config, metrics)
+    if metrics.get("candidates"):
+        lines += _payoff_section(metrics)
     if metrics.get("teacher"):
         lines += _teacher_section(config, metrics["teacher"])
     train = metrics.get("train", {})
     if train:
-        lines += ["", "## Training", "",
+        configured = config.train.method + (f" at α {config.train.trainer.alpha:g}"
+                                            if config.train.method == "step-by-step" else "")
+        lines += ["", f"## Training: {configured}" + (" (the configured candidate)" if metrics.get("candidates") else ""), "",
                   f"Best validation accuracy: {_percent(train.get('best_validation_accuracy'))}; "
-                  f"steps: {train.get('steps', '?')}."]
-    if metrics.get("baselines"):
+                  f"steps: {train.get('steps', '?')}"
+                  + (f"; {train['rationale_rows']} of {train.get('examples', '?')} training questions had a rationale "
+                     "in the explain: task" if train.get("rationale_rows") is not None
+                     and config.train.method in ("step-by-step", "cot") else "")
+                  + (f" ({train['restating_dropped']} that only restate the answer left out)"
+                     if train.get("restating_dropped") else "") + "."]
+    if metrics.get("baselines") and not metrics.get("candidates"):
         lines += _baselines_section(config, metrics)
     state = folder.read_state()["stages"]
     lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]

@@ -43,13 +43,17 @@ _LATER_TRAIN_KEYS = {"paper_rationales": ""}
 def stage_inputs(config: RunConfig) -> dict[str, dict[str, Any]]:
     """The config values (and data file sizes) each stage's result depends on, by stage."""
     data = {"task": dataclasses.asdict(config.task), "files": _files_signature(config.task.data)}
+    # keep_restating changes what training takes from the records, not the records: a train input.
     teacher = {k: v for k, v in dataclasses.asdict(config.teacher).items()
-               if k != "evaluate_test" and not (k in _LATER_TEACHER_KEYS and v == _LATER_TEACHER_KEYS[k])}
+               if k not in ("evaluate_test", "keep_restating")
+               and not (k in _LATER_TEACHER_KEYS and v == _LATER_TEACHER_KEYS[k])}
     defaults = TrainConfig().to_dict()
     # Trainer keys left at their defaults are left out, so adding a setting to TrainConfig does not
     # make every earlier run look changed.
     train = {k: v for k, v in config.to_dict()["train"].items() if k not in defaults or v != defaults[k]}
     train = {k: v for k, v in train.items() if not (k in _LATER_TRAIN_KEYS and v == _LATER_TRAIN_KEYS[k])}
+    if config.teacher.keep_restating:
+        train["keep_restating"] = True
     uses_teacher = config.teacher.enabled and config.train.uses_teacher
     inputs = {
         "data": data,
@@ -107,7 +111,7 @@ def discard_from(folder: RunFolder, stage: str, baselines: list[str]) -> None:
     """Forget ``stage`` and every later stage, deleting their outputs (``--redo``)."""
     outputs = {
         "teacher": [folder.rationales_path, folder.teacher_test_path],
-        "train": [folder.train_dir] + [folder.baseline_dir(m) for m in baselines],
+        "train": [folder.train_dir, folder.candidates_dir] + [folder.baseline_dir(m) for m in baselines],
         "evaluate": [folder.predictions_path],
         "export": [folder.student_dir],
     }

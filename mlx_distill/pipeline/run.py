@@ -25,6 +25,8 @@ from mlx_distill.data import PAPER_SOURCES, load_paper_rationales, load_rational
 from mlx_distill.errors import DistillError
 from mlx_distill.events import (
     STAGES,
+    CandidateChosen,
+    EvalResult,
     Failed,
     Finished,
     Log,
@@ -33,6 +35,7 @@ from mlx_distill.events import (
     ShouldStop,
     StageFinished,
     StageStarted,
+    TrainStep,
     fan_out,
     ignore_event,
     never_stop,
@@ -47,8 +50,8 @@ from mlx_distill.pipeline.runfolder import EventLog, RunFolder
 from mlx_distill.platform import format_bytes, is_apple_gpu, total_memory_bytes
 from mlx_distill.student import check_student, count_parameters, generate, load_student
 from mlx_distill.teacher import cache_root, check_teacher, generate_rationales_sharded
-from mlx_distill.train import evaluate, train
-from mlx_distill.files import publish_dir, write_json_atomic
+from mlx_distill.train import Candidate, choose, evaluate, payoff, plan_candidates, train
+from mlx_distill.files import publish_dir, read_jsonl_records, write_json_atomic
 
 # Marks an exception whose Failed event a stage already sent.
 _REPORTED = "mlx-distill: reported as a stage failure"
@@ -152,7 +155,7 @@ def _run_stages(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         "teacher": lambda: _stage_teacher(config, folder, task_data, emit, should_stop),
         "train": lambda: _stage_train(config, folder, task_data, emit, should_stop),
         "evaluate": lambda: _stage_evaluate(config, folder, task_data, emit),
-        "export": lambda: _stage_export(folder),
+        "export": lambda: _stage_export(folder, config),
     }
     for stage in STAGES:
         entry = folder.stage(stage)
@@ -185,7 +188,9 @@ def _run_stages(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
         return {}
     write_report(config, folder)
     metrics = folder.read_metrics()
-    emit(Finished(stage="run", summary={k: metrics[k] for k in ("student_test_accuracy",) if k in metrics}))
+    # The run's answer for the UI's final panel: what was exported, every candidate, the payoff.
+    emit(Finished(stage="run", summary={k: metrics[k] for k in ("student_test_accuracy", "selection", "candidates",
+                                                                 "payoff") if k in metrics}))
     return metrics
 
 
@@ -243,6 +248,9 @@ def _stage_data(folder: RunFolder, task_data) -> str:
 
 def _stage_teacher(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent, should_stop: ShouldStop) -> str:
     teacher = config.teacher
+    if config.teacher_unneeded:
+        return (f"skipped: training reads no teacher output (train.method = {config.train.method}, "
+                f"rationale_source = {config.train.rationale_source}) and the config has no [teacher]")
     if not teacher.enabled:
         return "teacher disabled in the config"
     # The same as teacher.generate_rationales on one process; on several, each rank writes a shard.
@@ -291,6 +299,29 @@ def _with_rationale_source(task_data, source: str):
     return dataclasses.replace(task_data, train=train_examples, test=[])
 
 
+def _candidates(config: RunConfig) -> list[Candidate]:
+    train = config.train
+    return plan_candidates(train.method, train.trainer.alpha, train.candidate_alphas, train.baselines)
+
+
+def _candidate_dir(folder: RunFolder, candidate: Candidate) -> Path:
+    if candidate.configured:
+        return folder.train_dir
+    if candidate.baseline:
+        return folder.baseline_dir(candidate.method)
+    return folder.candidates_dir / candidate.name
+
+
+def _tagged(emit: OnEvent, candidate: Candidate) -> OnEvent:
+    """Mark the training and scoring events of one candidate, so the UI keeps candidates apart."""
+
+    def on_event(event) -> None:
+        emit(dataclasses.replace(event, candidate=candidate.name) if isinstance(event, (TrainStep, EvalResult))
+             else event)
+
+    return on_event
+
+
 def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent, should_stop: ShouldStop) -> str:
     mx.reset_peak_memory()
     rationales = None
@@ -303,24 +334,41 @@ def _stage_train(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent,
     student = resolve_model(config.train.student)
     data = _with_rationale_source(task_data, config.train.rationale_source)
     teacher_rationales = rationales if config.train.rationale_source in ("teacher", *PAPER_SOURCES) else None
-    result = train(student, data, teacher_rationales, config.train.for_method(), folder.train_dir,
-                   resume=True, on_event=emit, should_stop=should_stop)
-    if any_stop(should_stop, result):
-        raise Stopped()
-    _report_memory("train", emit)
-    folder.update_metrics(train={**_summary_dict(result), "train_peak_memory": mx.get_peak_memory()})
-    baselines = {}
-    for method in config.train.baselines:
-        emit(Log(message=f"training the {method} baseline"))
-        baseline = train(student, data, rationales, config.train.for_method(method), folder.baseline_dir(method),
-                         resume=True, on_event=emit, should_stop=should_stop)
-        if any_stop(should_stop, baseline):
+    candidates = _candidates(config)
+    results: dict[str, dict[str, Any]] = {}
+    for number, candidate in enumerate(candidates, 1):
+        if len(candidates) > 1:
+            emit(Log(message=f"training candidate {number} of {len(candidates)}: {candidate.label}"))
+        settings = dataclasses.replace(config.train.for_method(candidate.method), alpha=candidate.alpha)
+        result = train(student, data, rationales if candidate.baseline else teacher_rationales, settings,
+                       _candidate_dir(folder, candidate), resume=True, on_event=_tagged(emit, candidate),
+                       should_stop=should_stop)
+        if any_stop(should_stop, result):
             raise Stopped()
-        baselines[method] = _summary_dict(baseline)
-    if baselines:
-        folder.update_metrics(baselines=baselines)
-    best = result.best_validation_accuracy
-    return f"best validation accuracy {best * 100:.1f}%" if best is not None else "trained"
+        results[candidate.name] = _summary_dict(result)
+    _report_memory("train", emit)
+    chosen, reason = choose(candidates, {name: r.get("best_validation_accuracy") for name, r in results.items()},
+                            by_validation=config.train.select == "validation")
+    if distributed.is_main():  # the other ranks have no validation scores; rank 0 chooses
+        emit(CandidateChosen(candidate=chosen.name, label=chosen.label, reason=reason))
+    configured = next(c for c in candidates if c.configured)
+    folder.update_metrics(
+        train={**results[configured.name], "train_peak_memory": mx.get_peak_memory()},
+        candidates=[{"name": c.name, "label": c.label, "method": c.method, "alpha": c.alpha,
+                     "folder": str(_candidate_dir(folder, c).relative_to(folder.path)), "chosen": c is chosen,
+                     **{k: results[c.name].get(k) for k in CANDIDATE_TRAIN_KEYS}} for c in candidates],
+        selection={"by": config.train.select, "chosen": chosen.name, "label": chosen.label, "reason": reason},
+        **({"baselines": {c.method: results[c.name] for c in candidates if c.baseline}}
+           if any(c.baseline for c in candidates) else {}),
+    )
+    return f"exporting {chosen.label}: {reason}" if len(candidates) > 1 else (
+        f"best validation accuracy {results[chosen.name]['best_validation_accuracy'] * 100:.1f}%"
+        if results[chosen.name].get("best_validation_accuracy") is not None else "trained")
+
+
+# What metrics.json keeps of each candidate's training.
+CANDIDATE_TRAIN_KEYS = ("steps", "best_step", "best_validation_accuracy", "examples", "rationale_rows",
+                        "restating_dropped")
 
 
 def _trained_student(train_dir: Path) -> Path:
@@ -340,35 +388,81 @@ def _score(config: RunConfig, method: str, train_dir: Path, predictions: Path, t
     return model, tokenizer, summary
 
 
+def _chosen(config: RunConfig, metrics: dict[str, Any]) -> Candidate:
+    candidates = _candidates(config)
+    name = metrics.get("selection", {}).get("chosen")
+    return next((c for c in candidates if c.name == name), next(c for c in candidates if c.configured))
+
+
 def _stage_evaluate(config: RunConfig, folder: RunFolder, task_data, emit: OnEvent) -> str:
-    method = config.train.method
-    model, tokenizer, summary = _score(config, method, folder.train_dir, folder.predictions_path, task_data, emit)
+    metrics = folder.read_metrics()
+    chosen = _chosen(config, metrics)
+    # Every candidate's test score, once, for the report; the choice was made on validation before.
+    scored: dict[str, Any] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
+    model = tokenizer = None
+    for candidate in _candidates(config):
+        where = _candidate_dir(folder, candidate)
+        loaded, loaded_tokenizer, summary = _score(config, candidate.method, where, where / "predictions_test.jsonl",
+                                                   task_data, _tagged(emit, candidate))
+        scored[candidate.name] = summary
+        records[candidate.name] = read_jsonl_records(where / "predictions_test.jsonl")
+        emit(Log(message=f"{candidate.label}: test accuracy {summary.accuracy * 100:.1f}% "
+                         f"({summary.correct}/{summary.total})" + (" (exported)" if candidate == chosen else "")))
+        if candidate == chosen:
+            model, tokenizer = loaded, loaded_tokenizer
+    shutil.copyfile(_candidate_dir(folder, chosen) / "predictions_test.jsonl", folder.predictions_path)
+    summary = scored[chosen.name]
     latencies = []
     for example in task_data.test[:LATENCY_QUESTIONS]:
         start = time.perf_counter()
-        generate(model, tokenizer, [predict_prompt(example.input)], max_tokens=config.train.trainer.answer_max_tokens)
+        generate(model, tokenizer, [predict_prompt(example.input)], max_tokens=config.train.for_method(chosen.method).answer_max_tokens)
         latencies.append(time.perf_counter() - start)
-    baselines = folder.read_metrics().get("baselines", {})
-    for name in config.train.baselines:
-        _, _, scored = _score(config, name, folder.baseline_dir(name),
-                              folder.baseline_dir(name) / "predictions_test.jsonl", task_data, ignore_event)
-        baselines[name] = {**baselines.get(name, {}), "test_accuracy": scored.accuracy}
-        emit(Log(message=f"{name} baseline: test accuracy {scored.accuracy * 100:.1f}% "
-                         f"({scored.correct}/{scored.total})"))
+    candidates = [{**entry, "test_accuracy": scored[entry["name"]].accuracy, "test_correct": scored[entry["name"]].correct,
+                   "test_total": scored[entry["name"]].total} for entry in metrics.get("candidates", []) if entry.get("name") in scored]
+    baselines = metrics.get("baselines", {})
+    for candidate in _candidates(config):
+        if candidate.baseline:
+            baselines[candidate.method] = {**baselines.get(candidate.method, {}),
+                                           "test_accuracy": scored[candidate.name].accuracy}
+    comparison = _payoff(config, metrics, records)
+    if comparison:
+        emit(Log(message=comparison["verdict"]))
     folder.update_metrics(
         student_test_accuracy=summary.accuracy,
         student_test=_summary_dict(summary),
+        student_method=chosen.method,
+        student_candidate=chosen.name,
         student_parameters=count_parameters(model),
         student_seconds_per_answer=statistics.median(latencies) if latencies else None,
+        candidates=candidates,
         **({"baselines": baselines} if baselines else {}),
+        **({"payoff": comparison} if comparison else {}),
     )
-    return f"test accuracy {summary.accuracy * 100:.1f}%"
+    return f"test accuracy {summary.accuracy * 100:.1f}% ({chosen.label})"
 
 
-def _stage_export(folder: RunFolder) -> str:
+def _payoff(config: RunConfig, metrics: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Step-by-step (its α chosen on validation) against finetune on the same test questions; {} without both."""
+    candidates = _candidates(config)
+    step_by_step = [c for c in candidates if c.method == "step-by-step"]
+    finetune = next((c for c in candidates if c.method == "finetune"), None)
+    if not step_by_step or finetune is None or not records.get(finetune.name):
+        return {}
+    validation = {e["name"]: e.get("best_validation_accuracy") for e in metrics.get("candidates", [])}
+    best, _ = choose(step_by_step, validation, by_validation=config.train.select == "validation"
+                     ) if any(c.configured for c in step_by_step) else (step_by_step[0], "")
+    if not records.get(best.name):
+        return {}
+    return {"step_by_step": best.name, "step_by_step_label": best.label, "finetune": finetune.name,
+            **payoff(records[best.name], records[finetune.name])}
+
+
+def _stage_export(folder: RunFolder, config: RunConfig) -> str:
+    chosen = _chosen(config, folder.read_metrics())
     temp = folder.path / ".student.tmp"
     if temp.exists():
         shutil.rmtree(temp)
-    shutil.copytree(_trained_student(folder.train_dir), temp)
+    shutil.copytree(_trained_student(_candidate_dir(folder, chosen)), temp)
     publish_dir(temp, folder.student_dir)
-    return f"student saved to {folder.student_dir}"
+    return f"{chosen.label} saved to {folder.student_dir}"

@@ -9,8 +9,9 @@ Layout of ``runs/<name>/``::
     teacher_test.jsonl the teacher's answers to the test questions (optional)
     train/             checkpoints and the trainer's own files; train/student the trained student
     baselines/<m>/     a baseline's training folder, its student and its test predictions
-    student/           the exported student, Hugging Face layout
-    predictions_test.jsonl  the student's answers to the test questions
+    candidates/<name>/ the configured method at another α (train.select = "validation"), the same
+    student/           the exported student (the candidate best on validation), Hugging Face layout
+    predictions_test.jsonl  the exported student's answers to the test questions
     metrics.json       accuracies, sizes, latencies, memory
     report.md          the run's report
     pid                the lock one pipeline process holds while it writes; holds its pid
@@ -145,6 +146,10 @@ class RunFolder:
 
     def baseline_dir(self, method: str) -> Path:
         return self.path / "baselines" / method
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.path / "candidates"
 
     # -- creation and the writer's lock ---------------------------------------------------------
     def create(self) -> None:

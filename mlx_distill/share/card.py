@@ -148,7 +148,9 @@ def model_card_text(run_dir: str | Path, model_ref: str, export: str | None = No
     quantized = "bits" in entry
     accuracy = entry["test_accuracy"] if quantized else metrics.get("student_test_accuracy")
     name = f"{config.name}-student" + (f"-{entry['bits']}bit" if quantized else "")
-    method = config.train.method
+    method = metrics.get("student_method", config.train.method)
+    chosen = next((c for c in metrics.get("candidates", []) if c.get("chosen")), {})
+    alpha = chosen.get("alpha", config.train.trainer.alpha)
     data = metrics.get("data", {})
     teacher = config.teacher.model if config.teacher.enabled else None
     answered = _first_test_answer(folder)
@@ -172,7 +174,7 @@ def model_card_text(run_dir: str | Path, model_ref: str, export: str | None = No
               f"| starting checkpoint | `{config.train.student}` |",
               f"| teacher | `{teacher}` (license: {teacher_license or 'see its own model card'}) |" if teacher
               else "| teacher | none (this run did not use one) |",
-              f"| method | {method}" + (f", α = {config.train.trainer.alpha}" if method == "step-by-step" else "") + " |",
+              f"| method | {method}" + (f", α = {alpha:g}" if method == "step-by-step" else "") + " |",
               f"| rationales from | {config.train.rationale_source} |",
               f"| data | {data.get('train', '?')} train / {data.get('validation', '?')} validation / "
               f"{data.get('test', '?')} test questions |"]
@@ -190,8 +192,11 @@ def model_card_text(run_dir: str | Path, model_ref: str, export: str | None = No
     if quantized:
         lines.append(f"| the float student it was quantized from | {_percent(entry.get('float_test_accuracy'))} |")
     lines.append(f"| teacher | {_percent(teacher_test.get('accuracy')) if teacher_test else 'not measured'} |")
-    for baseline, values in metrics.get("baselines", {}).items():
-        lines.append(f"| baseline `{baseline}` (same student, same data) | {_percent(values.get('test_accuracy'))} |")
+    if metrics.get("candidates"):
+        lines += _candidates_lines(metrics)
+    else:
+        for baseline, values in metrics.get("baselines", {}).items():
+            lines.append(f"| baseline `{baseline}` (same student, same data) | {_percent(values.get('test_accuracy'))} |")
     if quantized and entry.get("agreement") is not None:
         lines += ["", f"It gives the same answer as the float student on {_percent(entry['agreement'])} of the "
                       f"{entry.get('test_total', '?')} test questions."]
@@ -213,6 +218,27 @@ def model_card_text(run_dir: str | Path, model_ref: str, export: str | None = No
                   "on the machine that made the run.", ""]
     card = ModelCard(f"---\n{_front_matter(config, accuracy, name, quantized).to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)
+
+
+def _candidates_lines(metrics: dict[str, Any]) -> list[str]:
+    """Why this student: every candidate trained on the same rows, the validation winner, the payoff."""
+    lines = ["", "## Why this student", "",
+             "The run trained these candidates on the same rows, student, steps and seed, and exported the "
+             "one best on the validation split (the test split played no part in the choice):", "",
+             "| candidate | best validation | test accuracy |", "|---|---|---|"]
+    for entry in metrics["candidates"]:
+        mark = " **(this student)**" if entry.get("chosen") else ""
+        lines.append(f"| {entry.get('label', entry.get('name'))}{mark} | {_percent(entry.get('best_validation_accuracy'))} "
+                     f"| {_percent(entry.get('test_accuracy'))} |")
+    selection = metrics.get("selection", {})
+    if selection.get("reason"):
+        lines += ["", f"Chosen: {selection.get('label')} ({selection['reason']})."]
+    payoff = metrics.get("payoff")
+    if payoff:
+        lines += ["", f"{payoff['verdict']} {payoff['step_by_step_label']}: {_percent(payoff['step_by_step_accuracy'])}, "
+                      f"finetune: {_percent(payoff['finetune_accuracy'])}, on the same {payoff['questions']} test "
+                      "questions (paired bootstrap)."]
+    return lines
 
 
 def _seconds(value: Any) -> str:

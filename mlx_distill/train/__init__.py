@@ -10,6 +10,7 @@ from mlx_distill.train.checkpoint import load_weights
 from mlx_distill.train.evaluate import EvalSummary, evaluate
 from mlx_distill.train.loop import TrainResult, train
 from mlx_distill.train.meta import STUDENT_META, read_student_meta, student_method
+from mlx_distill.train.select import Candidate, candidate_name, choose, payoff, plan_candidates, verdict
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "EvalSummary", "STUDENT_META", "load_weights", "read_student_meta",
-           "student_method"]
+           "student_method", "Candidate", "candidate_name", "choose", "payoff", "plan_candidates", "verdict"]

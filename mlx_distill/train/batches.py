@@ -36,8 +36,10 @@ class TargetStats:
     examples: int
     with_rationale: int
     teacher_labels: int  # labels taken from the teacher's answers
-    gold_fallbacks: int  # label_source=teacher but no usable teacher answer: gold used
-    dropped: int  # no usable label at all
+    gold_fallbacks: int  # teacher labels asked, no usable teacher answer, label_fallback=gold: gold used
+    dropped: int  # no usable label (teacher labels asked and label_fallback=drop, or no gold label)
+    no_teacher_answer: int = 0  # teacher labels asked but the teacher gave no usable answer
+    restating_dropped: int = 0  # teacher rationales left out of explain: because they only restate the answer
 
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
@@ -70,6 +72,8 @@ def build_texts(
     rationales: Mapping[str, Any] | None = None,
     use_human_rationales: bool = False,
     alpha: float = 0.5,
+    label_fallback: str = "drop",
+    keep_restating: bool = False,
 ) -> tuple[list[TrainText], TargetStats]:
     """Turn examples into the rows a method trains on.
 
@@ -80,6 +84,11 @@ def build_texts(
         rationales: teacher records by example id (``mlx_distill.data.load_rationales``).
         use_human_rationales: take the rationale from ``Example.rationale`` instead.
         alpha: the label weight; with ``alpha == 1`` no rationale row is built at all.
+        label_fallback: with teacher labels, a row whose teacher gave no usable answer is
+            dropped (``drop``, so no gold label enters a teacher-labelled run) or takes its gold
+            label (``gold``).
+        keep_restating: also train ``explain:`` on teacher rationales that only restate the
+            answer ("A cod is a fish."); by default they are left out (the row keeps its label).
 
     Returns:
         The rows and counts of what was used.
@@ -88,6 +97,8 @@ def build_texts(
         raise DistillError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if label_source not in LABEL_SOURCES:
         raise DistillError(f"unknown label source {label_source!r}; use gold or teacher")
+    if label_fallback not in ("drop", "gold"):
+        raise DistillError(f"unknown label fallback {label_fallback!r}; use drop or gold")
     rationales = rationales or {}
     if method == "distill":
         label_source = "teacher"
@@ -103,7 +114,7 @@ def build_texts(
         )
 
     rows: list[TrainText] = []
-    with_rationale = teacher_labels = gold_fallbacks = dropped = 0
+    with_rationale = teacher_labels = gold_fallbacks = dropped = no_answer = restating = 0
     for example in examples:
         record = rationales.get(example.id)
         label = example.label
@@ -111,8 +122,12 @@ def build_texts(
             answer = teacher_answer(record)
             if answer is not None:
                 label, teacher_labels = answer, teacher_labels + 1
-            elif label:
-                gold_fallbacks += 1
+            else:
+                no_answer += 1
+                if label_fallback == "drop":
+                    label = ""
+                elif label:
+                    gold_fallbacks += 1
         if not label:
             dropped += 1
             continue
@@ -122,14 +137,17 @@ def build_texts(
                 rationale = (example.rationale or "").strip() or None
             else:
                 rationale = teacher_rationale(record)
+                if rationale is not None and not keep_restating and _field(record, "restates_answer", False):
+                    rationale, restating = None, restating + 1
         with_rationale += rationale is not None
         if method == "cot":
             rows.append(TrainText(example.id, example.input, cot_target(rationale, label)))
         else:
             rows.append(TrainText(example.id, example.input, label, rationale))
     if not rows:
-        raise DistillError("no training example has a usable label; check the data file and --label-source")
-    stats = TargetStats(len(rows), with_rationale, teacher_labels, gold_fallbacks, dropped)
+        fix = " or --label-fallback gold" if no_answer else ""
+        raise DistillError(f"no training example has a usable label; check the data file and --label-source{fix}")
+    stats = TargetStats(len(rows), with_rationale, teacher_labels, gold_fallbacks, dropped, no_answer, restating)
     return rows, stats
 
 
@@ -289,6 +307,8 @@ class MicroBatch:
     label_tokens: int  # real (non-pad) target tokens
     rationale_tokens: int
     real_tokens: int  # real input + target tokens of both tasks
+    rows: int = 0  # examples in the micro-batch
+    rationale_rows: int = 0  # of them, with an explain: row
 
     @property
     def padded_tokens(self) -> int:
@@ -302,15 +322,20 @@ def make_micro_batch(rows: TokenizedRows, indices: Sequence[int], *, pad_id: int
     real = sum(len(s) for s in predict) + sum(len(s) for s in target)
     label_tokens = sum(len(s) for s in target)
     rationale = None
-    rationale_tokens = 0
+    rationale_tokens = rationale_rows = 0
     if rows.has_rationale_task:
-        explain = [rows.explain[i] for i in indices]
-        rat = [rows.rationale[i] for i in indices]
-        if any(r is not None for r in rat):
+        # Only the rows that have a rationale enter the explain: arrays, their count padded to a
+        # power of two (few shapes to compile): with sparse coverage most of a batch has none.
+        covered = [i for i in indices if rows.rationale[i] is not None]
+        slots = min(len(indices), 1 << max(0, len(covered) - 1).bit_length()) if covered else 0
+        explain = [rows.explain[i] for i in covered] + [None] * (slots - len(covered))
+        rat = [rows.rationale[i] for i in covered] + [None] * (slots - len(covered))
+        if covered:
             rationale = task_arrays(explain, rat, pad_id=pad_id, decoder_start_id=decoder_start_id)
             rationale_tokens = sum(len(s) for s in rat if s is not None)
+            rationale_rows = sum(1 for s in rat if s is not None)
             real += sum(len(s) for s in explain if s is not None) + rationale_tokens
-    return MicroBatch(label, rationale, label_tokens, rationale_tokens, real)
+    return MicroBatch(label, rationale, label_tokens, rationale_tokens, real, len(indices), rationale_rows)
 
 
 def split_micro_batches(

@@ -47,7 +47,7 @@ from mlx_distill.train.batches import (
 )
 from mlx_distill.train.evaluate import evaluate
 from mlx_distill.train.meta import write_student_meta
-from mlx_distill.train.step import build_step, make_optimizer, make_schedule
+from mlx_distill.train.step import build_step, make_optimizer, make_schedule, rationale_normaliser
 
 RESUME_HINT = "continue with resume=True (CLI: the same command with --resume)"
 
@@ -68,6 +68,9 @@ class TrainResult:
     stopped: bool = False
     checkpoint: str | None = None
     resume_hint: str = ""
+    examples: int = 0  # training rows (questions) trained on
+    rationale_rows: int = 0  # of them, rows with an explain: target
+    restating_dropped: int = 0  # teacher rationales left out because they only restate the answer
 
 
 def train(
@@ -116,6 +119,9 @@ def train(
 def check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
     """Raise DistillError if a checkpoint was written with settings that change the result."""
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    # A key added after the checkpoint was written counts as unchanged while it is at its default.
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     changed = sorted(k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
@@ -163,9 +169,11 @@ class _Counts:
 
     def __init__(self, micro: list[MicroBatch], stop: bool = False) -> None:
         local = [sum(m.label_tokens for m in micro), sum(m.rationale_tokens for m in micro),
-                 sum(m.real_tokens for m in micro), float(stop)]
+                 sum(m.real_tokens for m in micro), sum(m.rows for m in micro), sum(m.rationale_rows for m in micro),
+                 float(stop)]
         *tokens, stops = distributed.all_sum(local)
-        self.label_tokens, self.rationale_tokens, self.real_tokens = (int(v) for v in tokens)
+        self.label_tokens, self.rationale_tokens, self.real_tokens, self.rows, self.rationale_rows = (
+            int(v) for v in tokens)
         self.stop = stops > 0
 
 
@@ -223,12 +231,22 @@ class Trainer:
             rationales=self.rationales or {},
             use_human_rationales=self.rationales is None or config.human_rationales,
             alpha=config.alpha,
+            label_fallback=config.label_fallback,
+            keep_restating=config.keep_restating,
         )
+        self.text_stats = stats
         message = f"{stats.examples} training examples, {stats.with_rationale} with a rationale"
-        if stats.teacher_labels or stats.gold_fallbacks:
-            message += f", {stats.teacher_labels} teacher labels ({stats.gold_fallbacks} gold fallbacks)"
+        if stats.restating_dropped:
+            message += (f" ({stats.restating_dropped} that only restate the answer left out; "
+                        "teacher.keep_restating = true keeps them)")
+        if stats.teacher_labels or stats.no_teacher_answer:
+            message += f", {stats.teacher_labels} teacher labels"
+            if stats.gold_fallbacks:
+                message += f" ({stats.gold_fallbacks} gold labels where the teacher gave no answer)"
         if stats.dropped:
             message += f", {stats.dropped} dropped without a label"
+            if stats.no_teacher_answer and not stats.gold_fallbacks:
+                message += " (no teacher answer; label_fallback = \"gold\" keeps them with gold labels)"
         self.emit(Log(message=message))
         self.rows = tokenize_rows(
             self.tokenizer, texts, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens
@@ -298,7 +316,9 @@ class Trainer:
             # Token means over the whole step (all micro-batches, all ranks); with N ranks each
             # rank's loss is N times its share, so the ranks' averaged gradient is the full one.
             label_norm = mx.array(max(1, counts.label_tokens) / self.size, mx.float32)
-            rationale_norm = mx.array(max(1, counts.rationale_tokens) / self.size, mx.float32)
+            rationale_norm = mx.array(
+                rationale_normaliser(counts.rationale_tokens, counts.rationale_rows, counts.rows) / self.size,
+                mx.float32)
             # A micro-batch without rationale rows in a step that has some still weighs its labels
             # by alpha (the rationale term of its rows is zero), as if it were part of the batch.
             label_only_norm = label_norm / max(self.config.alpha, 1e-30) if counts.rationale_tokens else label_norm
@@ -537,4 +557,7 @@ class Trainer:
             stopped=stopped,
             checkpoint=str(checkpoint) if checkpoint else None,
             resume_hint=RESUME_HINT if stopped else "",
+            examples=self.text_stats.examples,
+            rationale_rows=self.text_stats.with_rationale,
+            restating_dropped=self.text_stats.restating_dropped,
         )

@@ -50,11 +50,27 @@ def task_loss_sum(model: Any, batch: TaskBatch) -> mx.array:
     return (token_cross_entropy(logits, targets) * target_mask).sum()
 
 
+def rationale_normaliser(rationale_tokens: int, rationale_rows: int, rows: int) -> float:
+    """What the rationale term's summed token loss is divided by: the rationale tokens the step
+    would hold if every one of its ``rows`` had a rationale as long as its rationale rows' mean.
+
+    With a rationale on every row this is the step's rationale token count (the paper's token
+    mean). With partial coverage (the gold filter keeps only the teacher's agreeing answers) a
+    rationale row weighs what it would weigh if every row had one, so two rationale rows in a batch
+    of 32 carry 2/32 of the rationale term, not all of it; the term then shrinks with the coverage
+    instead of putting the whole (1 - alpha) share on a few rows. The label term is unchanged.
+    """
+    if rationale_rows <= 0:
+        return float(max(1, rationale_tokens))
+    return max(1, rationale_tokens) * max(rows, rationale_rows) / rationale_rows
+
+
 def make_loss(alpha: float) -> Callable[..., tuple[mx.array, mx.array, mx.array]]:
     """The training loss: ``alpha·label_mean + (1-alpha)·rationale_mean``.
 
-    Means are token means over a whole optimizer step: ``label_norm``/``rationale_norm`` are
-    the step's real target-token counts, so micro-batch gradients add up to the full batch's.
+    Means are token means over a whole optimizer step: ``label_norm`` is the step's real label
+    tokens and ``rationale_norm`` its rationale tokens scaled to full coverage
+    (``rationale_normaliser``), so micro-batch gradients add up to the full batch's.
     Without a rationale batch the loss is the label mean alone (``finetune``, ``distill``, ``cot``).
 
     Returns:

@@ -39,6 +39,10 @@ def _clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _mark(state: DashboardState, name: str) -> str:
+    return "✓ " if name == state.chosen else ""
+
+
 class StageList(Static):
     """One line: every stage with an icon for its state."""
 
@@ -133,8 +137,13 @@ class DashboardScreen(Screen):
 
         step = state.train
         self._fill_bar("#train-bar", (step.step, step.total_steps) if step else None, state.shown_stages.get("train"))
-        self.query_one("#train-stats", Static).update(state.train_text(show_eta))
+        train_stats = self.query_one("#train-stats", Static)
+        text = state.train_text(show_eta)
+        train_stats.update(text)
+        train_stats.display = bool(text)
         self.query_one("#accuracy", Static).update(state.accuracy_text())
+        several = len(state.candidates) > 1
+        self.query_one("#train-panel").border_subtitle = state.CANDIDATE_COLUMNS if several else ""
         self._plot()
 
     def _fill_bar(self, selector: str, progress: tuple[int, int] | None, stage_state: str | None) -> None:
@@ -150,15 +159,22 @@ class DashboardScreen(Screen):
         loss_plot = self.query_one("#loss-plot", PlotextPlot)
         plt = loss_plot.plt
         plt.clear_data()
-        if state.steps:
-            plt.plot(*_thin(state.steps, state.label_losses), label="label")
-        if state.rationale_steps:
-            plt.plot(*_thin(state.rationale_steps, state.rationale_losses), label="rationale")
+        several = len(state.candidates) > 1
+        # One line per candidate (its label loss: comparable across methods); a lone run also
+        # draws its rationale loss.
+        for candidate in state.candidates.values():
+            if candidate.steps:
+                label = f"{_mark(state, candidate.name)}{candidate.label}" if several else "label"
+                plt.plot(*_thin(candidate.steps, candidate.label_losses), label=label)
+            if candidate.rationale_steps and not several:
+                plt.plot(*_thin(candidate.rationale_steps, candidate.rationale_losses), label="rationale")
         loss_plot.refresh()
         acc_plot = self.query_one("#acc-plot", PlotextPlot)
         plt = acc_plot.plt
         plt.clear_data()
-        if state.eval_steps:
-            plt.plot(state.eval_steps, [a * 100 for a in state.eval_accuracies], label="validation %", marker="dot")
-            plt.ylim(0, 100)
+        for candidate in state.candidates.values():
+            if candidate.eval_steps:
+                label = f"{_mark(state, candidate.name)}{candidate.label}" if several else "validation %"
+                plt.plot(candidate.eval_steps, [a * 100 for a in candidate.eval_accuracies], label=label, marker="dot")
+                plt.ylim(0, 100)
         acc_plot.refresh()

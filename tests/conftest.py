@@ -7,6 +7,8 @@ format by ``mlx_distill.testing``.
 from __future__ import annotations
 
 import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,14 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     yield Path("runs")
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+@pytest.fixture(scope="session")
+def demo_run_process(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`mlx-distill demo` run once for the session (the real SmolLM2 teacher, the payoff's two
+    candidates): tests/test_demo.py checks the run, tests/test_share.py exports and pushes it.
+    Both modules are in the xdist group "demo", so one worker runs them and the demo runs once."""
+    runs = tmp_path_factory.mktemp("demo-runs")
+    done = subprocess.run([sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(runs)],
+                          capture_output=True, text=True, timeout=2400)
+    return runs / "demo", done

@@ -10,19 +10,15 @@ import pytest
 
 from mlx_distill.events import event_from_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
-def _demo(runs_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(runs_dir)],
-                          capture_output=True, text=True, timeout=900)
-
-
-def test_demo_runs_every_stage_learns_and_its_student_answers(tmp_path):
-    """The one end-to-end demo run of the suite (a rerun skipping every stage: tests/test_pipeline.py)."""
-    first = _demo(tmp_path)
+@pytest.mark.timeout(2400)
+def test_demo_runs_every_stage_learns_and_its_student_answers(demo_run_process):
+    """The one end-to-end demo run of the suite (shared with tests/test_share.py; a rerun skipping
+    every stage: tests/test_pipeline.py)."""
+    run, first = demo_run_process
     assert first.returncode == 0, first.stderr
-    run = tmp_path / "demo"
     for name in ("config.toml", "state.json", "events.jsonl", "rationales.jsonl", "metrics.json", "report.md",
                  "student/config.json", "student/model.safetensors", "predictions_test.jsonl"):
         assert (run / name).is_file(), name

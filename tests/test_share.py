@@ -26,7 +26,7 @@ import pytest
 from mlx_distill.errors import DistillError
 from mlx_distill.testing.cli_runner import OPENBLAS, ROOT, assert_one_line_error, run_cli, run_cli_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo"), pytest.mark.timeout(2400)]
 
 TOKEN = "hf_stand_in_token"
 
@@ -41,12 +41,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("share-runs")
-    done = subprocess.run([sys.executable, "-m", "mlx_distill", "demo", "--runs-dir", str(runs), "--quiet"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+def demo_run(demo_run_process) -> Path:
+    """The session's one demo run (tests/conftest.py)."""
+    run, done = demo_run_process
     assert done.returncode == 0, done.stderr
-    return runs / "demo"
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,9 @@ def test_cards_parse_and_their_numbers_are_the_runs(demo_run, exports):
     assert card.data.eval_results[0].metric_value == metrics["student_test_accuracy"]
     assert f"| this student | {metrics['student_test_accuracy'] * 100:.1f}% |" in card.text
     assert f"{metrics['data']['train']} train / {metrics['data']['validation']} validation" in card.text
-    assert f"α = {0.5}" in card.text and "transformers" in card.text
+    assert "transformers" in card.text
+    if metrics["student_method"] == "step-by-step":  # the validation winner may be the finetune baseline
+        assert f"α = {0.5}" in card.text
 
     name = exports[8].name
     quantized = ModelCard.load(exports[8].folder / "README.md")
@@ -175,15 +177,16 @@ def _run_snippet(code: str) -> list[str]:
 
 def test_card_snippets_run_and_answer_as_the_run_did(demo_run, exports):
     first = json.loads((demo_run / "predictions_test.jsonl").read_text().splitlines()[0])
+    explains = _metrics(demo_run)["student_method"] == "step-by-step"  # a finetune winner has no explain: task
     mlx_block, transformers_block = _python_blocks(exports["float"].folder / "README.md")
-    answer, rationale = _run_snippet(mlx_block)
-    assert answer == first["generated"] and len(rationale) > 5
+    lines = _run_snippet(mlx_block)
+    assert lines[0] == first["generated"]
+    assert len(lines) == 2 and len(lines[1]) > 5 if explains else len(lines) == 1
     assert "T5ForConditionalGeneration" in transformers_block
     assert _run_snippet(transformers_block) == [first["generated"]]
 
     (quantized_block,) = _python_blocks(exports[8].folder / "README.md")
-    answer, _ = _run_snippet(quantized_block)
-    assert answer == first["generated"]  # the 8-bit student agrees on this question too (100% on the demo)
+    assert _run_snippet(quantized_block)[0] == first["generated"]  # the 8-bit student agrees on this question too (100% on the demo)
 
 
 # ---- push --------------------------------------------------------------------------------------

@@ -41,10 +41,15 @@ ended() {{
     echo "{{\"tool\": \"caffeinate\", \"pid\": $$, \"event\": \"end\", \"time\": $(now), \"reason\": \"$1\"}}" >> "$log"
     exit 0
 }}
-trap 'ended "signal"' TERM INT HUP
+# A signal before the start is written (a run that fails at once, on a loaded machine) is kept
+# until it is, so every end has its start.
+pending=""
+trap 'pending=1' TERM INT HUP
 args=""
 for arg in "$@"; do args="$args${{args:+, }}\"$arg\""; done
 echo "{{\"tool\": \"caffeinate\", \"pid\": $$, \"event\": \"start\", \"time\": $(now), \"args\": [$args]}}" >> "$log"
+trap 'ended "signal"' TERM INT HUP
+[ -z "$pending" ] || ended "signal"
 watched=""
 while [ $# -gt 0 ]; do
     if [ "$1" = "-w" ]; then watched="$2"; fi

@@ -84,7 +84,10 @@ def test_a_teacher_failing_in_generate_lets_go_and_says_so_once(tmp_path, demo_m
     result = _generate(odd, small_synthetic_task, tmp_path / "r.jsonl")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: ") and "nosucharch" in result.stderr
-    (span,) = fake_mac.assertions()
-    assert span["end"] is not None
+    # The assertion was let go by the run (signal), not left to end with it. On a loaded machine the
+    # run can fail and let go before the fake caffeinate (a shell script) has set its traps: it then
+    # dies at once, recording nothing, as a real caffeinate killed that early would hold nothing.
+    spans = fake_mac.assertions()
+    assert len(spans) <= 1 and all(span["end"] is not None and span["reason"] == "signal" for span in spans)
     (note,) = fake_mac.notifications()
     assert "failed in teacher" in note and "nosucharch" in note

@@ -6,9 +6,10 @@ format by ``mlx_distill.testing``.
 
 from __future__ import annotations
 
-import time
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
 from mlx_distill.testing.synthetic_task import build_model, write_task
 from mlx_distill.testing.tiny_llm import build_tiny_llm
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
+
+# Two xdist workers already keep both cores busy: OpenBLAS threads on top of them only spin against
+# each other (measured: two demos side by side, 166 s each with OpenBLAS's default threads, 101 s
+# with one; one demo alone takes 101 s either way). Set before the workers and every CLI subprocess
+# start, which read it when OpenBLAS loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

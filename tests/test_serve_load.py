@@ -78,14 +78,19 @@ def test_a_streaming_client_that_shares_the_batch_gets_many_chunks(running, stud
     assert len(pieces) > 1 and "".join(pieces) == expected
 
 
+# Long enough that the answer is still being decoded when a client's 0.3 s timeout (or the server's
+# 0.2 s deadline) ends it: 500 tokens take about 0.3 s here on one core, too close.
+ABANDONED_TOKENS = 2048
+
+
 def _long_tokens(student) -> int:
     model, tokenizer = student
-    return len(generate_tokens(model, tokenizer, [predict_prompt(LONG)], max_tokens=500)[0])
+    return len(generate_tokens(model, tokenizer, [predict_prompt(LONG)], max_tokens=ABANDONED_TOKENS)[0])
 
 
 def test_a_client_that_leaves_frees_its_row_and_no_429_follows(demo_models, student):
-    assert _long_tokens(student) == 500, "the tiny student ends this answer early; pick a longer one"
-    running = Running(demo_models["student"], queue_size=2)
+    assert _long_tokens(student) == ABANDONED_TOKENS, "the tiny student ends this answer early; pick a longer one"
+    running = Running(demo_models["student"], queue_size=2, max_tokens=ABANDONED_TOKENS)
     try:
         # A streaming client that closes its stream mid-answer.
         stream = _ask(running.client, LONG, max_tokens=500, stream=True)
@@ -97,7 +102,8 @@ def test_a_client_that_leaves_frees_its_row_and_no_429_follows(demo_models, stud
         for _ in range(4):
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(running.url + "/v1/chat/completions", timeout=0.3,
-                           json={"model": "tiny", "messages": [{"role": "user", "content": LONG}], "max_tokens": 500})
+                           json={"model": "tiny", "messages": [{"role": "user", "content": LONG}],
+                                 "max_tokens": ABANDONED_TOKENS})
         assert running.wait_until(lambda: running.worker.live_rows == 0 and running.worker.in_flight == 0, 10)
         assert running.worker.answered == 0  # none of the abandoned answers was finished
         # The abandoned work left no queue behind: as many live clients as the queue holds are answered.
@@ -139,11 +145,11 @@ def test_429_says_when_to_retry_and_a_queued_job_whose_client_left_never_starts(
 
 
 def test_request_timeout_is_openais_timeout_error(demo_models, student):
-    assert _long_tokens(student) == 500
-    running = Running(demo_models["student"], request_timeout=0.2)
+    assert _long_tokens(student) == ABANDONED_TOKENS
+    running = Running(demo_models["student"], request_timeout=0.2, max_tokens=ABANDONED_TOKENS)
     try:
         with pytest.raises(openai.APIStatusError) as caught:
-            _ask(running.client, LONG, max_tokens=500)
+            _ask(running.client, LONG, max_tokens=ABANDONED_TOKENS)
         assert caught.value.status_code == 408
         assert caught.value.body["type"] == "timeout_error" and "timed out" in caught.value.message
         assert running.wait_until(lambda: running.worker.live_rows == 0, 10)

@@ -6,7 +6,8 @@ Everything runs on this machine, in one run: a student built here (the demo's sh
 ``--shape small`` for a t5-small-like width), its server on a loopback port, and 1, 4 and 16
 concurrent clients using the official OpenAI client. Each client asks its next question as soon
 as its answer comes (closed loop), for ``--seconds`` per cell. Every server cell runs
-``--repeats`` times and prints the median with the range. Answers are checked to equal the
+``--repeats`` times and prints the median with the range; each batched cell is followed by the
+same cell one at a time, and the ratio is taken pair by pair. Answers are checked to equal the
 one-at-a-time answers.
 
 Mixed load: 15 clients ask short questions while one asks with ``"explain": true`` and
@@ -108,28 +109,41 @@ def _clients_process(args: tuple) -> Cell:
     return closed_loop(*args)
 
 
-def serve_cells(student: Path, max_batch: int, seconds: float, max_tokens: int, repeats: int,
-                cells: list[tuple[int, int]]) -> dict[tuple[int, int], list[Cell]]:
-    """Each (clients, long_max_tokens) cell ``repeats`` times against one server, interleaved."""
-    server = StudentServer(student, ServeOptions(port=0, max_batch=max_batch, queue_size=256), name="student")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    server.started.wait()
+def serve_cells(student: Path, seconds: float, max_tokens: int, repeats: int, uniform: list[tuple[int, int]],
+                mixed: list[tuple[int, int]]) -> tuple[dict, dict]:
+    """Each cell ``repeats`` times against two servers of the same student, one batching (32 rows)
+    and one answering one request at a time; each batched cell is followed by the same cell one
+    at a time, so the machine's drift (this kind of machine's speed varies from minute to minute)
+    falls on both sides of every ratio."""
+    servers = {rows: StudentServer(student, ServeOptions(port=0, max_batch=rows, queue_size=256), name="student")
+               for rows in (32, 1)}
+    threads = [threading.Thread(target=server.run, daemon=True) for server in servers.values()]
+    for thread in threads:
+        thread.start()
+    for server in servers.values():
+        server.started.wait()
     # The clients run in their own process, so their HTTP work does not hold the server's GIL.
     context = multiprocessing.get_context("spawn")
+    batched: dict[tuple[int, int], list[Cell]] = {cell: [] for cell in uniform + mixed}
+    single: dict[tuple[int, int], list[Cell]] = {cell: [] for cell in uniform}
     try:
         with context.Pool(1) as pool:
-            pool.apply(_clients_process, ((server.url, 2, 1.0, max_tokens),))  # warm up
-            results: dict[tuple[int, int], list[Cell]] = {cell: [] for cell in cells}
+            for server in servers.values():
+                pool.apply(_clients_process, ((server.url, 2, 1.0, max_tokens),))  # warm up
             for _ in range(repeats):
-                for clients, long_tokens in cells:
-                    results[(clients, long_tokens)].append(
-                        pool.apply(_clients_process, ((server.url, clients, seconds, max_tokens, long_tokens),)))
-        return results
+                for clients, long_tokens in uniform + mixed:
+                    batched[(clients, long_tokens)].append(pool.apply(
+                        _clients_process, ((servers[32].url, clients, seconds, max_tokens, long_tokens),)))
+                    if (clients, long_tokens) in single:
+                        single[(clients, long_tokens)].append(pool.apply(
+                            _clients_process, ((servers[1].url, clients, seconds, max_tokens, long_tokens),)))
+        return batched, single
     finally:
-        server.stop()
-        thread.join()
-        print(f"  server (max_batch {max_batch}): {server.summary()}", flush=True)
+        for rows, server in servers.items():
+            server.stop()
+            print(f"  server (max_batch {rows}): {server.summary()}", flush=True)
+        for thread in threads:
+            thread.join()
 
 
 def ask_cells(student: Path, per_client: int, max_tokens: int) -> dict[int, float]:
@@ -199,13 +213,13 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; BLAS: {blas_status()}; student shape {args.shape}; "
-          f"{args.max_tokens} tokens per answer; {os.cpu_count()} CPUs; load average {load:.1f} at start")
+          f"{args.max_tokens} tokens per answer; {os.cpu_count()} CPUs; OPENBLAS_NUM_THREADS "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average {load:.1f} at start")
     uniform = [(c, 0) for c in CLIENTS]
     mixed = [(MIXED_SHORT, 0), (MIXED_SHORT, args.long_max_tokens)]
     with tempfile.TemporaryDirectory() as tmp:
         student = build_tiny_t5(Path(tmp) / "student", corpus=_demo_corpus(demo_data_dir()), **SHAPES[args.shape])
-        batched = serve_cells(student, 32, args.seconds, args.max_tokens, args.repeats, uniform + mixed)
-        single = serve_cells(student, 1, args.seconds, args.max_tokens, args.repeats, uniform)
+        batched, single = serve_cells(student, args.seconds, args.max_tokens, args.repeats, uniform, mixed)
         ask = ask_cells(student, args.ask_per_client, args.max_tokens)
         decoding = decoder_cells(student, 16, args.max_tokens, args.repeats)
     reference = {q: t for cells in single.values() for cell in cells for q, t in cell.texts.items()}

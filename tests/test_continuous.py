@@ -17,7 +17,7 @@ from mlx_distill.student import (
     generate_tokens,
     load_student,
 )
-from mlx_distill.student.generate import CACHE_STEP
+from mlx_distill.student.continuous import ROOM_STEP
 
 PROMPTS = [predict_prompt(f"Tom has {a} apples and buys {b} more." + " Why?" * (a * b % 7)) for a in range(3, 6)
            for b in range(2, 5)] + [explain_prompt("Is a bat a bird?"), explain_prompt("2 + 2 = ?")]
@@ -52,7 +52,7 @@ def test_greedy_rows_equal_generate_whatever_shares_the_batch(student):
     model, tokenizer = student
     limits = [random.Random(i).choice([3, 16, 40, 150]) for i in range(len(PROMPTS))]
     expected = [generate_tokens(model, tokenizer, [p], max_tokens=m)[0] for p, m in zip(PROMPTS, limits)]
-    assert max(len(e) for e in expected) > 2 * CACHE_STEP  # the cache moves and grows on the way
+    assert max(len(e) for e in expected) > 2 * ROOM_STEP  # the cache moves and grows on the way
     ids, _ = encode_prompts(tokenizer, PROMPTS)
     requests = [RowRequest(i, ids[i], limits[i]) for i in range(len(PROMPTS))]
     # Sampled rows share the batch too; they must not change the greedy ones.
@@ -76,7 +76,7 @@ def test_rows_finish_alone_and_memory_follows_the_live_rows(student):
             if row.finish_reason:
                 finished[row.key] = row.generated_tokens
     assert finished.get("short", 0) <= 2 and decoder.keys() == ["long"]
-    assert decoder.capacity == CACHE_STEP  # not MAX_NEW_TOKENS
+    assert decoder.capacity == ROOM_STEP  # not MAX_NEW_TOKENS
     decoder.drop(["long"])
     assert decoder.live == 0 and decoder.capacity == 0
 

@@ -67,3 +67,24 @@ def test_softmax_last_axis_matches_mlx_softmax_and_gradient():
         assert abs(value.item() - want_value.item()) < 1e-5
         assert mx.allclose(grad, want_grad, atol=1e-6).item()
     assert mx.all(softmax_last_axis(scores)[..., 7:] == 0).item()
+
+
+def test_gelu_approx_matches_the_tanh_gelu_and_its_gradient():
+    from mlx_distill.student.ops import gelu_approx
+
+    x64 = np.concatenate([np.linspace(-12.0, 12.0, 4001), [0.0, -1e-6, 1e-6, 30.0, -30.0]])
+    x = mx.array(x64.astype(np.float32))
+    x64 = np.array(x).astype(np.float64)
+    u = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+    want = 0.5 * x64 * (1 + np.tanh(u))
+    want_grad = 0.5 * (1 + np.tanh(u)) + 0.5 * x64 * (1 - np.tanh(u) ** 2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x64**2)
+
+    def close(got: mx.array, expected: np.ndarray) -> bool:
+        return bool(np.all(np.abs(np.array(got) - expected) <= 1e-6 + 1e-5 * np.abs(expected)))
+
+    for fn in (gelu_approx, mx.compile(gelu_approx)):
+        assert close(fn(x), want)
+    for grad in (mx.grad(lambda z: gelu_approx(z).sum()), mx.compile(mx.grad(lambda z: gelu_approx(z).sum()))):
+        assert close(grad(x), want_grad)
+    # and MLX's own, in float32, agrees to float32 rounding
+    assert mx.allclose(gelu_approx(x), nn.gelu_approx(x), atol=1e-5).item()

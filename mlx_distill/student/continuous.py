@@ -23,9 +23,13 @@ from typing import Hashable
 import mlx.core as mx
 import numpy as np
 
-from mlx_distill.student.generate import (CACHE_STEP, LENGTH_BUCKET, check_generation_args, is_greedy,
-                                          make_student_sampler)
+from mlx_distill.student.generate import LENGTH_BUCKET, check_generation_args, is_greedy, make_student_sampler
 from mlx_distill.student.t5 import DecoderCache, Model, _neg_inf, padding_bias
+
+
+# Cache slots added at a time. Smaller than `generate`'s: every row attends over the whole cache,
+# and rows of different ages keep more of it in use (measured: a 16-row step ~10% faster than with 64).
+ROOM_STEP = 16
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,7 @@ class ContinuousDecoder:
         for i, request in enumerate(requests):
             ids[i, : len(request.ids)] = request.ids
             mask[i, : len(request.ids)] = 1
-        hidden = self.model.encode(mx.array(ids), mx.array(mask))
-        cross = self.model.decoder.cross_kv(hidden)
+        cross = _cross_fn(self.model)(mx.array(ids), mx.array(mask))
         width = max(length, self._cross_mask.shape[1])
         cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
         new_mask = np.pad(mask, [(0, 0), (0, width - length)])
@@ -188,7 +191,7 @@ class ContinuousDecoder:
         """Ensure slot ``_slot`` exists: shift every row left by the oldest start, then resize."""
         if not self._keys:
             layers, heads = self.args.num_decoder_layers, self.args.num_heads
-            shape = (len(self.rows), heads, CACHE_STEP, self.args.d_kv)
+            shape = (len(self.rows), heads, ROOM_STEP, self.args.d_kv)
             dtype = self.model.dtype
             self._keys = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
             self._values = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
@@ -197,8 +200,8 @@ class ContinuousDecoder:
             return
         oldest = min(row.start for row in self.rows if row is not None)
         used = self._slot - oldest
-        capacity = CACHE_STEP
-        while capacity < used + CACHE_STEP:  # room for CACHE_STEP more steps before the next move
+        capacity = ROOM_STEP
+        while capacity < used + ROOM_STEP:  # room for ROOM_STEP more steps before the next move
             capacity *= 2
 
         def moved(buffer: mx.array) -> mx.array:
@@ -282,6 +285,19 @@ def _step_fn(model: Model):
 
         fn = mx.compile(step, inputs=model.state)
         model._compiled_continuous_step = fn
+    return fn
+
+
+def _cross_fn(model: Model):
+    """The compiled encoder pass of `model` to the decoder's cross-attention keys/values, per layer."""
+    fn = getattr(model, "_compiled_continuous_cross", None)
+    if fn is None:
+
+        def cross(ids, mask):
+            return model.decoder.cross_kv(model.encode(ids, mask))
+
+        fn = mx.compile(cross, inputs=model.state)
+        model._compiled_continuous_cross = fn
     return fn
 
 

@@ -102,6 +102,17 @@ def _pad(tokenizer: Any, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]
 # Decoding
 
 
+def encode_fn(model: Model):
+    """`model.encode`, compiled for answering (compiled once per input shape; weights read at call
+    time): on the CPU this fuses the fast softmax and GELU of `mlx_distill.student.ops` (measured
+    2.9 ms -> 1.0 ms for one demo-sized question). Use with the model in eval mode."""
+    fn = getattr(model, "_compiled_encode", None)
+    if fn is None:
+        fn = mx.compile(model.encode, inputs=model.state)
+        model._compiled_encode = fn
+    return fn
+
+
 def _decode_step_fn(model: Model):
     """The compiled one-token decoding step of `model` (weights are read at call time)."""
     fn = getattr(model, "_compiled_decode_step", None)
@@ -128,7 +139,7 @@ class _Decoder:
     def __init__(self, model: Model, input_ids: np.ndarray, mask: np.ndarray, max_tokens: int, repeat: int = 1):
         self.model, self.max_tokens = model, max_tokens
         ids, self.mask = mx.array(input_ids), mx.array(mask)
-        encoder_hidden = model.encode(ids, self.mask)
+        encoder_hidden = encode_fn(model)(ids, self.mask)
         if repeat > 1:
             encoder_hidden = mx.repeat(encoder_hidden, repeat, axis=0)
             self.mask = mx.repeat(self.mask, repeat, axis=0)

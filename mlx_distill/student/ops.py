@@ -1,12 +1,23 @@
-"""CPU fast paths for the T5 student: ``exp`` of non-positive inputs and a softmax built on it.
+"""CPU fast paths for the T5 student: ``exp`` of non-positive inputs, and the softmax and the tanh
+GELU built on it.
 
-MLX's CPU ``exp`` is slow inside compiled training steps; these are plain array ops that
-``mx.compile`` fuses. On other devices (and for other dtypes) they are the usual MLX ops.
+MLX's CPU ``exp`` and ``tanh`` call libm per element (``tanh``: ~30 ns an element on x86, which made
+the GELU of T5 v1.1's feed-forward the largest cost of an encoder pass); these are plain array ops
+that ``mx.compile`` fuses into vectorised loops. On other devices (and for other dtypes) they are
+the usual MLX ops.
 """
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
+import mlx.nn as nn
+
+
+# Below this many elements the fast paths' extra (fused) ops cost more than libm's calls: one
+# decoding step of one row was measured 0.1 ms slower with them, sixteen rows 0.2 ms faster.
+FAST_PATH_MIN_ELEMENTS = 2048
 
 
 def on_cpu() -> bool:
@@ -46,3 +57,37 @@ def softmax_last_axis(x: mx.array) -> mx.array:
 @softmax_last_axis.vjp
 def _softmax_last_axis_vjp(primals, cotangent, output):
     return (output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True)),)
+
+
+_GELU_SCALE = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def _gelu_gate(x: mx.array) -> mx.array:
+    """``0.5 * (1 + tanh(u)) = sigmoid(2u)`` for ``u = sqrt(2/pi) * (x + 0.044715 x^3)``, through
+    `exp_nonpositive`, written so that it loses no precision where ``tanh(u)`` is near -1."""
+    u = _GELU_SCALE * (x + _GELU_CUBIC * x * x * x)
+    e = exp_nonpositive(-2.0 * mx.abs(u))
+    return mx.where(u < 0, e, 1.0) / (1.0 + e)
+
+
+@mx.custom_function
+def _gelu_approx_float32(x: mx.array) -> mx.array:
+    return x * _gelu_gate(x)
+
+
+@_gelu_approx_float32.vjp
+def _gelu_approx_float32_vjp(primals, cotangent, output):
+    x = primals  # one input: MLX passes the array itself
+    gate = _gelu_gate(x)
+    du = _GELU_SCALE * (1.0 + 3.0 * _GELU_CUBIC * x * x)
+    return (cotangent * (gate + 2.0 * x * gate * (1.0 - gate) * du),)
+
+
+def gelu_approx(x: mx.array) -> mx.array:
+    """``nn.gelu_approx`` (the tanh GELU, T5 v1.1's ``gelu_new``); on the CPU in float32 through
+    `exp_nonpositive` (~15x faster compiled, ~2x not), as ``x * sigmoid(2u)``, for arrays of at
+    least `FAST_PATH_MIN_ELEMENTS`."""
+    if not on_cpu() or x.dtype != mx.float32 or x.size < FAST_PATH_MIN_ELEMENTS:
+        return nn.gelu_approx(x)
+    return _gelu_approx_float32(x)

@@ -20,7 +20,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_distill.student.ops import FAST_PATH_MIN_ELEMENTS, gelu_approx, on_cpu, softmax_last_axis
+from mlx_distill.student.ops import gelu_approx, on_cpu, softmax_last_axis
 
 T5_MODEL_TYPES = ("t5", "mt5")
 
@@ -223,11 +223,10 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
         cpu_float32 = on_cpu() and q.dtype == mx.float32
-        large = B * self.num_heads * T * keys.shape[2] >= FAST_PATH_MIN_ELEMENTS
-        if (self.training and (self.dropout_rate > 0 or cpu_float32)) or (cpu_float32 and large):
+        if cpu_float32 or (self.training and self.dropout_rate > 0):
             # fast SDPA has no dropout on the attention weights, which T5 trains with; on the CPU
-            # it is also slower, to train through and (but for the smallest) to answer with, than
-            # this with the fused-exp softmax.
+            # it is also slower, to train through and to answer with, than this with the fused-exp
+            # softmax (the same path for every batch size: a row's numbers must not depend on it).
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias

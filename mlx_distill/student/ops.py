@@ -81,8 +81,7 @@ def _gelu_approx_float32_vjp(primals, cotangent, output):
 
 def gelu_approx(x: mx.array) -> mx.array:
     """``nn.gelu_approx`` (the tanh GELU, T5 v1.1's ``gelu_new``); on the CPU in float32 through
-    `exp_nonpositive` (~15x faster compiled, ~2x not), as ``x * sigmoid(2u)``. Whatever the size:
-    a row's numbers must not depend on how many rows share its batch (or its rank)."""
+    `exp_nonpositive` (~15x faster compiled, ~2x not), as ``x * sigmoid(2u)``."""
     if not on_cpu() or x.dtype != mx.float32:
         return nn.gelu_approx(x)
     return _gelu_approx_float32(x)

@@ -147,7 +147,7 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_new": gelu_approx, "silu": nn.silu}
+_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_new": nn.gelu_approx, "silu": nn.silu}
 
 
 def _neg_inf(dtype: mx.Dtype) -> float:
@@ -222,11 +222,12 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         B, T, _ = x.shape
         q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
-        cpu_float32 = on_cpu() and q.dtype == mx.float32
+        cpu_float32 = on_cpu() and q.dtype == mx.float32 and (self.training or T > 1)
         if cpu_float32 or (self.training and self.dropout_rate > 0):
-            # fast SDPA has no dropout on the attention weights, which T5 trains with; on the CPU
-            # it is also slower, to train through and to answer with, than this with the fused-exp
-            # softmax (the same path for every batch size: a row's numbers must not depend on it).
+            # fast SDPA has no dropout on the attention weights, which T5 trains with. On the CPU it
+            # is also slower than this with the fused-exp softmax, to train through and for whole
+            # sequences (the encoder); a one-token decoding step is faster with it. The choice
+            # depends on the call, never on how many rows share the batch or a rank.
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias
@@ -250,11 +251,18 @@ class FeedForward(nn.Module):
         self.wo = nn.Linear(args.d_ff, args.d_model, bias=False)
         self.dropout = nn.Dropout(args.dropout_rate)
 
+    def _activate(self, h: mx.array) -> mx.array:
+        # T5 v1.1's tanh GELU through the fused exp on the CPU, as for attention (see there):
+        # in training and for whole sequences, not for a one-token decoding step.
+        if self.act is nn.gelu_approx and (self.training or h.shape[-2] > 1):
+            return gelu_approx(h)
+        return self.act(h)
+
     def __call__(self, x: mx.array) -> mx.array:
         if self.gated:
-            h = self.act(self.wi_0(x)) * self.wi_1(x)
+            h = self._activate(self.wi_0(x)) * self.wi_1(x)
         else:
-            h = self.act(self.wi(x))
+            h = self._activate(self.wi(x))
         return self.wo(self.dropout(h))
 
 

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
+from mlx_distill.testing.serving import RunningServer
 from mlx_distill.testing.synthetic_task import build_model, write_task
 from mlx_distill.testing.tiny_llm import build_tiny_llm
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
@@ -59,6 +61,14 @@ def demo_models(tmp_path_factory) -> dict[str, Path]:
         "teacher": build_tiny_llm(root / "teacher", arch="qwen2", corpus=corpus, seed=0),
         "student": build_tiny_t5(root / "student", corpus=corpus, **DEMO_STUDENT),
     }
+
+
+@pytest.fixture(scope="module")
+def server(demo_models) -> Iterator[RunningServer]:
+    """`serve` of the demo's tiny student on a loopback port, one per test module."""
+    running = RunningServer(demo_models["student"])
+    yield running
+    running.close()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from mlx_distill.serve.requests import ApiError, Limits, parse_chat
 from mlx_distill.serve.worker import Job
 from mlx_distill.serve.answers import Question
 from mlx_distill.student import encode_prompts, generate, generate_tokens
-from mlx_distill.testing.serving import RunningServer as Running, greedy_reference
+from mlx_distill.testing.serving import RunningServer as Running, ask, greedy_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
@@ -36,19 +36,8 @@ QUESTIONS = [f"Is a {animal} a mammal, a bird or a fish? Think of {n} facts."
 
 
 @pytest.fixture(scope="module")
-def server(demo_models):
-    running = Running(demo_models["student"])
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
 def reference(demo_models):
     return greedy_reference(demo_models["student"], 64)
-
-
-def ask(client, question: str, model: str = "tiny", **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], **kw)
 
 
 def test_models_and_health(server):

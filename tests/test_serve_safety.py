@@ -17,17 +17,10 @@ from mlx_distill.serve import server_address, server_addresses
 from mlx_distill.serve.address import remove_server_address, write_server_address
 from mlx_distill.student import MAX_NEW_TOKENS, stream_generate
 from mlx_distill.testing.cli_runner import assert_one_line_error, run_cli
-from mlx_distill.testing.serving import RunningServer as Running, greedy_reference
+from mlx_distill.testing.serving import greedy_reference
 
 GOOD = [f"Is a {animal} a mammal? Think of {n} facts." for n, animal in enumerate(
     ["dog", "cat", "bat", "eel", "cow", "owl", "fox", "yak", "emu", "ant", "ram", "hen"])]
-
-
-@pytest.fixture(scope="module")
-def server(demo_models):
-    running = Running(demo_models["student"])
-    yield running
-    running.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from typing import Hashable
 import mlx.core as mx
 import numpy as np
 
-from mlx_distill.student.generate import LENGTH_BUCKET, check_generation_args, is_greedy, make_student_sampler
+from mlx_distill.student.generate import (LENGTH_BUCKET, check_generation_args, encode_fn, is_greedy,
+                                          make_student_sampler)
 from mlx_distill.student.t5 import DecoderCache, Model, _neg_inf, padding_bias
 
 
@@ -124,7 +125,7 @@ class ContinuousDecoder:
         for i, request in enumerate(requests):
             ids[i, : len(request.ids)] = request.ids
             mask[i, : len(request.ids)] = 1
-        cross = _cross_fn(self.model)(mx.array(ids), mx.array(mask))
+        cross = self.model.decoder.cross_kv(encode_fn(self.model)(mx.array(ids), mx.array(mask)))
         width = max(length, self._cross_mask.shape[1])
         cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
         new_mask = np.pad(mask, [(0, 0), (0, width - length)])
@@ -285,19 +286,6 @@ def _step_fn(model: Model):
 
         fn = mx.compile(step, inputs=model.state)
         model._compiled_continuous_step = fn
-    return fn
-
-
-def _cross_fn(model: Model):
-    """The compiled encoder pass of `model` to the decoder's cross-attention keys/values, per layer."""
-    fn = getattr(model, "_compiled_continuous_cross", None)
-    if fn is None:
-
-        def cross(ids, mask):
-            return model.decoder.cross_kv(model.encode(ids, mask))
-
-        fn = mx.compile(cross, inputs=model.state)
-        model._compiled_continuous_cross = fn
     return fn
 
 

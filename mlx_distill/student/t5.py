@@ -222,8 +222,8 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         B, T, _ = x.shape
         q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
-        cpu_float32 = on_cpu() and q.dtype == mx.float32 and (self.training or T > 1)
-        if cpu_float32 or (self.training and self.dropout_rate > 0):
+        fused_softmax = on_cpu() and q.dtype == mx.float32 and (self.training or T > 1)
+        if fused_softmax or (self.training and self.dropout_rate > 0):
             # fast SDPA has no dropout on the attention weights, which T5 trains with. On the CPU it
             # is also slower than this with the fused-exp softmax, to train through and for whole
             # sequences (the encoder); a one-token decoding step is faster with it. The choice
@@ -231,7 +231,7 @@ class Attention(nn.Module):
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias
-            probs = softmax_last_axis(scores) if cpu_float32 else mx.softmax(scores, axis=-1)
+            probs = softmax_last_axis(scores) if fused_softmax else mx.softmax(scores, axis=-1)
             out = self.dropout(probs.astype(values.dtype)) @ values
         else:
             out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)

@@ -46,6 +46,11 @@ class RunningServer:
         return condition()
 
 
+def ask(client: openai.OpenAI, question: str, model: str = "tiny", **kw):
+    """One chat completion of ``question`` (``kw``: the OpenAI request's other fields)."""
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], **kw)
+
+
 def greedy_reference(student: Path, default_max_tokens: int = 64) -> Callable[..., str]:
     """``answer(question, max_tokens)``: what `generate` answers, on the caller's own copy of the
     student (its ``model`` and ``tokenizer`` attributes are that copy)."""

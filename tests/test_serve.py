@@ -12,7 +12,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,8 +23,6 @@ import pytest
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
 from mlx_distill.serve import SERVERS_FOLDER, host_warning, server_address
 from mlx_distill.serve.requests import ApiError, Limits, parse_chat
-from mlx_distill.serve.worker import Job
-from mlx_distill.serve.answers import Question
 from mlx_distill.student import encode_prompts, generate, generate_tokens
 from mlx_distill.testing.serving import RunningServer as Running, ask, greedy_reference
 
@@ -157,14 +154,7 @@ def test_explain_refused_for_a_student_without_rationales():
 def test_full_queue_gets_429(demo_models):
     running = Running(demo_models["student"], queue_size=1, max_batch=1)
     try:
-        entered, release = threading.Event(), threading.Event()
-
-        def hold(event) -> None:  # runs on the worker thread: the worker waits here
-            entered.set()
-            release.wait(30)
-
-        running.server.worker.submit(Job(Question("hold the worker", max_tokens=1), hold))
-        assert entered.wait(30)
+        release = running.hold_worker()
         with ThreadPoolExecutor(1) as pool:
             queued = pool.submit(ask, running.client, QUESTIONS[0], max_tokens=8)
             deadline = time.time() + 30
@@ -176,7 +166,6 @@ def test_full_queue_gets_429(demo_models):
             release.set()
             assert queued.result(60).choices[0].message.content is not None
     finally:
-        release.set()
         running.close()
 
 

@@ -11,8 +11,6 @@ import openai
 import pytest
 
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, explain_prompt, predict_prompt
-from mlx_distill.serve.answers import Question
-from mlx_distill.serve.worker import Job
 from mlx_distill.student import generate, generate_tokens, load_student
 from mlx_distill.testing.serving import RunningServer as Running, ask
 
@@ -106,14 +104,7 @@ def test_a_client_that_leaves_frees_its_row_and_no_429_follows(demo_models, stud
 def test_429_says_when_to_retry_and_a_queued_job_whose_client_left_never_starts(demo_models):
     running = Running(demo_models["student"], queue_size=1, max_batch=1)
     try:
-        entered, release = threading.Event(), threading.Event()
-
-        def hold(event) -> None:  # runs on the worker thread: the worker waits here
-            entered.set()
-            release.wait(30)
-
-        running.worker.submit(Job(Question("hold the worker", max_tokens=1), hold))
-        assert entered.wait(30)
+        release = running.hold_worker()
         with pytest.raises(httpx.TimeoutException):  # queued behind the held job, then given up
             httpx.post(running.url + "/v1/chat/completions", timeout=0.5,
                        json={"model": "tiny", "messages": [{"role": "user", "content": SHORT[0]}], "max_tokens": 4})
@@ -129,7 +120,6 @@ def test_429_says_when_to_retry_and_a_queued_job_whose_client_left_never_starts(
             assert queued.result(60).choices[0].message.content is not None
         assert running.worker.answered == 2  # the held job and the live client's, never the abandoned one
     finally:
-        release.set()
         running.close()
 
 

@@ -11,6 +11,8 @@ import openai
 
 from mlx_distill.methods import predict_prompt
 from mlx_distill.serve import ServeOptions, StudentServer
+from mlx_distill.serve.answers import Question
+from mlx_distill.serve.worker import Job
 from mlx_distill.student import generate, load_student
 
 
@@ -31,8 +33,25 @@ class RunningServer:
         self.url, self.worker = self.server.url, self.server.worker
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key=options.get("api_key") or "none",
                                     max_retries=0, timeout=120)
+        self._holds: list[threading.Event] = []
+
+    def hold_worker(self) -> threading.Event:
+        """Submit a job that keeps the worker waiting (queued jobs stay queued) until the returned
+        event is set, or until `close`; returns once the worker is held."""
+        entered, release = threading.Event(), threading.Event()
+        self._holds.append(release)
+
+        def hold(event) -> None:  # runs on the worker thread: the worker waits here
+            entered.set()
+            release.wait(30)
+
+        self.worker.submit(Job(Question("hold the worker", max_tokens=1), hold))
+        assert entered.wait(30), "the worker did not take the holding job within 30 s"
+        return release
 
     def close(self) -> None:
+        for release in self._holds:
+            release.set()
         self.server.stop()
         self.thread.join(60)
         assert not self.thread.is_alive(), "the server did not stop within 60 s"

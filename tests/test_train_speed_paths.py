@@ -70,7 +70,7 @@ def test_softmax_last_axis_matches_mlx_softmax_and_gradient():
 
 
 def test_gelu_approx_matches_the_tanh_gelu_and_its_gradient():
-    from mlx_distill.student.ops import gelu_approx
+    from mlx_distill.student.ops import gelu_approx, gelu_approx_sigmoid
 
     x64 = np.concatenate([np.linspace(-12.0, 12.0, 4001), [0.0, -1e-6, 1e-6, 30.0, -30.0]])
     x = mx.array(x64.astype(np.float32))
@@ -82,7 +82,7 @@ def test_gelu_approx_matches_the_tanh_gelu_and_its_gradient():
     def close(got: mx.array, expected: np.ndarray) -> bool:
         return bool(np.all(np.abs(np.array(got) - expected) <= 1e-6 + 1e-5 * np.abs(expected)))
 
-    for fn in (gelu_approx, mx.compile(gelu_approx)):
+    for fn in (gelu_approx, mx.compile(gelu_approx), gelu_approx_sigmoid, mx.compile(gelu_approx_sigmoid)):
         assert close(fn(x), want)
     for grad in (mx.grad(lambda z: gelu_approx(z).sum()), mx.compile(mx.grad(lambda z: gelu_approx(z).sum()))):
         assert close(grad(x), want_grad)

@@ -85,3 +85,9 @@ def gelu_approx(x: mx.array) -> mx.array:
     if not on_cpu() or x.dtype != mx.float32:
         return nn.gelu_approx(x)
     return _gelu_approx_float32(x)
+
+
+def gelu_approx_sigmoid(x: mx.array) -> mx.array:
+    """``nn.gelu_approx`` as ``x * sigmoid(2u)``: MLX's sigmoid costs about half its tanh an element
+    on the CPU, in the same single op (for arrays too small to amortise `gelu_approx`'s many ops)."""
+    return x * mx.sigmoid(2.0 * _GELU_SCALE * (x + _GELU_CUBIC * x * x * x))

@@ -20,7 +20,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_distill.student.ops import gelu_approx, on_cpu, softmax_last_axis
+from mlx_distill.student.ops import gelu_approx, gelu_approx_sigmoid, on_cpu, softmax_last_axis
 
 T5_MODEL_TYPES = ("t5", "mt5")
 
@@ -222,12 +222,14 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         B, T, _ = x.shape
         q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
-        fused_softmax = on_cpu() and q.dtype == mx.float32 and (self.training or T > 1)
-        if fused_softmax or (self.training and self.dropout_rate > 0):
+        cpu_float32 = on_cpu() and q.dtype == mx.float32
+        fused_softmax = cpu_float32 and (self.training or T > 1)
+        if cpu_float32 or (self.training and self.dropout_rate > 0):
             # fast SDPA has no dropout on the attention weights, which T5 trains with. On the CPU it
-            # is also slower than this with the fused-exp softmax, to train through and for whole
-            # sequences (the encoder); a one-token decoding step is faster with it. The choice
-            # depends on the call, never on how many rows share the batch or a rank.
+            # is these same ops (no fused kernel), and the fused-exp softmax is faster to train
+            # through and for whole sequences (the encoder); a one-token decoding step keeps MLX's
+            # softmax (fewer ops). The choice depends on the call, never on how many rows share the
+            # batch or a rank, so a row's tokens never depend on what else is decoded with it.
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias
@@ -252,10 +254,13 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(args.dropout_rate)
 
     def _activate(self, h: mx.array) -> mx.array:
-        # T5 v1.1's tanh GELU through the fused exp on the CPU, as for attention (see there):
-        # in training and for whole sequences, not for a one-token decoding step.
-        if self.act is nn.gelu_approx and (self.training or h.shape[-2] > 1):
-            return gelu_approx(h)
+        # T5 v1.1's tanh GELU on the CPU, where MLX's tanh costs ~30 ns an element: through the
+        # fused exp in training and for whole sequences; a one-token decoding step takes it as
+        # x·sigmoid(2u), the same function in one fused op (the fused exp is more ops, and at one
+        # row each op costs more than its elements). The choice depends on the call, never on
+        # how many rows share the batch.
+        if self.act is nn.gelu_approx and on_cpu():
+            return gelu_approx(h) if self.training or h.shape[-2] > 1 else gelu_approx_sigmoid(h)
         return self.act(h)
 
     def __call__(self, x: mx.array) -> mx.array:

@@ -37,7 +37,7 @@ import openai
 
 from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, predict_prompt
-from mlx_distill.platform import blas_status
+from mlx_distill.platform import SERVING_BLAS_ENV, blas_status
 from mlx_distill.serve import ServeOptions, StudentServer
 from mlx_distill.student import ContinuousDecoder, RowRequest, encode_prompts, generate_tokens, load_student
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
@@ -211,10 +211,15 @@ def main() -> None:
     parser.add_argument("--long-max-tokens", type=int, default=256, help="the explaining client's max_tokens")
     parser.add_argument("--ask-per-client", type=int, default=1, help="`mlx-distill ask` runs per client")
     args = parser.parse_args()
+    # OpenBLAS reads these when it loads: run with the environment `mlx-distill serve` gives itself.
+    missing = {key: value for key, value in SERVING_BLAS_ENV.items() if key not in os.environ}
+    if missing:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
     load = os.getloadavg()[0]
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; BLAS: {blas_status()}; student shape {args.shape}; "
           f"{args.max_tokens} tokens per answer; {os.cpu_count()} CPUs; OPENBLAS_NUM_THREADS "
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average {load:.1f} at start")
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; OPENBLAS_THREAD_TIMEOUT "
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}; load average {load:.1f} at start")
     uniform = [(c, 0) for c in CLIENTS]
     mixed = [(MIXED_SHORT, 0), (MIXED_SHORT, args.long_max_tokens)]
     with tempfile.TemporaryDirectory() as tmp:

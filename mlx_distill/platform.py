@@ -77,15 +77,34 @@ def find_openblas() -> str | None:
     return None
 
 
+# OpenBLAS's idle threads spin for ~2^28 cycles after each threaded call before they sleep. A server
+# waits between steps and between requests, and its steps are many small matmuls: there the spinning
+# burned ~0.5 of this 2-core machine's cores for no throughput (benchmarks/README.md, serving). Read
+# by OpenBLAS when it loads, so only the re-exec can set it; training keeps the default (its
+# back-to-back matmuls were slower with it).
+SERVING_BLAS_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def blas_environment(argv: list[str]) -> dict[str, str]:
+    """What the command ``argv`` adds to the environment OpenBLAS loads with (never a variable the user set)."""
+    if argv[:1] != ["serve"]:
+        return {}
+    return {key: value for key, value in SERVING_BLAS_ENV.items() if key not in os.environ}
+
+
 def ensure_fast_blas(argv: list[str] | None = None) -> None:
-    """On Linux, re-exec once with OpenBLAS preloaded, or print how to install it.
+    """On Linux, re-exec once with OpenBLAS preloaded (and `blas_environment`), or print how to install it.
 
     Call at CLI start-up, before any heavy work. ``MLX_DISTILL_NO_BLAS_REEXEC=1`` opts out.
     """
     if sys.platform != "linux" or os.environ.get(OPT_OUT) == "1":
         return
+    args = sys.argv[1:] if argv is None else argv
+    extra = blas_environment(args)
     status = blas_status()
     if status.fast:
+        if extra and os.environ.get(REEXEC_MARKER) != "1":
+            _reexec(args, {**extra, REEXEC_MARKER: "1"})
         return
     library = find_openblas()
     if library is None:
@@ -102,13 +121,14 @@ def ensure_fast_blas(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         return
-    env = dict(os.environ)
-    env[REEXEC_MARKER] = "1"
-    env["LD_PRELOAD"] = ":".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
-    args = sys.argv[1:] if argv is None else argv
+    preload = ":".join(p for p in (library, os.environ.get("LD_PRELOAD", "")) if p)
+    _reexec(args, {**extra, REEXEC_MARKER: "1", "LD_PRELOAD": preload})
+
+
+def _reexec(args: list[str], changes: dict[str, str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "mlx_distill", *args], env)
+    os.execve(sys.executable, [sys.executable, "-m", "mlx_distill", *args], {**os.environ, **changes})
 
 
 def total_memory_bytes() -> int:

@@ -51,3 +51,28 @@ def test_memory_and_format():
     assert platform.available_memory_bytes() > 0
     assert platform.total_memory_bytes() >= platform.available_memory_bytes() // 2
     assert platform.format_bytes(1_500_000_000) == "1.5 GB"
+
+
+def test_serve_lets_idle_openblas_threads_sleep(demo_models, monkeypatch):
+    """`serve` re-execs with OpenBLAS's spin timeout at its minimum; a value the user set is kept."""
+    library = platform.find_openblas()
+    if library is None:
+        pytest.skip("no OpenBLAS on this machine: .ci/run installs libopenblas0-pthread")
+    env = {k: v for k, v in os.environ.items() if k not in (platform.REEXEC_MARKER, "OPENBLAS_THREAD_TIMEOUT")}
+    env.update(LD_PRELOAD=library, HF_HUB_OFFLINE="1")
+    process = subprocess.Popen([sys.executable, "-m", "mlx_distill", "serve", str(demo_models["student"]),
+                                "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):
+            if "serving" in process.stderr.readline():
+                break
+        environ = open(f"/proc/{process.pid}/environ", "rb").read().split(b"\0")
+        assert b"OPENBLAS_THREAD_TIMEOUT=4" in environ
+    finally:
+        process.terminate()
+        process.wait(60)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "10")
+    assert platform.blas_environment(["serve", "x"]) == {}
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    assert platform.blas_environment(["serve", "x"]) == platform.SERVING_BLAS_ENV
+    assert platform.blas_environment(["run", "x"]) == platform.blas_environment([]) == {}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 
@@ -417,3 +419,24 @@ def test_count_parameters_counts_every_weight_once(loaded, tiny):
     original, _ = load_student(build(tiny.parent / "original", "original"))
     assert count_parameters(original) == sum(v.size for _, v in tree_flatten(original.parameters()))
     assert count_parameters(original) < count_parameters(model)  # tied head: no lm_head
+
+
+def test_students_load_from_several_threads_at_once(demo_models):
+    """Two servers (or a server and the TUI) load together: in a fresh process, where transformers is
+    not imported yet and its lazy module used to fail one of the threads."""
+    script = ("import sys, threading\n"
+              "from mlx_distill.student import load_student\n"
+              "errors = []\n"
+              "def load():\n"
+              "    try:\n"
+              "        load_student(sys.argv[1])\n"
+              "    except Exception as error:\n"
+              "        errors.append(repr(error))\n"
+              "threads = [threading.Thread(target=load) for _ in range(4)]\n"
+              "[t.start() for t in threads]\n"
+              "[t.join() for t in threads]\n"
+              "print(errors)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(demo_models["student"])], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

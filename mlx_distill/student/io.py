@@ -17,6 +17,7 @@ import re
 import shutil
 import struct
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +305,13 @@ def _has_separate_head(weights: dict[str, mx.array]) -> bool:
 _VOCABULARY_PROBE = "What is 12 plus 30? The answer is 42."
 
 
+# transformers' lazy module is not safe to import from two threads at once (one of them gets
+# "cannot import name 'AutoTokenizer'"): two servers, or a server and the TUI, load together.
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
 def load_tokenizer(folder: str | Path):
-    """The transformers tokenizer saved in a checkpoint folder.
+    """The transformers tokenizer saved in a checkpoint folder (any thread).
 
     Raises:
         DistillError: it cannot be loaded, or it has no vocabulary (a folder without spiece.model
@@ -313,7 +319,9 @@ def load_tokenizer(folder: str | Path):
             unknown and the student would answer empty strings).
     """
     from huggingface_hub.errors import StrictDataclassError
-    from transformers import AutoTokenizer  # transformers takes seconds to import
+
+    with _TRANSFORMERS_IMPORT:
+        from transformers import AutoTokenizer  # transformers takes seconds to import
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -13,11 +13,6 @@ see alone. When ``S`` reaches the cache's end, every row is shifted left by the 
 start (distances unchanged) and the cache is resized to fit: memory follows the live rows, never
 ``max_tokens``. Greedy rows give the tokens `mlx_distill.student.generate` gives, whatever else
 shares the batch.
-
-One step is always in flight: `step` starts the next step (`mx.async_eval`, fed the tokens still
-being computed) before it reads the tokens of the current one, so the caller's work between two
-steps and MLX's dispatch of the next one overlap the computation. A row that finishes is decoded
-once more in the step already started, and that token is thrown away.
 """
 
 from __future__ import annotations
@@ -59,20 +54,11 @@ class RowToken:
     finish_reason: str | None
 
 
-@dataclass(eq=False)
+@dataclass
 class _Row:
     request: RowRequest
     start: int  # the cache slot of its first decoder token
     generated: int = 0
-    gone: bool = False  # retired: tokens of steps already started are thrown away
-
-
-@dataclass
-class _Started:
-    """A step started and not yet read: its rows (its layout) and the tokens it chooses."""
-
-    rows: list[_Row | None]
-    chosen: mx.array
 
 
 def _ceil_to(value: int, step: int) -> int:
@@ -96,8 +82,7 @@ class ContinuousDecoder:
     def _reset(self) -> None:
         """Nothing live: free every buffer and start again at slot 0."""
         self.rows: list[_Row | None] = []  # None: a hole a newcomer takes (keeps shapes, and the compiled step)
-        self._tokens: mx.array | None = None  # each row's input token for the next step, (B,) int32
-        self._started: _Started | None = None  # the step in flight
+        self._tokens: list[int] = []  # each row's input token for the next step
         self._cross: list[tuple[mx.array, mx.array]] = []  # per layer (B, H, T, D)
         self._cross_mask = np.zeros((0, 0), dtype=np.int32)  # (B, T)
         self._keys: list[mx.array] = []  # per layer (B, H, capacity, D)
@@ -153,11 +138,8 @@ class ContinuousDecoder:
                 k[into], v[into] = nk[:n], nv[:n]
                 self._cross[layer] = (k, v)
             self._cross_mask[holes] = new_mask[:n]
-            joining = np.zeros(len(self.rows), dtype=bool)
-            joining[holes] = True  # (not an in-place write: the step in flight reads these tokens)
-            self._tokens = mx.where(mx.array(joining), self.args.decoder_start_token_id, self._tokens)
             for i, request in zip(holes, requests):
-                self.rows[i] = _Row(request, self._slot)
+                self.rows[i], self._tokens[i] = _Row(request, self._slot), self.args.decoder_start_token_id
         rest, cross = requests[len(holes):], [(k[len(holes):], v[len(holes):]) for k, v in cross]
         if not rest:
             return
@@ -173,19 +155,17 @@ class ContinuousDecoder:
             self._keys = [mx.concatenate([k, zeros]) for k in self._keys]
             self._values = [mx.concatenate([v, zeros]) for v in self._values]
         self.rows += [_Row(request, self._slot) for request in rest]
-        start = mx.full((len(rest),), self.args.decoder_start_token_id, dtype=mx.int32)
-        self._tokens = start if self._tokens is None else mx.concatenate([self._tokens, start])
+        self._tokens += [self.args.decoder_start_token_id] * len(rest)  # evaluated with the next step
 
     def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
         """Retire the rows named ``keys`` (absent keys are ignored)."""
         gone = set(keys)
-        self._leave([row for row in self.rows if row is not None and row.request.key in gone])
+        self._leave([i for i, row in enumerate(self.rows) if row is not None and row.request.key in gone])
 
-    def _leave(self, rows: list[_Row]) -> None:
-        """Make holes of ``rows``; gather the live rows once holes outnumber them."""
-        for row in rows:
-            row.gone = True
-        self.rows = [None if row is not None and row.gone else row for row in self.rows]
+    def _leave(self, indices: list[int]) -> None:
+        """Make holes of rows ``indices``; gather the live rows once holes outnumber them."""
+        for i in indices:
+            self.rows[i] = None
         live = [i for i, row in enumerate(self.rows) if row is not None]
         if not live:
             self._reset()
@@ -195,7 +175,7 @@ class ContinuousDecoder:
     def _gather(self, indices: list[int]) -> None:
         take = mx.array(np.array(indices, dtype=np.int32))
         self.rows = [self.rows[i] for i in indices]
-        self._tokens = self._tokens[take]
+        self._tokens = [self._tokens[i] for i in indices]
         self._cross = [(k[take], v[take]) for k, v in self._cross]
         width = _ceil_to(int(self._cross_mask[indices].sum(axis=1).max()), LENGTH_BUCKET)
         self._cross_mask = self._cross_mask[indices]
@@ -240,36 +220,30 @@ class ContinuousDecoder:
         """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired."""
         if not self.rows:
             return []
-        started = self._started or self._start()
-        self._started = self._start()  # the next step runs while this one is read
-        tokens = np.array(started.chosen).tolist()
-        out, finished = [], []
-        eos = self.args.eos_token_id
-        for row, token in zip(started.rows, tokens):
-            if row is None or row.gone:
-                continue
-            row.generated += 1
-            finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
-            out.append(RowToken(row.request.key, token, row.generated, finish))
-            if finish is not None:
-                finished.append(row)
-        self._leave(finished)
-        return out
-
-    def _start(self) -> _Started:
-        """Start a step for the rows as they are now (evaluated in the background)."""
         self._make_room()
         capacity = self.capacity
         # A hole starts past the cache's end: every slot is hidden from it.
         starts = [row.start if row is not None else capacity + 1 for row in self.rows]
         logits, greedy, self._keys, self._values = _step_fn(self.model)(
-            self._tokens, mx.array(np.array(starts, dtype=np.int32)),
+            mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
             mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values, self._cross)
         chosen = self._choose(logits, greedy)
-        mx.async_eval(chosen, self._keys, self._values, self._cross)
+        mx.eval(chosen, self._keys, self._values, self._cross)
         self._slot += 1
-        self._tokens = chosen
-        return _Started(list(self.rows), chosen)
+        tokens = np.array(chosen).tolist()
+        out, finished = [], []
+        eos = self.args.eos_token_id
+        for i, (row, token) in enumerate(zip(self.rows, tokens)):
+            if row is None:
+                continue
+            row.generated += 1
+            finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
+            out.append(RowToken(row.request.key, token, row.generated, finish))
+            if finish is not None:
+                finished.append(i)
+        self._tokens = tokens
+        self._leave(finished)
+        return out
 
     def _choose(self, logits: mx.array, chosen: mx.array) -> mx.array:
         """Each row's next token: argmax (``chosen``) for greedy rows, its own sampler for the others."""

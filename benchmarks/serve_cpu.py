@@ -25,29 +25,28 @@ from pathlib import Path
 from serve_throughput import closed_loop
 
 from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
+from mlx_distill.platform import SERVING_BLAS_ENV
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUTS = ("28", "4")
+# OpenBLAS's default, and what `serve` sets
+TIMEOUTS = ("28", SERVING_BLAS_ENV["OPENBLAS_THREAD_TIMEOUT"])
 
 
-def cpu_seconds(pid: int) -> float:
-    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_seconds(pid: int) -> dict[str, float]:
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            out[tid] = cpu_seconds_of(Path(f"/proc/{pid}/task/{tid}/stat"))
+            out[tid] = cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended
             pass
     return out
-
-
-def cpu_seconds_of(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -70,10 +69,11 @@ def cell(pool, student: Path, max_batch: int, timeout: str, clients: int, second
         pool.apply(closed_loop, (url, 2, 1.0, 32))  # warm up
         client_pid = pool.apply(os.getpid)
         threads = thread_seconds(server.pid)
-        server_cpu, client_cpu, start = cpu_seconds(server.pid), cpu_seconds(client_pid), time.perf_counter()
+        server_stat, client_stat = f"/proc/{server.pid}/stat", f"/proc/{client_pid}/stat"
+        server_cpu, client_cpu, start = cpu_seconds(server_stat), cpu_seconds(client_stat), time.perf_counter()
         result = pool.apply(closed_loop, (url, clients, seconds, 32))
         wall = time.perf_counter() - start
-        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds(client_pid) - client_cpu
+        server_cpu, client_cpu = cpu_seconds(server_stat) - server_cpu, cpu_seconds(client_stat) - client_cpu
         busiest = sorted((t - threads.get(tid, 0.0) for tid, t in thread_seconds(server.pid).items()), reverse=True)
     finally:
         server.terminate()

@@ -37,7 +37,7 @@ import openai
 
 from mlx_distill.commands.demo import DEMO_STUDENT, _demo_corpus, demo_data_dir
 from mlx_distill.methods import RATIONALE_MAX_TOKENS, predict_prompt
-from mlx_distill.platform import SERVING_BLAS_ENV, blas_status
+from mlx_distill.platform import blas_environment, blas_status
 from mlx_distill.serve import ServeOptions, StudentServer
 from mlx_distill.student import ContinuousDecoder, RowRequest, encode_prompts, generate_tokens, load_student
 from mlx_distill.testing.tiny_t5 import build_tiny_t5
@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--ask-per-client", type=int, default=1, help="`mlx-distill ask` runs per client")
     args = parser.parse_args()
     # OpenBLAS reads these when it loads: run with the environment `mlx-distill serve` gives itself.
-    missing = {key: value for key, value in SERVING_BLAS_ENV.items() if key not in os.environ}
+    missing = blas_environment(["serve"])
     if missing:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
     load = os.getloadavg()[0]

@@ -79,9 +79,9 @@ def find_openblas() -> str | None:
 
 # OpenBLAS's idle threads spin for ~2^28 cycles after each threaded call before they sleep. A server
 # waits between steps and between requests, and its steps are many small matmuls: there the spinning
-# burned ~0.5 of this 2-core machine's cores for no throughput (benchmarks/README.md, serving). Read
-# by OpenBLAS when it loads, so only the re-exec can set it; training keeps the default (its
-# back-to-back matmuls were slower with it).
+# burned ~0.5 of this 2-core machine's cores (benchmarks/serve_cpu.py). Read by OpenBLAS when it
+# loads, so only the re-exec can set it; training keeps the default (its back-to-back matmuls were
+# slower with it).
 SERVING_BLAS_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 

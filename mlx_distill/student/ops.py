@@ -58,10 +58,15 @@ _GELU_SCALE = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
+def _gelu_u(x: mx.array) -> mx.array:
+    """The tanh GELU's ``u = sqrt(2/pi) * (x + 0.044715 x^3)``."""
+    return _GELU_SCALE * (x + _GELU_CUBIC * x * x * x)
+
+
 def _gelu_gate(x: mx.array) -> mx.array:
-    """``0.5 * (1 + tanh(u)) = sigmoid(2u)`` for ``u = sqrt(2/pi) * (x + 0.044715 x^3)``, through
-    `exp_nonpositive`, written so that it loses no precision where ``tanh(u)`` is near -1."""
-    u = _GELU_SCALE * (x + _GELU_CUBIC * x * x * x)
+    """``0.5 * (1 + tanh(u)) = sigmoid(2u)`` for `_gelu_u`, through `exp_nonpositive`, written so that
+    it loses no precision where ``tanh(u)`` is near -1."""
+    u = _gelu_u(x)
     e = exp_nonpositive(-2.0 * mx.abs(u))
     return mx.where(u < 0, e, 1.0) / (1.0 + e)
 
@@ -90,4 +95,4 @@ def gelu_approx(x: mx.array) -> mx.array:
 def gelu_approx_sigmoid(x: mx.array) -> mx.array:
     """``nn.gelu_approx`` as ``x * sigmoid(2u)``: MLX's sigmoid costs about half its tanh an element
     on the CPU, in the same single op (for arrays too small to amortise `gelu_approx`'s many ops)."""
-    return x * mx.sigmoid(2.0 * _GELU_SCALE * (x + _GELU_CUBIC * x * x * x))
+    return x * mx.sigmoid(2.0 * _gelu_u(x))

@@ -424,7 +424,9 @@ def test_count_parameters_counts_every_weight_once(loaded, tiny):
 def test_students_load_from_several_threads_at_once(demo_models):
     """Two servers (or a server and the TUI) load together: in a fresh process, where transformers is
     not imported yet and its lazy module used to fail one of the threads."""
-    script = ("import sys, threading\n"
+    # Threads started as the servers start theirs (MLX threads must free their streams before exit).
+    script = ("import sys\n"
+              "from mlx_distill.mlx_thread import start_mlx_thread\n"
               "from mlx_distill.student import load_student\n"
               "errors = []\n"
               "def load():\n"
@@ -432,8 +434,7 @@ def test_students_load_from_several_threads_at_once(demo_models):
               "        load_student(sys.argv[1])\n"
               "    except Exception as error:\n"
               "        errors.append(repr(error))\n"
-              "threads = [threading.Thread(target=load) for _ in range(4)]\n"
-              "[t.start() for t in threads]\n"
+              "threads = [start_mlx_thread(load, 'loader') for _ in range(4)]\n"
               "[t.join() for t in threads]\n"
               "print(errors)\n")
     result = subprocess.run([sys.executable, "-c", script, str(demo_models["student"])], capture_output=True,

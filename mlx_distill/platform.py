@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform as _platform
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Iterator
 
 # Set by us on the re-exec so a failed preload cannot loop.
 REEXEC_MARKER = "MLX_DISTILL_BLAS_REEXEC"
@@ -90,6 +94,50 @@ def blas_environment(argv: list[str]) -> dict[str, str]:
     if argv[:1] != ["serve"]:
         return {}
     return {key: value for key, value in SERVING_BLAS_ENV.items() if key not in os.environ}
+
+
+# Below this many multiply-adds a matrix product ran faster on one OpenBLAS thread than on two on a
+# 2-core machine (a student's decoding step at 16 rows, a one-question encoder pass: 0.5M-1.2M; from
+# 8M on, two threads won). OpenBLAS goes multithreaded from 0.26M on.
+SINGLE_THREAD_MATMUL = 1 << 22
+
+
+@dataclass(frozen=True)
+class _OpenBlasThreads:
+    set_threads: Callable[[int], None]
+    default: int
+
+
+@lru_cache(maxsize=1)
+def _openblas_threads() -> _OpenBlasThreads | None:
+    """The thread control of the OpenBLAS loaded into this process for MLX (preloaded), if there is one."""
+    try:
+        library = ctypes.CDLL(None)
+        get_threads, set_threads = library.openblas_get_num_threads, library.openblas_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    get_threads.restype, set_threads.argtypes = ctypes.c_int, [ctypes.c_int]
+    return _OpenBlasThreads(set_threads, int(get_threads()))
+
+
+@contextmanager
+def blas_threads_for(multiply_adds: int) -> Iterator[None]:
+    """Evaluate MLX work inside on one OpenBLAS thread when its largest matrix product has fewer than
+    `SINGLE_THREAD_MATMUL` multiply-adds (OpenBLAS's own threshold is far lower).
+
+    OpenBLAS splits a product by rows and columns, never along the sums, so results are the same to
+    the bit either way. Process-wide: concurrent users can only cost each other speed. A no-op
+    without OpenBLAS (macOS, the bundled reference BLAS).
+    """
+    threads = _openblas_threads()
+    if threads is None or threads.default == 1 or multiply_adds >= SINGLE_THREAD_MATMUL:
+        yield
+        return
+    threads.set_threads(1)
+    try:
+        yield
+    finally:
+        threads.set_threads(threads.default)
 
 
 def ensure_fast_blas(argv: list[str] | None = None) -> None:

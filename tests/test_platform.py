@@ -76,3 +76,43 @@ def test_serve_lets_idle_openblas_threads_sleep(demo_models, monkeypatch):
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
     assert platform.blas_environment(["serve", "x"]) == platform.SERVING_BLAS_ENV
     assert platform.blas_environment(["run", "x"]) == platform.blas_environment([]) == {}
+
+
+_THREADS_PROBE = """
+import ctypes
+import mlx.core as mx
+import numpy as np
+from mlx_distill import platform
+
+get_threads = ctypes.CDLL(None).openblas_get_num_threads
+a, b = mx.random.normal((16, 96)), mx.random.normal((96, 400))  # above OpenBLAS's own threading threshold
+seen = [get_threads()]
+with platform.blas_threads_for(platform.SINGLE_THREAD_MATMUL - 1):
+    seen.append(get_threads())
+    one_thread = np.array(a @ b)
+with platform.blas_threads_for(platform.SINGLE_THREAD_MATMUL):
+    seen.append(get_threads())
+    default_threads = np.array(a @ b)
+seen.append(get_threads())
+print(*seen, np.array_equal(one_thread, default_threads))
+"""
+
+
+def test_small_matrix_products_run_on_one_openblas_thread_with_the_same_results():
+    library = platform.find_openblas()
+    if library is None:
+        pytest.skip("no OpenBLAS on this machine: .ci/run installs libopenblas0-pthread")
+    env = {**os.environ, "LD_PRELOAD": library, "OPENBLAS_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", _THREADS_PROBE], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "1", "2", "2", "True"]
+
+
+def test_blas_threads_for_is_a_no_op_without_openblas():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    probe = ("from mlx_distill import platform\n"
+             "with platform.blas_threads_for(1):\n    print('ran')\n")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ran"]

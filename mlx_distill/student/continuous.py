@@ -23,6 +23,7 @@ from typing import Hashable
 import mlx.core as mx
 import numpy as np
 
+from mlx_distill.platform import blas_threads_for
 from mlx_distill.student.generate import (LENGTH_BUCKET, check_generation_args, encode_fn, is_greedy,
                                           make_student_sampler)
 from mlx_distill.student.t5 import DecoderCache, Model, _neg_inf, padding_bias
@@ -125,7 +126,9 @@ class ContinuousDecoder:
         for i, request in enumerate(requests):
             ids[i, : len(request.ids)] = request.ids
             mask[i, : len(request.ids)] = 1
-        cross = self.model.decoder.cross_kv(encode_fn(self.model)(mx.array(ids), mx.array(mask)))
+        cross = _cross_fn(self.model)(mx.array(ids), mx.array(mask))
+        with blas_threads_for(_widest_matmul(self.args, len(requests) * length)):
+            mx.eval(cross)
         width = max(length, self._cross_mask.shape[1])
         cross = [(_pad_axis2(k, width), _pad_axis2(v, width)) for k, v in cross]
         new_mask = np.pad(mask, [(0, 0), (0, width - length)])
@@ -228,7 +231,8 @@ class ContinuousDecoder:
             mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
             mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values, self._cross)
         chosen = self._choose(logits, greedy)
-        mx.eval(chosen, self._keys, self._values, self._cross)
+        with blas_threads_for(_widest_matmul(self.args, len(self.rows), self.args.vocab_size)):
+            mx.eval(chosen, self._keys, self._values, self._cross)
         self._slot += 1
         tokens = np.array(chosen).tolist()
         out, finished = [], []
@@ -263,6 +267,21 @@ class ContinuousDecoder:
         return chosen
 
 
+def _cross_fn(model: Model):
+    """The compiled encoder pass of `model` to each decoder layer's cross-attention keys and values
+    (B, H, T, D), laid out as the step reads them (compiled once per shape; weights read at call time)."""
+    fn = getattr(model, "_compiled_continuous_cross", None)
+    if fn is None:
+
+        def cross(ids, mask):
+            kv = model.decoder.cross_kv(model.encode(ids, mask))
+            return [(mx.contiguous(k), mx.contiguous(v)) for k, v in kv]
+
+        fn = mx.compile(cross, inputs=model.state)
+        model._compiled_continuous_cross = fn
+    return fn
+
+
 def _step_fn(model: Model):
     """The compiled decoding step of `model` for live rows (compiled once per shape; weights read at call time)."""
     fn = getattr(model, "_compiled_continuous_step", None)
@@ -287,6 +306,11 @@ def _step_fn(model: Model):
         fn = mx.compile(step, inputs=model.state)
         model._compiled_continuous_step = fn
     return fn
+
+
+def _widest_matmul(args, tokens: int, vocab: int = 0) -> int:
+    """Multiply-adds of the largest matrix product of a pass over ``tokens`` (with the output layer: ``vocab``)."""
+    return tokens * args.d_model * max(args.d_ff, args.num_heads * args.d_kv, vocab)
 
 
 def _pad_axis2(x: mx.array, length: int) -> mx.array:

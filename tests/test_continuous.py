@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import mlx.core as mx
 import pytest
@@ -94,3 +97,45 @@ def test_bad_rows_are_refused_before_they_join(student):
         decoder.add([RowRequest(1, ids[0], 8)])
     assert decoder.live == 1
     assert mx.array(decoder.step()[0].token).item() >= 0
+
+
+_ROW_ALONE_AND_IN_A_BATCH = """
+import sys
+import numpy as np
+from mlx_distill.methods import predict_prompt
+from mlx_distill.student import ContinuousDecoder, RowRequest, encode_prompts, load_student
+
+
+class Recording(ContinuousDecoder):
+    # Records each step's logits of the row named 0 (the decoder's own `_choose` then picks the tokens).
+    def _choose(self, logits, greedy):
+        index = [i for i, row in enumerate(self.rows) if row is not None and row.request.key == 0]
+        if index:
+            self.seen.append(np.array(logits[index[0]]))
+        return super()._choose(logits, greedy)
+
+
+model, tokenizer = load_student(sys.argv[1])
+ids, _ = encode_prompts(tokenizer, [predict_prompt(f"Tom has {n} apples. How many now?") for n in range(16)])
+logits = []
+for rows in (1, 16):
+    decoder = Recording(model)
+    decoder.seen = []
+    decoder.add([RowRequest(i, ids[i], 12) for i in range(rows)])
+    while decoder.live:
+        decoder.step()
+    logits.append(np.stack(decoder.seen))
+print(logits[0].shape == logits[1].shape and np.array_equal(logits[0], logits[1]))
+"""
+
+
+def test_a_rows_logits_do_not_depend_on_the_batch_with_a_row_independent_blas(demo_models):
+    """With MLX's bundled reference BLAS (which sums each row's products the same way whatever the
+    row count) a row's logits are the same to the bit alone and among sixteen rows: nothing the
+    decoder itself does depends on the batch. (OpenBLAS moves them by ~1e-5: see continuous.py.)"""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    result = subprocess.run([sys.executable, "-c", _ROW_ALONE_AND_IN_A_BATCH, str(demo_models["student"])],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+

@@ -229,7 +229,7 @@ class Attention(nn.Module):
             # is these same ops (no fused kernel), and the fused-exp softmax is faster to train
             # through and for whole sequences (the encoder); a one-token decoding step keeps MLX's
             # softmax (fewer ops). The choice depends on the call, never on how many rows share the
-            # batch or a rank, so a row's tokens never depend on what else is decoded with it.
+            # batch or a rank (what the BLAS does with the row count is in student/continuous.py).
             scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
             if bias is not None:
                 scores = scores + bias

@@ -103,36 +103,43 @@ _ROW_ALONE_AND_IN_A_BATCH = """
 import sys
 import numpy as np
 from mlx_distill.methods import predict_prompt
-from mlx_distill.student import ContinuousDecoder, RowRequest, encode_prompts, load_student
+from mlx_distill.student import ContinuousDecoder, RowRequest, continuous, encode_prompts, load_student
+
+seen = {}
+choose = continuous._choose
 
 
-class Recording(ContinuousDecoder):
-    # Records each step's logits of the row named 0 (the decoder's own `_choose` then picks the tokens).
-    def _choose(self, logits, greedy):
-        index = [i for i, row in enumerate(self.rows) if row is not None and row.request.key == 0]
-        if index:
-            self.seen.append(np.array(logits[index[0]]))
-        return super()._choose(logits, greedy)
+def recording(rows, logits, greedy):
+    # Each step's logits of the rows named 0 (short) and "long" (the decoder's own choice follows).
+    for i, row in enumerate(rows):
+        if row is not None and row.request.key in (0, "long"):
+            seen.setdefault(row.request.key, []).append(np.array(logits[i]))
+    return choose(rows, logits, greedy)
 
 
+continuous._choose = recording
 model, tokenizer = load_student(sys.argv[1])
 ids, _ = encode_prompts(tokenizer, [predict_prompt(f"Tom has {n} apples. How many now?") for n in range(16)])
-logits = []
-for rows in (1, 16):
-    decoder = Recording(model)
-    decoder.seen = []
-    decoder.add([RowRequest(i, ids[i], 12) for i in range(rows)])
-    while decoder.live:
-        decoder.step()
-    logits.append(np.stack(decoder.seen))
-print(logits[0].shape == logits[1].shape and np.array_equal(logits[0], logits[1]))
+short, long = RowRequest(0, ids[0], 12), RowRequest("long", ids[1], 2 * continuous.SHORT_LANE_TOKENS)
+runs = []
+for batches in ([[short], [long]], [[RowRequest(i, ids[i], 12) for i in range(1, 16)] + [short, long]]):
+    seen.clear()
+    for batch in batches:  # one decoder per batch; the second run has both lanes in one step
+        decoder = ContinuousDecoder(model)
+        decoder.add(batch)
+        while decoder.live:
+            decoder.step()
+    runs.append({key: np.stack(value) for key, value in seen.items()})
+alone, together = runs
+print(all(alone[key].shape == together[key].shape and np.array_equal(alone[key], together[key]) for key in alone))
 """
 
 
 def test_a_rows_logits_do_not_depend_on_the_batch_with_a_row_independent_blas(demo_models):
     """With MLX's bundled reference BLAS (which sums each row's products the same way whatever the
-    row count) a row's logits are the same to the bit alone and among sixteen rows: nothing the
-    decoder itself does depends on the batch. (OpenBLAS moves them by ~1e-5: see continuous.py.)"""
+    row count) a short row's and a long row's logits are the same to the bit alone and in one
+    batch of seventeen (both lanes in one step): nothing the decoder itself does depends on the
+    batch. (OpenBLAS moves them by ~1e-5: see continuous.py.)"""
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     result = subprocess.run([sys.executable, "-c", _ROW_ALONE_AND_IN_A_BATCH, str(demo_models["student"])],
                             env=env, capture_output=True, text=True, timeout=300)

@@ -6,12 +6,14 @@ newcomers (batched) and they join at the next `ContinuousDecoder.step`, which de
 for every live row and retires the rows that finish (EOS or ``max_tokens``); `drop` retires rows
 the caller no longer wants (a stop string, a client that left).
 
-How rows of different ages share one cache: all rows write their next token at one shared slot
-``S``; a row that joined at slot ``s`` masks the slots before ``s``. T5's self-attention bias
+How rows of different ages share one cache (a lane's): all its rows write their next token at one
+shared slot ``S``; a row that joined at slot ``s`` masks the slots before ``s``. T5's self-attention bias
 depends only on the distance between query and key slots, so each row sees exactly what it would
 see alone. When ``S`` reaches the cache's end, every row is shifted left by the oldest live row's
 start (distances unchanged) and the cache is resized to fit: memory follows the live rows, never
-``max_tokens``. Nothing this decoder computes for a row depends on what else shares the batch, so
+``max_tokens``. Rows asking for more than `SHORT_LANE_TOKENS` tokens have a lane (a cache) of their
+own, so a long answer does not widen the short ones' window; one compiled step decodes both lanes.
+Nothing this decoder computes for a row depends on what else shares the batch, so
 greedy rows give the tokens `mlx_distill.student.generate` gives, with one limit below the model:
 OpenBLAS sums a row's matrix products in an order that depends on how many rows there are (MLX's
 bundled BLAS does not), which moved the demo student's logits by up to 2e-5 between one row and
@@ -33,8 +35,11 @@ import numpy as np
 from mlx_distill.platform import blas_threads_for
 from mlx_distill.student.generate import (LENGTH_BUCKET, check_generation_args, encode_fn, is_greedy,
                                           make_student_sampler)
-from mlx_distill.student.t5 import DecoderCache, Model, _neg_inf, padding_bias
+from mlx_distill.student.t5 import DecoderCache, Lane, Model, _neg_inf, padding_bias
 
+
+# Rows asking for at most this many tokens (the server's default answer length) share a lane.
+SHORT_LANE_TOKENS = 64
 
 # Cache slots added at a time. Smaller than `generate`'s: every row attends over the whole cache,
 # and rows of different ages keep more of it in use (measured: a 16-row step ~10% faster than with 64).
@@ -76,6 +81,12 @@ def _ceil_to(value: int, step: int) -> int:
 class ContinuousDecoder:
     """Decodes a changing set of rows one token per step (the model is put in eval mode).
 
+    Rows asking for at most `SHORT_LANE_TOKENS` tokens share one cache, longer ones another: every
+    row attends over its lane's whole window, which a long row keeps wide (demo student, 17 rows: a
+    step took ~1.5 ms over 64 slots and ~2.5 ms over 256), so short answers do not pay for a long
+    one's. One compiled step serves both lanes: projections and feed-forward on all rows at once,
+    attention per lane (`mlx_distill.student.t5.DecoderLayer.step_lanes`).
+
     Args:
         model: The T5 student.
 
@@ -84,6 +95,69 @@ class ContinuousDecoder:
 
     def __init__(self, model: Model):
         model.eval()
+        self.model, self.args = model, model.args
+        self._lanes = (_Lane(model), _Lane(model))  # short, long
+
+    @property
+    def live(self) -> int:
+        """Rows decoding now (the newcomers of `add` included)."""
+        return sum(lane.live for lane in self._lanes)
+
+    @property
+    def capacity(self) -> int:
+        """Self-attention cache slots held now (both lanes)."""
+        return sum(lane.capacity for lane in self._lanes)
+
+    def keys(self) -> list[Hashable]:
+        return [key for lane in self._lanes for key in lane.keys()]
+
+    def add(self, requests: list[RowRequest]) -> None:
+        """Encode ``requests`` (together, per lane); they decode from the next step on.
+
+        Raises:
+            DistillError: a bad ``max_tokens``, ``temperature`` or ``top_p`` (nothing is added).
+            ValueError: a key that is already live or given twice, or a row without ids (nothing is added).
+        """
+        _check_new_rows(requests, set(self.keys()))
+        for lane, long in zip(self._lanes, (False, True)):
+            lane.add([r for r in requests if (r.max_tokens > SHORT_LANE_TOKENS) == long])
+
+    def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
+        """Retire the rows named ``keys`` (absent keys are ignored)."""
+        for lane in self._lanes:
+            lane.drop(keys)
+
+    def step(self) -> list[RowToken]:
+        """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired."""
+        lanes = [lane for lane in self._lanes if lane.rows]
+        if not lanes:
+            return []
+        inputs = list(zip(*(lane.step_inputs() for lane in lanes)))
+        logits, greedy, keys, values = _step_fn(self.model)(*inputs)
+        rows = [row for lane in lanes for row in lane.rows]
+        chosen = _choose(rows, logits, greedy)
+        with blas_threads_for(_widest_matmul(self.args, len(rows), self.args.vocab_size)):
+            mx.eval(chosen, keys, values, [lane.cross for lane in lanes])
+        tokens, out = np.array(chosen).tolist(), []
+        ends = np.cumsum([len(lane.rows) for lane in lanes]).tolist()  # before a lane's finished rows leave it
+        for lane, lane_keys, lane_values, end in zip(lanes, keys, values, ends):
+            out += lane.advance(tokens[end - len(lane.rows) : end], lane_keys, lane_values)
+        return out
+
+
+def _check_new_rows(requests: list[RowRequest], live: set[Hashable]) -> None:
+    """Raise before anything joins: bad generation settings, a key already live or given twice, no ids."""
+    for request in requests:
+        check_generation_args(request.max_tokens, 1, request.temperature, request.top_p)
+        if request.key in live or not request.ids:
+            raise ValueError(f"row {request.key!r} is already live or has no input ids")
+        live.add(request.key)
+
+
+class _Lane:
+    """Rows that share one self-attention cache (see the module's docstring); stepped by `ContinuousDecoder`."""
+
+    def __init__(self, model: Model):
         self.model, self.args = model, model.args
         self._reset()
 
@@ -113,20 +187,9 @@ class ContinuousDecoder:
     # ---- joining and leaving ----
 
     def add(self, requests: list[RowRequest]) -> None:
-        """Encode ``requests`` together; they decode from the next step on.
-
-        Raises:
-            DistillError: a bad ``max_tokens``, ``temperature`` or ``top_p`` (nothing is added).
-            ValueError: a key that is already live, or a row without ids.
-        """
+        """Encode ``requests`` together (checked by `ContinuousDecoder.add`); they decode from the next step on."""
         if not requests:
             return
-        live = set(self.keys())
-        for request in requests:
-            check_generation_args(request.max_tokens, 1, request.temperature, request.top_p)
-            if request.key in live or not request.ids:
-                raise ValueError(f"row {request.key!r} is already live or has no input ids")
-            live.add(request.key)
         length = _ceil_to(max(len(r.ids) for r in requests), LENGTH_BUCKET)
         ids = np.full((len(requests), length), self.args.pad_token_id, dtype=np.int32)
         mask = np.zeros((len(requests), length), dtype=np.int32)
@@ -226,22 +289,24 @@ class ContinuousDecoder:
                 row.start -= oldest
         self._slot = used
 
-    def step(self) -> list[RowToken]:
-        """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired."""
-        if not self.rows:
-            return []
+    @property
+    def cross(self) -> list[tuple[mx.array, mx.array]]:
+        return self._cross
+
+    def step_inputs(self) -> tuple:
+        """This lane's inputs to the compiled step (room made for this step's slot)."""
         self._make_room()
         capacity = self.capacity
         # A hole starts past the cache's end: every slot is hidden from it.
         starts = [row.start if row is not None else capacity + 1 for row in self.rows]
-        logits, greedy, self._keys, self._values = _step_fn(self.model)(
-            mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
-            mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values, self._cross)
-        chosen = self._choose(logits, greedy)
-        with blas_threads_for(_widest_matmul(self.args, len(self.rows), self.args.vocab_size)):
-            mx.eval(chosen, self._keys, self._values, self._cross)
+        return (mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
+                mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values,
+                self._cross)
+
+    def advance(self, tokens: list[int], keys: list[mx.array], values: list[mx.array]) -> list[RowToken]:
+        """Take this lane's tokens of a step and its updated cache; retire the rows that finish."""
+        self._keys, self._values = keys, values
         self._slot += 1
-        tokens = np.array(chosen).tolist()
         out, finished = [], []
         eos = self.args.eos_token_id
         for i, (row, token) in enumerate(zip(self.rows, tokens)):
@@ -256,22 +321,23 @@ class ContinuousDecoder:
         self._leave(finished)
         return out
 
-    def _choose(self, logits: mx.array, chosen: mx.array) -> mx.array:
-        """Each row's next token: argmax (``chosen``) for greedy rows, its own sampler for the others."""
-        groups: dict[tuple[float, float], list[int]] = {}
-        for i, row in enumerate(self.rows):
-            if row is None:
-                continue
-            request = row.request
-            if not is_greedy(request.temperature, request.top_p):
-                groups.setdefault((request.temperature, request.top_p), []).append(i)
-        for (temperature, top_p), indices in groups.items():
-            rows = mx.array(np.array(indices, dtype=np.int32))
-            part = logits[rows]
-            # The sampler's top-p reads log-probabilities.
-            sampled = make_student_sampler(temperature, top_p)(part - mx.logsumexp(part, axis=-1, keepdims=True))
-            chosen[rows] = sampled.astype(mx.int32)
-        return chosen
+
+def _choose(rows: list[_Row | None], logits: mx.array, chosen: mx.array) -> mx.array:
+    """Each row's next token: argmax (``chosen``) for greedy rows, its own sampler for the others."""
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        request = row.request
+        if not is_greedy(request.temperature, request.top_p):
+            groups.setdefault((request.temperature, request.top_p), []).append(i)
+    for (temperature, top_p), indices in groups.items():
+        picked = mx.array(np.array(indices, dtype=np.int32))
+        part = logits[picked]
+        # The sampler's top-p reads log-probabilities.
+        sampled = make_student_sampler(temperature, top_p)(part - mx.logsumexp(part, axis=-1, keepdims=True))
+        chosen[picked] = sampled.astype(mx.int32)
+    return chosen
 
 
 def _cross_fn(model: Model):
@@ -290,29 +356,44 @@ def _cross_fn(model: Model):
 
 
 def _step_fn(model: Model):
-    """The compiled decoding step of `model` for live rows (compiled once per shape; weights read at call time)."""
+    """The compiled decoding step of `model` for the live rows of one or two lanes, each argument a
+    tuple with one entry per lane (compiled once per shape; weights read at call time)."""
     fn = getattr(model, "_compiled_continuous_step", None)
     if fn is None:
 
-        def step(tokens, starts, offset, cross_mask, keys, values, cross):
-            decoder, dtype = model.decoder, model.dtype
-            slots = mx.arange(keys[0].shape[2])
-            # Each row sees the slots from its own start to the shared one: distances as if alone.
-            hidden = (slots[None, :] < starts[:, None]) | (slots[None, :] > offset)
-            position = decoder.relative_attention_bias(mx.reshape(offset, (1,)), slots)
-            self_bias = mx.where(hidden[:, None, None, :], _neg_inf(dtype), position).astype(dtype)
-            cross_bias = padding_bias(cross_mask, dtype)
-            cache = DecoderCache(len(keys), keys[0].shape[2])
-            cache.keys, cache.values, cache.cross, cache.offset = list(keys), list(values), cross, offset
-            x = model.shared(tokens[:, None])
+        def step(tokens, starts, offsets, cross_masks, keys, values, crosses):
+            decoder = model.decoder
+            lanes, first = [], 0
+            for lane in zip(tokens, starts, offsets, cross_masks, keys, values, crosses):
+                lanes.append(_lane_view(model, first, *lane))
+                first += lane[0].shape[0]
+            x = model.shared((tokens[0] if len(tokens) == 1 else mx.concatenate(tokens))[:, None])
             for i, layer in enumerate(decoder.layers):
-                x = layer(x, self_bias, cross[i], cross_bias, cache, i)
+                if len(lanes) == 1:
+                    lane = lanes[0]
+                    x = layer(x, lane.self_bias, lane.cross_kv[i], lane.cross_bias, lane.cache, i)
+                else:
+                    x = layer.step_lanes(x, lanes, i)
             logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
-            return logits, mx.argmax(logits, axis=-1).astype(mx.int32), cache.keys, cache.values
+            return (logits, mx.argmax(logits, axis=-1).astype(mx.int32), [lane.cache.keys for lane in lanes],
+                    [lane.cache.values for lane in lanes])
 
         fn = mx.compile(step, inputs=model.state)
         model._compiled_continuous_step = fn
     return fn
+
+
+def _lane_view(model: Model, first: int, tokens, starts, offset, cross_mask, keys, values, cross) -> Lane:
+    """Rows ``first:`` of a step that share `keys`/`values`: their attention biases and cache."""
+    dtype = model.dtype
+    slots = mx.arange(keys[0].shape[2])
+    # Each row sees the slots from its own start to the shared one: distances as if alone.
+    hidden = (slots[None, :] < starts[:, None]) | (slots[None, :] > offset)
+    position = model.decoder.relative_attention_bias(mx.reshape(offset, (1,)), slots)
+    self_bias = mx.where(hidden[:, None, None, :], _neg_inf(dtype), position).astype(dtype)
+    cache = DecoderCache(len(keys), keys[0].shape[2])
+    cache.keys, cache.values, cache.cross, cache.offset = list(keys), list(values), cross, offset
+    return Lane(first, first + tokens.shape[0], self_bias, cross, padding_bias(cross_mask, dtype), cache)
 
 
 def _widest_matmul(args, tokens: int, vocab: int = 0) -> int:

@@ -220,8 +220,16 @@ class Attention(nn.Module):
         return k, v
 
     def __call__(self, x: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
+        return self.o(self.attend(self.queries(x), keys, values, bias))
+
+    def queries(self, x: mx.array) -> mx.array:
+        """(B, H, T, D) queries of ``x`` (B, T, d_model)."""
         B, T, _ = x.shape
-        q = self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+        return self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+
+    def attend(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
+        """(B, T, H·D) attention output of queries ``q`` over ``keys``/``values`` (before ``o``)."""
+        B, _, T, _ = q.shape
         cpu_float32 = on_cpu() and q.dtype == mx.float32
         fused_softmax = cpu_float32 and (self.training or T > 1)
         if cpu_float32 or (self.training and self.dropout_rate > 0):
@@ -237,7 +245,7 @@ class Attention(nn.Module):
             out = self.dropout(probs.astype(values.dtype)) @ values
         else:
             out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
-        return self.o(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+        return out.transpose(0, 2, 1, 3).reshape(B, T, -1)
 
 
 class FeedForward(nn.Module):
@@ -325,6 +333,37 @@ class DecoderLayer(nn.Module):
         h = self.cross_attention_norm(x)
         x = _clamp_fp16(x + self.dropout(self.cross_attention(h, *cross_kv, cross_bias)))
         return _clamp_fp16(x + self.dropout(self.mlp(self.mlp_norm(x))))
+
+    def step_lanes(self, x: mx.array, lanes: list["Lane"], index: int) -> mx.array:
+        """One decoding step (eval mode) for rows grouped in lanes of consecutive rows, each with its
+        own self-attention cache and cross K/V: a lane's rows attend only over its own cache, while
+        the projections and the feed-forward run on all rows at once. Each row's attention is the
+        one `__call__` computes for its lane alone."""
+        h = self.self_attention_norm(x)
+        k, v = self.self_attention.project_kv(h)
+        q = self.self_attention.queries(h)
+        outs = []
+        for lane in lanes:
+            keys, values = lane.cache.update(index, k[lane.start : lane.stop], v[lane.start : lane.stop])
+            outs.append(self.self_attention.attend(q[lane.start : lane.stop], keys, values, lane.self_bias))
+        x = _clamp_fp16(x + self.self_attention.o(mx.concatenate(outs)))
+        q = self.cross_attention.queries(self.cross_attention_norm(x))
+        outs = [self.cross_attention.attend(q[lane.start : lane.stop], *lane.cross_kv[index], lane.cross_bias)
+                for lane in lanes]
+        x = _clamp_fp16(x + self.cross_attention.o(mx.concatenate(outs)))
+        return _clamp_fp16(x + self.mlp(self.mlp_norm(x)))
+
+
+@dataclass
+class Lane:
+    """Rows ``start:stop`` of a decoding step that share a self-attention cache (see `DecoderLayer.step_lanes`)."""
+
+    start: int
+    stop: int
+    self_bias: mx.array
+    cross_kv: list[tuple[mx.array, mx.array]]  # per layer
+    cross_bias: mx.array | None
+    cache: "DecoderCache"
 
 
 class DecoderCache:

@@ -33,9 +33,8 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_distill.platform import blas_threads_for
-from mlx_distill.student.generate import (LENGTH_BUCKET, check_generation_args, encode_fn, is_greedy,
-                                          make_student_sampler)
-from mlx_distill.student.t5 import DecoderCache, Lane, Model, _neg_inf, padding_bias
+from mlx_distill.student.generate import LENGTH_BUCKET, check_generation_args, is_greedy, make_student_sampler
+from mlx_distill.student.t5 import DecoderCache, Lane, Model, ModelArgs, _neg_inf, padding_bias
 
 
 # Rows asking for at most this many tokens (the server's default answer length) share a lane.
@@ -138,10 +137,11 @@ class ContinuousDecoder:
         chosen = _choose(rows, logits, greedy)
         with blas_threads_for(_widest_matmul(self.args, len(rows), self.args.vocab_size)):
             mx.eval(chosen, keys, values, [lane.cross for lane in lanes])
-        tokens, out = np.array(chosen).tolist(), []
-        ends = np.cumsum([len(lane.rows) for lane in lanes]).tolist()  # before a lane's finished rows leave it
-        for lane, lane_keys, lane_values, end in zip(lanes, keys, values, ends):
-            out += lane.advance(tokens[end - len(lane.rows) : end], lane_keys, lane_values)
+        tokens, out, start = np.array(chosen).tolist(), [], 0
+        sizes = [len(lane.rows) for lane in lanes]  # taken before a lane's finished rows leave it
+        for lane, lane_keys, lane_values, size in zip(lanes, keys, values, sizes):
+            out += lane.advance(tokens[start : start + size], lane_keys, lane_values)
+            start += size
         return out
 
 
@@ -396,7 +396,7 @@ def _lane_view(model: Model, first: int, tokens, starts, offset, cross_mask, key
     return Lane(first, first + tokens.shape[0], self_bias, cross, padding_bias(cross_mask, dtype), cache)
 
 
-def _widest_matmul(args, tokens: int, vocab: int = 0) -> int:
+def _widest_matmul(args: ModelArgs, tokens: int, vocab: int = 0) -> int:
     """Multiply-adds of the largest matrix product of a pass over ``tokens`` (with the output layer: ``vocab``)."""
     return tokens * args.d_model * max(args.d_ff, args.num_heads * args.d_kv, vocab)
 

@@ -104,6 +104,7 @@ SINGLE_THREAD_MATMUL = 1 << 22
 
 @dataclass(frozen=True)
 class _OpenBlasThreads:
+    get_threads: Callable[[], int]
     set_threads: Callable[[int], None]
     default: int
 
@@ -117,27 +118,41 @@ def _openblas_threads() -> _OpenBlasThreads | None:
     except (OSError, AttributeError):
         return None
     get_threads.restype, set_threads.argtypes = ctypes.c_int, [ctypes.c_int]
-    return _OpenBlasThreads(set_threads, int(get_threads()))
+    return _OpenBlasThreads(get_threads, set_threads, int(get_threads()))
 
 
-@contextmanager
-def blas_threads_for(multiply_adds: int) -> Iterator[None]:
-    """Evaluate MLX work inside on one OpenBLAS thread when its largest matrix product has fewer than
-    `SINGLE_THREAD_MATMUL` multiply-adds (OpenBLAS's own threshold is far lower).
+def set_blas_threads_for(multiply_adds: int) -> None:
+    """Set OpenBLAS to one thread when the coming work's largest matrix product has fewer than
+    `SINGLE_THREAD_MATMUL` multiply-adds (OpenBLAS's own threshold is far lower), to its default
+    otherwise. For work evaluated asynchronously (`mlx.core.async_eval`): the count in force when a
+    product runs is the one used.
 
     OpenBLAS splits a product by rows and columns, never along the sums, so results are the same to
     the bit either way. Process-wide: concurrent users can only cost each other speed. A no-op
     without OpenBLAS (macOS, the bundled reference BLAS).
     """
     threads = _openblas_threads()
-    if threads is None or threads.default == 1 or multiply_adds >= SINGLE_THREAD_MATMUL:
+    if threads is None or threads.default == 1:
+        return
+    wanted = 1 if multiply_adds < SINGLE_THREAD_MATMUL else threads.default
+    if threads.get_threads() != wanted:
+        threads.set_threads(wanted)
+
+
+@contextmanager
+def blas_threads_for(multiply_adds: int) -> Iterator[None]:
+    """Evaluate MLX work inside with `set_blas_threads_for` ``multiply_adds``; the count in force
+    before is restored after."""
+    threads = _openblas_threads()
+    if threads is None or threads.default == 1:
         yield
         return
-    threads.set_threads(1)
+    before = threads.get_threads()
+    set_blas_threads_for(multiply_adds)
     try:
         yield
     finally:
-        threads.set_threads(threads.default)
+        threads.set_threads(before)
 
 
 def ensure_fast_blas(argv: list[str] | None = None) -> None:

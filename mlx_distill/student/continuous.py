@@ -2,9 +2,11 @@
 
 Each live row has its own encoder output (cross-attention keys/values), self-attention cache,
 sampler settings and ``max_tokens``. `ContinuousDecoder.add` runs the encoder once for the
-newcomers (batched) and they join at the next `ContinuousDecoder.step`, which decodes one token
-for every live row and retires the rows that finish (EOS or ``max_tokens``); `drop` retires rows
-the caller no longer wants (a stop string, a client that left).
+newcomers (batched) and they join the next step sent to MLX; `ContinuousDecoder.step` gives one
+token for every live row and retires the rows that finish (EOS or ``max_tokens``); `drop` retires
+rows the caller no longer wants (a stop string, a client that left). One step is always in flight:
+`step` sends the next step to MLX before it reads the current one's tokens back, so that MLX
+computes while the caller handles them (as mlx-lm's generation loop does).
 
 How rows of different ages share one cache (a lane's): all its rows write their next token at one
 shared slot ``S``; a row that joined at slot ``s`` masks the slots before ``s``. T5's self-attention bias
@@ -32,7 +34,7 @@ from typing import Hashable
 import mlx.core as mx
 import numpy as np
 
-from mlx_distill.platform import blas_threads_for
+from mlx_distill.platform import SINGLE_THREAD_MATMUL, blas_threads_for, set_blas_threads_for
 from mlx_distill.student.generate import LENGTH_BUCKET, check_generation_args, is_greedy, make_student_sampler
 from mlx_distill.student.t5 import DecoderCache, Lane, Model, ModelArgs, _neg_inf, padding_bias
 
@@ -66,11 +68,21 @@ class RowToken:
     finish_reason: str | None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     request: RowRequest
     start: int  # the cache slot of its first decoder token
-    generated: int = 0
+    dispatched: int = 0  # steps sent to MLX with this row
+    generated: int = 0  # tokens read back
+    done: bool = False  # finished or dropped: no more tokens are read for it
+
+
+@dataclass(eq=False)
+class _Step:
+    """A step sent to MLX and not read back yet: its chosen tokens and the rows they belong to."""
+
+    chosen: mx.array
+    rows: list[_Row | None]
 
 
 def _ceil_to(value: int, step: int) -> int:
@@ -96,11 +108,13 @@ class ContinuousDecoder:
         model.eval()
         self.model, self.args = model, model.args
         self._lanes = (_Lane(model), _Lane(model))  # short, long
+        self._in_flight: _Step | None = None
+        self._last_tokens: set[_Row] = set()  # rows out of their lane whose last token is in flight
 
     @property
     def live(self) -> int:
         """Rows decoding now (the newcomers of `add` included)."""
-        return sum(lane.live for lane in self._lanes)
+        return sum(lane.live for lane in self._lanes) + len(self._last_tokens)
 
     @property
     def capacity(self) -> int:
@@ -108,10 +122,11 @@ class ContinuousDecoder:
         return sum(lane.capacity for lane in self._lanes)
 
     def keys(self) -> list[Hashable]:
-        return [key for lane in self._lanes for key in lane.keys()]
+        return [key for lane in self._lanes for key in lane.keys()] + [row.request.key for row in self._last_tokens]
 
     def add(self, requests: list[RowRequest]) -> None:
-        """Encode ``requests`` (together, per lane); they decode from the next step on.
+        """Encode ``requests`` (together, per lane); they join the next step sent to MLX (their first
+        token comes with the `step` call after next when a step is in flight).
 
         Raises:
             DistillError: a bad ``max_tokens``, ``temperature`` or ``top_p`` (nothing is added).
@@ -122,26 +137,69 @@ class ContinuousDecoder:
             lane.add([r for r in requests if (r.max_tokens > SHORT_LANE_TOKENS) == long])
 
     def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
-        """Retire the rows named ``keys`` (absent keys are ignored)."""
+        """Retire the rows named ``keys`` (absent keys are ignored): no token of theirs comes after."""
+        gone = set(keys)
+        for row in list(self._last_tokens):
+            if row.request.key in gone:
+                row.done = True
+                self._last_tokens.discard(row)
         for lane in self._lanes:
-            lane.drop(keys)
+            lane.drop(gone)
 
     def step(self) -> list[RowToken]:
-        """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired."""
+        """One token for every live row; rows that finish (EOS, ``max_tokens``) are retired.
+
+        The next step is sent to MLX before this one's tokens are read back (see the module's
+        docstring): a row that ends with EOS, or is dropped, has one more token computed that nobody
+        reads; a row that reaches ``max_tokens`` leaves the step its last token is sent.
+        """
+        if self._in_flight is None:
+            self._in_flight = self._dispatch()
+        current, self._in_flight = self._in_flight, self._dispatch()
+        if current is None:
+            return []
+        out = self._read(current)
+        if self._in_flight is not None and all(row is None or row.done for row in self._in_flight.rows):
+            self._in_flight = None  # every row in it has ended: nothing to read
+        if self._in_flight is None:
+            set_blas_threads_for(SINGLE_THREAD_MATMUL)  # idle: back to the default
+        return out
+
+    def _dispatch(self) -> _Step | None:
+        """Send a step of the rows in the lanes to MLX (evaluated asynchronously); None without rows."""
         lanes = [lane for lane in self._lanes if lane.rows]
         if not lanes:
-            return []
+            return None
         inputs = list(zip(*(lane.step_inputs() for lane in lanes)))
         logits, greedy, keys, values = _step_fn(self.model)(*inputs)
         rows = [row for lane in lanes for row in lane.rows]
         chosen = _choose(rows, logits, greedy)
-        with blas_threads_for(_widest_matmul(self.args, len(rows), self.args.vocab_size)):
-            mx.eval(chosen, keys, values, [lane.cross for lane in lanes])
-        tokens, out, start = np.array(chosen).tolist(), [], 0
-        sizes = [len(lane.rows) for lane in lanes]  # taken before a lane's finished rows leave it
-        for lane, lane_keys, lane_values, size in zip(lanes, keys, values, sizes):
-            out += lane.advance(tokens[start : start + size], lane_keys, lane_values)
+        set_blas_threads_for(_widest_matmul(self.args, len(rows), self.args.vocab_size))
+        mx.async_eval(chosen, keys, values, [lane.cross for lane in lanes])
+        start = 0
+        for lane, lane_keys, lane_values in zip(lanes, keys, values):
+            size = len(lane.rows)
+            self._last_tokens.update(lane.dispatched(chosen[start : start + size], lane_keys, lane_values))
             start += size
+        return _Step(chosen, rows)
+
+    def _read(self, step: _Step) -> list[RowToken]:
+        """The tokens of a dispatched step (waiting for them); rows that end leave."""
+        out, ended = [], set()
+        eos = self.args.eos_token_id
+        for row, token in zip(step.rows, np.array(step.chosen).tolist()):
+            if row is None or row.done:
+                continue
+            row.generated += 1
+            finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
+            out.append(RowToken(row.request.key, token, row.generated, finish))
+            if finish is not None:
+                row.done = True
+                ended.add(row)
+        if ended:
+            self._last_tokens -= ended
+            for lane in self._lanes:
+                lane.leave_rows(ended)
         return out
 
 
@@ -164,7 +222,7 @@ class _Lane:
     def _reset(self) -> None:
         """Nothing live: free every buffer and start again at slot 0."""
         self.rows: list[_Row | None] = []  # None: a hole a newcomer takes (keeps shapes, and the compiled step)
-        self._tokens: list[int] = []  # each row's input token for the next step
+        self._tokens: mx.array | None = None  # (B,) each row's input token for the next step (maybe not computed yet)
         self._cross: list[tuple[mx.array, mx.array]] = []  # per layer (B, H, T, D)
         self._cross_mask = np.zeros((0, 0), dtype=np.int32)  # (B, T)
         self._keys: list[mx.array] = []  # per layer (B, H, capacity, D)
@@ -211,8 +269,11 @@ class _Lane:
                 k[into], v[into] = nk[:n], nv[:n]
                 self._cross[layer] = (k, v)
             self._cross_mask[holes] = new_mask[:n]
+            tokens = self._tokens
+            tokens[into] = self.args.decoder_start_token_id
+            self._tokens = tokens
             for i, request in zip(holes, requests):
-                self.rows[i], self._tokens[i] = _Row(request, self._slot), self.args.decoder_start_token_id
+                self.rows[i] = _Row(request, self._slot)
         rest, cross = requests[len(holes):], [(k[len(holes):], v[len(holes):]) for k, v in cross]
         if not rest:
             return
@@ -228,12 +289,19 @@ class _Lane:
             self._keys = [mx.concatenate([k, zeros]) for k in self._keys]
             self._values = [mx.concatenate([v, zeros]) for v in self._values]
         self.rows += [_Row(request, self._slot) for request in rest]
-        self._tokens += [self.args.decoder_start_token_id] * len(rest)  # evaluated with the next step
+        starts = mx.full((len(rest),), self.args.decoder_start_token_id, dtype=mx.int32)
+        self._tokens = starts if self._tokens is None else mx.concatenate([self._tokens, starts])
 
-    def drop(self, keys: set[Hashable] | list[Hashable]) -> None:
+    def drop(self, keys: set[Hashable]) -> None:
         """Retire the rows named ``keys`` (absent keys are ignored)."""
-        gone = set(keys)
-        self._leave([i for i, row in enumerate(self.rows) if row is not None and row.request.key in gone])
+        indices = [i for i, row in enumerate(self.rows) if row is not None and row.request.key in keys]
+        for i in indices:
+            self.rows[i].done = True
+        self._leave(indices)
+
+    def leave_rows(self, rows: set[_Row]) -> None:
+        """Retire ``rows`` (those not in this lane are ignored)."""
+        self._leave([i for i, row in enumerate(self.rows) if row is not None and row in rows])
 
     def _leave(self, indices: list[int]) -> None:
         """Make holes of rows ``indices``; gather the live rows once holes outnumber them."""
@@ -248,7 +316,7 @@ class _Lane:
     def _gather(self, indices: list[int]) -> None:
         take = mx.array(np.array(indices, dtype=np.int32))
         self.rows = [self.rows[i] for i in indices]
-        self._tokens = [self._tokens[i] for i in indices]
+        self._tokens = self._tokens[take]
         self._cross = [(k[take], v[take]) for k, v in self._cross]
         width = _ceil_to(int(self._cross_mask[indices].sum(axis=1).max()), LENGTH_BUCKET)
         self._cross_mask = self._cross_mask[indices]
@@ -299,27 +367,24 @@ class _Lane:
         capacity = self.capacity
         # A hole starts past the cache's end: every slot is hidden from it.
         starts = [row.start if row is not None else capacity + 1 for row in self.rows]
-        return (mx.array(np.array(self._tokens, dtype=np.int32)), mx.array(np.array(starts, dtype=np.int32)),
+        return (self._tokens, mx.array(np.array(starts, dtype=np.int32)),
                 mx.array(self._slot, dtype=mx.int32), mx.array(self._cross_mask), self._keys, self._values,
                 self._cross)
 
-    def advance(self, tokens: list[int], keys: list[mx.array], values: list[mx.array]) -> list[RowToken]:
-        """Take this lane's tokens of a step and its updated cache; retire the rows that finish."""
-        self._keys, self._values = keys, values
+    def dispatched(self, tokens: mx.array, keys: list[mx.array], values: list[mx.array]) -> list[_Row]:
+        """Take this lane's part of a dispatched step (its tokens, maybe not computed yet, are the next
+        step's input); the rows that have now been sent their ``max_tokens``-th step leave, and are returned."""
+        self._tokens, self._keys, self._values = tokens, keys, values
         self._slot += 1
-        out, finished = [], []
-        eos = self.args.eos_token_id
-        for i, (row, token) in enumerate(zip(self.rows, tokens)):
-            if row is None:
-                continue
-            row.generated += 1
-            finish = "stop" if token == eos else ("length" if row.generated >= row.request.max_tokens else None)
-            out.append(RowToken(row.request.key, token, row.generated, finish))
-            if finish is not None:
-                finished.append(i)
-        self._tokens = tokens
-        self._leave(finished)
-        return out
+        last = []
+        for i, row in enumerate(self.rows):
+            if row is not None:
+                row.dispatched += 1
+                if row.dispatched >= row.request.max_tokens:
+                    last.append(i)
+        rows = [self.rows[i] for i in last]
+        self._leave(last)
+        return rows
 
 
 def _choose(rows: list[_Row | None], logits: mx.array, chosen: mx.array) -> mx.array:

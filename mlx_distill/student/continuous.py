@@ -96,7 +96,7 @@ class ContinuousDecoder:
     row attends over its lane's whole window, which a long row keeps wide (demo student, 17 rows: a
     step took ~1.5 ms over 64 slots and ~2.5 ms over 256), so short answers do not pay for a long
     one's. One compiled step serves both lanes: projections and feed-forward on all rows at once,
-    attention per lane (`mlx_distill.student.t5.DecoderLayer.step_lanes`).
+    attention per lane (`mlx_distill.student.t5.DecoderLayer.step_rows`).
 
     Args:
         model: The T5 student.
@@ -423,7 +423,7 @@ def _cross_fn(model: Model):
 def _step_fn(model: Model):
     """The compiled decoding step of `model` for the live rows of one or two lanes, each argument a
     tuple with one entry per lane (compiled once per shape; weights read at call time)."""
-    fn = getattr(model, "_compiled_continuous_step", None)
+    fn = getattr(model, "_compiled_continuous_step_rows", None)
     if fn is None:
 
         def step(tokens, starts, offsets, cross_masks, keys, values, crosses):
@@ -432,19 +432,15 @@ def _step_fn(model: Model):
             for lane in zip(tokens, starts, offsets, cross_masks, keys, values, crosses):
                 lanes.append(_lane_view(model, first, *lane))
                 first += lane[0].shape[0]
-            x = model.shared((tokens[0] if len(tokens) == 1 else mx.concatenate(tokens))[:, None])
+            x = model.shared(tokens[0] if len(tokens) == 1 else mx.concatenate(tokens))
             for i, layer in enumerate(decoder.layers):
-                if len(lanes) == 1:
-                    lane = lanes[0]
-                    x = layer(x, lane.self_bias, lane.cross_kv[i], lane.cross_bias, lane.cache, i)
-                else:
-                    x = layer.step_lanes(x, lanes, i)
-            logits = model.lm_logits(decoder.final_norm(x))[:, -1, :]
+                x = layer.step_rows(x, lanes, i)
+            logits = model.lm_logits(decoder.final_norm(x))
             return (logits, mx.argmax(logits, axis=-1).astype(mx.int32), [lane.cache.keys for lane in lanes],
                     [lane.cache.values for lane in lanes])
 
         fn = mx.compile(step, inputs=model.state)
-        model._compiled_continuous_step = fn
+        model._compiled_continuous_step_rows = fn
     return fn
 
 

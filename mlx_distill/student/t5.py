@@ -227,6 +227,22 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return self.q(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
 
+    def one_token(self, x: mx.array, projection: nn.Linear) -> mx.array:
+        """(B, H, 1, D) from ``projection`` of one token's ``x`` (B, d_model): no transpose needed."""
+        return projection(x).reshape(x.shape[0], self.num_heads, 1, -1)
+
+    def attend_one(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
+        """(B, H·D) attention output of one token's queries ``q`` (B, H, 1, D), before ``o`` (eval mode):
+        the ops `attend` runs for it, without the transpose of a sequence axis."""
+        if on_cpu() and q.dtype == mx.float32:
+            scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
+            if bias is not None:
+                scores = scores + bias
+            out = mx.softmax(scores, axis=-1).astype(values.dtype) @ values
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
+        return out.reshape(q.shape[0], -1)
+
     def attend(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         """(B, T, H·D) attention output of queries ``q`` over ``keys``/``values`` (before ``o``)."""
         B, _, T, _ = q.shape
@@ -261,21 +277,23 @@ class FeedForward(nn.Module):
         self.wo = nn.Linear(args.d_ff, args.d_model, bias=False)
         self.dropout = nn.Dropout(args.dropout_rate)
 
-    def _activate(self, h: mx.array) -> mx.array:
+    def _activate(self, h: mx.array, one_token: bool = False) -> mx.array:
         # T5 v1.1's tanh GELU on the CPU, where MLX's tanh costs ~30 ns an element: through the
         # fused exp in training and for whole sequences; a one-token decoding step takes it as
         # x·sigmoid(2u), the same function in one fused op (the fused exp is more ops, and at one
         # row each op costs more than its elements). The choice depends on the call, never on
         # how many rows share the batch.
         if self.act is nn.gelu_approx and on_cpu():
-            return gelu_approx(h) if self.training or h.shape[-2] > 1 else gelu_approx_sigmoid(h)
+            sequence = not one_token and h.shape[-2] > 1
+            return gelu_approx(h) if self.training or sequence else gelu_approx_sigmoid(h)
         return self.act(h)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, one_token: bool = False) -> mx.array:
+        """``x`` (..., T, d_model), or with ``one_token`` one token per row (B, d_model)."""
         if self.gated:
-            h = self._activate(self.wi_0(x)) * self.wi_1(x)
+            h = self._activate(self.wi_0(x), one_token) * self.wi_1(x)
         else:
-            h = self._activate(self.wi(x))
+            h = self._activate(self.wi(x), one_token)
         return self.wo(self.dropout(h))
 
 
@@ -334,29 +352,29 @@ class DecoderLayer(nn.Module):
         x = _clamp_fp16(x + self.dropout(self.cross_attention(h, *cross_kv, cross_bias)))
         return _clamp_fp16(x + self.dropout(self.mlp(self.mlp_norm(x))))
 
-    def step_lanes(self, x: mx.array, lanes: list["Lane"], index: int) -> mx.array:
-        """One decoding step (eval mode) for rows grouped in lanes of consecutive rows, each with its
-        own self-attention cache and cross K/V: a lane's rows attend only over its own cache, while
-        the projections and the feed-forward run on all rows at once. Each row's attention is the
-        one `__call__` computes for its lane alone."""
+    def step_rows(self, x: mx.array, lanes: list["Lane"], index: int) -> mx.array:
+        """One decoding step (eval mode) of one token per row, ``x`` (B, d_model), for rows grouped in
+        lanes of consecutive rows, each with its own self-attention cache and cross K/V: a lane's rows
+        attend only over its own cache, while the projections and the feed-forward run on all rows at
+        once. Each row gets what `__call__` computes for it alone (the same products and ops), without
+        the sequence axis's reshapes and transposes: fewer graph nodes, whose dispatch dominates a step."""
+        attention, cross = self.self_attention, self.cross_attention
         h = self.self_attention_norm(x)
-        k, v = self.self_attention.project_kv(h)
-        q = self.self_attention.queries(h)
+        q, k, v = (attention.one_token(h, projection) for projection in (attention.q, attention.k, attention.v))
         outs = []
         for lane in lanes:
             keys, values = lane.cache.update(index, k[lane.start : lane.stop], v[lane.start : lane.stop])
-            outs.append(self.self_attention.attend(q[lane.start : lane.stop], keys, values, lane.self_bias))
-        x = _clamp_fp16(x + self.self_attention.o(mx.concatenate(outs)))
-        q = self.cross_attention.queries(self.cross_attention_norm(x))
-        outs = [self.cross_attention.attend(q[lane.start : lane.stop], *lane.cross_kv[index], lane.cross_bias)
-                for lane in lanes]
-        x = _clamp_fp16(x + self.cross_attention.o(mx.concatenate(outs)))
-        return _clamp_fp16(x + self.mlp(self.mlp_norm(x)))
+            outs.append(attention.attend_one(q[lane.start : lane.stop], keys, values, lane.self_bias))
+        x = _clamp_fp16(x + attention.o(outs[0] if len(outs) == 1 else mx.concatenate(outs)))
+        q = cross.one_token(self.cross_attention_norm(x), cross.q)
+        outs = [cross.attend_one(q[lane.start : lane.stop], *lane.cross_kv[index], lane.cross_bias) for lane in lanes]
+        x = _clamp_fp16(x + cross.o(outs[0] if len(outs) == 1 else mx.concatenate(outs)))
+        return _clamp_fp16(x + self.mlp(self.mlp_norm(x), one_token=True))
 
 
 @dataclass
 class Lane:
-    """Rows ``start:stop`` of a decoding step that share a self-attention cache (see `DecoderLayer.step_lanes`)."""
+    """Rows ``start:stop`` of a decoding step that share a self-attention cache (see `DecoderLayer.step_rows`)."""
 
     start: int
     stop: int

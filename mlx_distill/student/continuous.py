@@ -269,9 +269,7 @@ class _Lane:
                 k[into], v[into] = nk[:n], nv[:n]
                 self._cross[layer] = (k, v)
             self._cross_mask[holes] = new_mask[:n]
-            tokens = self._tokens
-            tokens[into] = self.args.decoder_start_token_id
-            self._tokens = tokens
+            self._tokens[into] = self.args.decoder_start_token_id
             for i, request in zip(holes, requests):
                 self.rows[i] = _Row(request, self._slot)
         rest, cross = requests[len(holes):], [(k[len(holes):], v[len(holes):]) for k, v in cross]

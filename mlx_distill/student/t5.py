@@ -232,20 +232,18 @@ class Attention(nn.Module):
         return projection(x).reshape(x.shape[0], self.num_heads, 1, -1)
 
     def attend_one(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
-        """(B, H·D) attention output of one token's queries ``q`` (B, H, 1, D), before ``o`` (eval mode):
-        the ops `attend` runs for it, without the transpose of a sequence axis."""
-        if on_cpu() and q.dtype == mx.float32:
-            scores = (q @ keys.swapaxes(-1, -2)).astype(mx.float32)
-            if bias is not None:
-                scores = scores + bias
-            out = mx.softmax(scores, axis=-1).astype(values.dtype) @ values
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
-        return out.reshape(q.shape[0], -1)
+        """(B, H·D) attention output of one token's queries ``q`` (B, H, 1, D), before ``o``: what
+        `attend` gives, without the transpose of a sequence axis."""
+        return self._weighted_values(q, keys, values, bias).reshape(q.shape[0], -1)
 
     def attend(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
         """(B, T, H·D) attention output of queries ``q`` over ``keys``/``values`` (before ``o``)."""
         B, _, T, _ = q.shape
+        return self._weighted_values(q, keys, values, bias).transpose(0, 2, 1, 3).reshape(B, T, -1)
+
+    def _weighted_values(self, q: mx.array, keys: mx.array, values: mx.array, bias: mx.array) -> mx.array:
+        """(B, H, T, D): each query's attention weights over ``keys`` applied to ``values``."""
+        T = q.shape[2]
         cpu_float32 = on_cpu() and q.dtype == mx.float32
         fused_softmax = cpu_float32 and (self.training or T > 1)
         if cpu_float32 or (self.training and self.dropout_rate > 0):
@@ -258,10 +256,8 @@ class Attention(nn.Module):
             if bias is not None:
                 scores = scores + bias
             probs = softmax_last_axis(scores) if fused_softmax else mx.softmax(scores, axis=-1)
-            out = self.dropout(probs.astype(values.dtype)) @ values
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
-        return out.transpose(0, 2, 1, 3).reshape(B, T, -1)
+            return self.dropout(probs.astype(values.dtype)) @ values
+        return mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=bias)
 
 
 class FeedForward(nn.Module):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 from mlx_distill.errors import DistillError
@@ -146,3 +147,35 @@ def test_a_rows_logits_do_not_depend_on_the_batch_with_a_row_independent_blas(de
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
 
+
+
+
+def _buffer_address(array: mx.array) -> int:
+    """Where MLX holds ``array``'s data (no reference to it is kept)."""
+    view = memoryview(array)
+    try:
+        return np.asarray(view).__array_interface__["data"][0]
+    finally:
+        view.release()
+
+
+def test_a_step_updates_the_self_attention_cache_in_place(student):
+    """A step writes the rows' new keys/values into the cache it was given, not into a copy of it
+    (MLX copies an input that something else still references: every row's cache, every step)."""
+    model, tokenizer = student
+    ids, _ = encode_prompts(tokenizer, PROMPTS[:8])
+    eos, model.args.eos_token_id = model.args.eos_token_id, -1  # no row ends: the lane keeps its rows
+    try:
+        decoder = ContinuousDecoder(model)
+        decoder.add([RowRequest(i, ids[i], 3 * ROOM_STEP + 2) for i in range(8)])
+        lane, seen = decoder._lanes[0], []
+        for _ in range(3 * ROOM_STEP):
+            decoder.step()
+            mx.eval(lane._keys[0])
+            seen.append((lane.capacity, _buffer_address(lane._keys[0])))
+    finally:
+        model.args.eos_token_id = eos
+    # Consecutive steps without a resize (the cache grows every ROOM_STEP slots) share one buffer.
+    pairs = [(a, b) for (size_a, a), (size_b, b) in zip(seen, seen[1:]) if size_a == size_b]
+    assert len(pairs) > ROOM_STEP
+    assert all(a == b for a, b in pairs)

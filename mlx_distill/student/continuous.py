@@ -172,15 +172,19 @@ class ContinuousDecoder:
             return None
         inputs = list(zip(*(lane.step_inputs() for lane in lanes)))
         logits, greedy, keys, values = _step_fn(self.model)(*inputs)
+        del inputs
         rows = [row for lane in lanes for row in lane.rows]
         chosen = _choose(rows, logits, greedy)
         set_blas_threads_for(_widest_matmul(self.args, len(rows), self.args.vocab_size))
-        mx.async_eval(chosen, keys, values, [lane.cross for lane in lanes])
+        crosses = [lane.cross for lane in lanes]
         start = 0
         for lane, lane_keys, lane_values in zip(lanes, keys, values):
             size = len(lane.rows)
             self._last_tokens.update(lane.dispatched(chosen[start : start + size], lane_keys, lane_values))
             start += size
+        # Sent once nothing in Python holds the caches this step updates, so that MLX updates them in
+        # place (an input still referenced is copied whole first: the cache of every row, every step).
+        mx.async_eval(chosen, keys, values, crosses)
         return _Step(chosen, rows)
 
     def _read(self, step: _Step) -> list[RowToken]:

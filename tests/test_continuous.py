@@ -148,8 +148,6 @@ def test_a_rows_logits_do_not_depend_on_the_batch_with_a_row_independent_blas(de
     assert result.stdout.split() == ["True"]
 
 
-
-
 def _buffer_address(array: mx.array) -> int:
     """Where MLX holds ``array``'s data (no reference to it is kept)."""
     view = memoryview(array)

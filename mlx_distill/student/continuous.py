@@ -296,10 +296,10 @@ class _Lane:
 
     def drop(self, keys: set[Hashable]) -> None:
         """Retire the rows named ``keys`` (absent keys are ignored)."""
-        indices = [i for i, row in enumerate(self.rows) if row is not None and row.request.key in keys]
-        for i in indices:
-            self.rows[i].done = True
-        self._leave(indices)
+        rows = {row for row in self.rows if row is not None and row.request.key in keys}
+        for row in rows:
+            row.done = True
+        self.leave_rows(rows)
 
     def leave_rows(self, rows: set[_Row]) -> None:
         """Retire ``rows`` (those not in this lane are ignored)."""
